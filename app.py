@@ -1,0 +1,10 @@
+"""Chalice app: registers the blueprints (and, later, the SQS and schedule handlers). No logic."""
+from chalice import Chalice
+
+from chalicelib.api import health
+from chalicelib.api import jobs
+
+app = Chalice(app_name="a1111-async")
+app.api.binary_types.append("image/webp")
+app.register_blueprint(health.blueprint)
+app.register_blueprint(jobs.blueprint)

@@ -1,0 +1,1 @@
+"""Application code deployed to Lambda with app.py (Chalice packages this folder)."""

@@ -1,0 +1,1 @@
+"""HTTP routes as Chalice blueprints: parse → service call → JSON. Routes never touch a backend."""

@@ -1,0 +1,73 @@
+"""What every route shares: bearer auth, JSON bodies within limits, and errors as JSON."""
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import logging
+
+import chalice
+
+from chalicelib import config
+from chalicelib import errors
+
+log = logging.getLogger(__name__)
+
+
+def json_response(body: object, *, status: int = 200, headers: dict | None = None) -> chalice.Response:
+    return chalice.Response(body=json.dumps(body), status_code=status,
+                            headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def error_response(error: errors.ServiceError) -> chalice.Response:
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return json_response(error.to_body(), status=error.status, headers=headers)
+
+
+def handler(func):
+    """Turn `ServiceError`s into their JSON responses and anything unexpected into a logged 500."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except errors.ServiceError as error:
+            return error_response(error)
+        except Exception:  # noqa: BLE001 - the last line of defence: log it, answer JSON
+            log.exception("unhandled error in %s", func.__name__)
+            return error_response(errors.ServiceError("an unexpected error occurred; it was logged"))
+    return wrapper
+
+
+def owner_of(request: chalice.app.Request) -> str:
+    """The owner name of the bearer token, compared in constant time against every token."""
+    tokens = config.get_settings().token_map()
+    if not tokens:
+        raise errors.Unauthorized("no API tokens are configured: set API_TOKENS (e.g. "
+                                  "API_TOKENS=alice:s3cret) and send 'Authorization: Bearer s3cret'")
+    scheme, _, presented = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise errors.Unauthorized("send 'Authorization: Bearer <token>'")
+    presented_bytes = presented.strip().encode()
+    owner = None
+    for token, name in tokens.items():
+        if hmac.compare_digest(presented_bytes, token.encode()):
+            owner = name
+    if owner is None:
+        raise errors.Unauthorized("invalid token")
+    return owner
+
+
+def json_body(request: chalice.app.Request, *, max_bytes: int) -> object:
+    raw = request.raw_body or b""
+    if len(raw) > max_bytes:
+        raise errors.PayloadTooLarge(f"the body is {len(raw)} bytes; the limit is {max_bytes} (MAX_BODY_BYTES)")
+    if not raw.strip():
+        raise errors.BadRequest("the body is empty; send a JSON object")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise errors.BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def query_param(request: chalice.app.Request, name: str) -> str | None:
+    return (request.query_params or {}).get(name)

@@ -1,0 +1,101 @@
+"""Settings from the environment, read once.
+
+Every knob of the service is an environment variable (documented in the README). Stage defaults in
+`.chalice/config.json` never shadow a variable the user set, because the dev stage sets none.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+
+import pydantic
+import pydantic_settings
+
+
+class Settings(pydantic_settings.BaseSettings):
+    """All configuration of the API, the worker and the handlers."""
+
+    model_config = pydantic_settings.SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    # Auth
+    api_tokens: str = ""
+
+    # Backends
+    database_url: str = "sqlite:///data/jobs.db"
+    queue_backend: str = "local"
+    jobs_queue_url: str = ""
+    webhooks_queue_url: str = ""
+    submissions_queue_url: str = ""
+    image_store: str = "db"
+
+    # A1111
+    a1111_base_url: str = "http://127.0.0.1:7860"
+    a1111_auth: str = ""
+    a1111_timeout: float = pydantic.Field(600.0, gt=0)
+    a1111_connect_timeout: float = pydantic.Field(5.0, gt=0)
+
+    # Serving
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Jobs and workers
+    job_max_attempts: int = pydantic.Field(3, ge=1)
+    job_retry_base_seconds: float = pydantic.Field(2.0, ge=0)
+    job_lease_seconds: float = pydantic.Field(30.0, gt=0)
+    progress_interval: float = pydantic.Field(1.0, gt=0)
+    heartbeat_interval: float = pydantic.Field(5.0, gt=0)
+    sweep_interval: float = pydantic.Field(5.0, gt=0)
+    worker_shutdown_grace: float = pydantic.Field(8.0, ge=0)
+    queue_max_receives: int = pydantic.Field(10, ge=1)
+    queue_visibility_timeout: float = pydantic.Field(60.0, gt=0)
+
+    # Request limits
+    max_body_bytes: int = pydantic.Field(32 * 1024 * 1024, gt=0)
+    max_width: int = pydantic.Field(2048, gt=0)
+    max_height: int = pydantic.Field(2048, gt=0)
+    max_steps: int = pydantic.Field(150, gt=0)
+    max_images: int = pydantic.Field(16, gt=0)
+    max_prompt_length: int = pydantic.Field(10000, gt=0)
+
+    # Later features (documented now so the contract is complete)
+    webhook_allow_private: bool = False
+    civitai_enabled: bool = False
+    civitai_api_key: str = ""
+    civitai_base_url: str = "https://civitai.com/api/v1"
+
+    log_level: str = "INFO"
+
+    def token_map(self) -> dict[str, str]:
+        """`API_TOKENS` as {token: owner name}.
+
+        `name:token` names its owner; a bare token is owned by `tok-<first 12 hex of its sha256>`,
+        a name that is stable when the list is reordered and reveals nothing of the token.
+        """
+        tokens: dict[str, str] = {}
+        for item in (part.strip() for part in self.api_tokens.split(",")):
+            if not item:
+                continue
+            name, sep, token = item.partition(":")
+            if sep and token and name:
+                tokens[token] = name
+            else:
+                tokens[item] = "tok-" + hashlib.sha256(item.encode()).hexdigest()[:12]
+        return tokens
+
+    def a1111_urls(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.a1111_base_url.split(",") if u.strip()]
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call `get_settings.cache_clear()` after changing the env."""
+    return Settings()
+
+
+def data_dir_for(url: str) -> str | None:
+    """Directory that must exist for a `sqlite:///path` URL (None for other schemes)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):]
+    return os.path.dirname(os.path.abspath(path))

@@ -1,0 +1,77 @@
+"""One exception tree; each error carries its HTTP status and renders as the contract's JSON."""
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every error the API turns into a JSON response."""
+
+    status = 500
+    name = "InternalError"
+
+    def __init__(self, detail: object = "") -> None:
+        super().__init__(detail if isinstance(detail, str) else repr(detail))
+        self.detail = detail
+
+    def to_body(self) -> dict:
+        return {"error": self.name, "detail": self.detail}
+
+
+class BadRequest(ServiceError):
+    status, name = 400, "BadRequest"
+
+
+class Unauthorized(ServiceError):
+    status, name = 401, "Unauthorized"
+
+
+class NotFound(ServiceError):
+    status, name = 404, "NotFound"
+
+
+class Conflict(ServiceError):
+    status, name = 409, "Conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status, name = 413, "PayloadTooLarge"
+
+
+class ValidationFailed(ServiceError):
+    """422; `detail` is a list of {"loc", "msg", "type"} like FastAPI's."""
+
+    status, name = 422, "ValidationError"
+
+    def __init__(self, errors: list[dict]) -> None:
+        super().__init__(errors)
+
+    @classmethod
+    def single(cls, loc: list, msg: str, type_: str = "value_error") -> "ValidationFailed":
+        return cls([{"loc": loc, "msg": msg, "type": type_}])
+
+
+class StoreUnavailable(ServiceError):
+    """The job store cannot be reached; raised by backends in place of driver errors."""
+
+    status, name = 503, "StoreUnavailable"
+
+
+class A1111Error(Exception):
+    """Base of errors from an A1111 instance (never an API response by itself)."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, status: int | None = None, detail: object = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.detail = detail
+
+
+class A1111Unavailable(A1111Error):
+    """Connection refused or dropped, timeout, or a 5xx: worth another attempt."""
+
+    retryable = True
+
+
+class A1111Rejected(A1111Error):
+    """A 4xx from A1111 (bad request, unknown script, missing init image): final."""

@@ -1,0 +1,206 @@
+"""Worker use cases: run the next job on an A1111 instance, and sweep what crashed workers left.
+
+The same functions serve `python -m worker_fn` and the SQS-triggered Lambda handlers.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import random
+import threading
+import time
+
+from chalicelib import a1111
+from chalicelib import context as context_module
+from chalicelib import errors
+from chalicelib.queue import base as queue_base
+from chalicelib.store import base as store_base
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_DELAY = 300.0
+STALE_QUEUED_SECONDS = 30.0
+STALE_RERING_LIMIT = 10
+
+
+def retry_delay(attempt: int, *, base: float) -> float:
+    """Exponential backoff with ±20 % jitter: base, 2·base, 4·base … capped at five minutes."""
+    delay = min(base * 2 ** max(attempt - 1, 0), MAX_RETRY_DELAY)
+    return delay * random.uniform(0.8, 1.2)
+
+
+def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111.Instance,
+                 client: a1111.A1111Client, on_claim=None) -> str | None:
+    """Claim the most urgent queued job and run it to an outcome. Returns its id, or None if idle.
+
+    The caller must hold a slot of `instance`, so the instance never runs two of our jobs at once.
+    """
+    settings = ctx.settings
+    job = ctx.store.claim_next(worker_id=worker_id, instance=instance.name,
+                               lease_seconds=settings.job_lease_seconds, now=time.time())
+    if job is None:
+        return None
+    if on_claim is not None:
+        on_claim(job.id)
+    log.info("job claimed", extra={"job_id": job.id, "worker_id": worker_id, "attempt": job.attempts})
+    if job.cancel_requested:
+        ctx.store.finish_cancelled(job.id, worker_id=worker_id, result=None, image_count=0, now=time.time())
+        return job.id
+    tracker = ProgressTracker(ctx, job=job, worker_id=worker_id, client=client)
+    tracker.start()
+    try:
+        payload = dict(job.request, force_task_id=job.id)
+        response = client.generate(job.kind, payload, timeout=settings.a1111_timeout)
+    except errors.A1111Rejected as exc:
+        tracker.stop()
+        _end_rejected(ctx, job, worker_id, exc)
+    except errors.A1111Unavailable as exc:
+        tracker.stop()
+        _end_unavailable(ctx, job, worker_id, exc, cancelled=tracker.cancel_sent)
+    else:
+        tracker.stop()
+        _end_generated(ctx, job, worker_id, response, cancelled=tracker.cancel_sent)
+    return job.id
+
+
+def _end_generated(ctx: context_module.Context, job: store_base.Job, worker_id: str, response: dict,
+                   *, cancelled: bool) -> None:
+    try:
+        images = [base64.b64decode(item, validate=True) for item in response.get("images") or []]
+    except (binascii.Error, TypeError, ValueError):
+        _fail(ctx, job, worker_id, "a1111_bad_response", "A1111 returned images that are not base64")
+        return
+    info = response.get("info", "")
+    result = {
+        "parameters": response.get("parameters") or {},
+        "info": info if isinstance(info, str) else json.dumps(info),
+    }
+    ctx.images.put(job.id, job.attempts, images)
+    now = time.time()
+    if cancelled:
+        done = ctx.store.finish_cancelled(job.id, worker_id=worker_id, result=result,
+                                          image_count=len(images), now=now)
+    else:
+        done = ctx.store.complete(job.id, worker_id=worker_id, result=result,
+                                  image_count=len(images), now=now)
+    if not done:
+        log.warning("job finished after its lease was lost; result dropped",
+                    extra={"job_id": job.id, "worker_id": worker_id})
+    else:
+        log.info("job %s", "cancelled" if cancelled else "completed",
+                 extra={"job_id": job.id, "worker_id": worker_id, "images": len(images)})
+
+
+def _end_rejected(ctx: context_module.Context, job: store_base.Job, worker_id: str,
+                  exc: errors.A1111Error) -> None:
+    _fail(ctx, job, worker_id, "a1111_rejected", exc.message)
+
+
+def _end_unavailable(ctx: context_module.Context, job: store_base.Job, worker_id: str,
+                     exc: errors.A1111Error, *, cancelled: bool) -> None:
+    settings = ctx.settings
+    now = time.time()
+    if cancelled:
+        ctx.store.finish_cancelled(job.id, worker_id=worker_id, result=None, image_count=0, now=now)
+        return
+    if job.attempts >= settings.job_max_attempts:
+        _fail(ctx, job, worker_id, "a1111_unavailable",
+              f"{exc.message} (attempt {job.attempts} of {settings.job_max_attempts}; no attempts left)")
+        return
+    delay = retry_delay(job.attempts, base=settings.job_retry_base_seconds)
+    if ctx.store.retry_later(job.id, worker_id=worker_id, delay=delay, reason=exc.message, now=now):
+        ctx.queue.send(queue_base.JOBS, {"job_id": job.id}, delay=delay)
+        log.warning("A1111 unavailable; job requeued",
+                    extra={"job_id": job.id, "worker_id": worker_id, "delay": round(delay, 2),
+                           "reason": exc.message})
+
+
+def _fail(ctx: context_module.Context, job: store_base.Job, worker_id: str, code: str,
+          message: str) -> None:
+    ctx.store.fail(job.id, worker_id=worker_id, code=code, message=message, now=time.time())
+    log.warning("job failed", extra={"job_id": job.id, "worker_id": worker_id, "code": code})
+
+
+class ProgressTracker:
+    """While the generation call blocks, poll A1111's progress, store it, renew the lease, and
+    interrupt A1111 when the job's cancel flag appears."""
+
+    def __init__(self, ctx: context_module.Context, *, job: store_base.Job, worker_id: str,
+                 client: a1111.A1111Client) -> None:
+        self.ctx = ctx
+        self.job = job
+        self.worker_id = worker_id
+        self.client = client
+        self.cancel_sent = False
+        self.lease_lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"progress-{job.id[:8]}", daemon=True)
+        self._last: dict = {"progress": 0.0, "eta_relative": None, "step": 0, "steps": None,
+                            "job_no": 0, "job_count": None}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        interval = self.ctx.settings.progress_interval
+        while not self._stop.wait(interval):
+            self.tick()
+
+    def tick(self) -> None:
+        preview = None
+        try:
+            snapshot = self.client.progress(skip_current_image=False)
+        except errors.A1111Error:
+            snapshot = None  # the lease is still renewed: this worker is alive
+        if snapshot is not None:
+            self._last = _progress_of(snapshot)
+            preview = snapshot.get("current_image") or None
+        cancel = self.ctx.store.record_progress(
+            self.job.id, worker_id=self.worker_id, progress=self._last, preview=preview,
+            lease_seconds=self.ctx.settings.job_lease_seconds, now=time.time())
+        if cancel is None:
+            self.lease_lost = True
+            self._stop.set()
+        elif cancel:
+            # Sent at every tick until the call returns: A1111 forgets an interrupt that arrives
+            # before its generation has begun.
+            try:
+                self.client.interrupt()
+                self.cancel_sent = True
+            except errors.A1111Error as exc:
+                log.warning("interrupt failed: %s", exc.message, extra={"job_id": self.job.id})
+
+
+def _progress_of(snapshot: dict) -> dict:
+    state = snapshot.get("state") or {}
+    return {
+        "progress": snapshot.get("progress"),
+        "eta_relative": snapshot.get("eta_relative"),
+        "step": state.get("sampling_step"),
+        "steps": state.get("sampling_steps"),
+        "job_no": state.get("job_no"),
+        "job_count": state.get("job_count"),
+    }
+
+
+def sweep(ctx: context_module.Context) -> dict:
+    """Requeue or end jobs whose worker vanished; re-ring jobs that waited without a doorbell."""
+    now = time.time()
+    expired = ctx.store.expire_leases(max_attempts=ctx.settings.job_max_attempts, now=now)
+    for job_id, status in expired:
+        log.warning("lease expired; job is now %s", status, extra={"job_id": job_id})
+        if status == "queued":
+            ctx.queue.send(queue_base.JOBS, {"job_id": job_id})
+    stale = ctx.store.stale_queued(older_than=STALE_QUEUED_SECONDS, now=now, limit=STALE_RERING_LIMIT)
+    rerung = 0
+    if stale and ctx.queue.depth(queue_base.JOBS).get("visible", 0) == 0:
+        for job_id in stale:
+            ctx.queue.send(queue_base.JOBS, {"job_id": job_id})
+        rerung = len(stale)
+    return {"expired": len(expired), "rerung": rerung}

@@ -1,0 +1,432 @@
+"""pydantic schemas: the A1111 request bodies, our own job options, job states, and submit parsing.
+
+The two A1111 models mirror `StableDiffusionProcessingTxt2Img` / `StableDiffusionProcessingImg2Img` of
+A1111 v1.10.1's openapi.json field for field, because a client's body is validated against them and
+then sent on to A1111. They are written out here (shared/ is not deployed);
+tests/unit/test_a1111_drift.py fails when they drift from the document.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import re
+import typing
+import urllib.parse
+
+import pydantic
+import pydantic_core
+
+from chalicelib import errors
+
+
+class JobStatus(str, enum.Enum):
+    """Life of a job: queued → processing → completed | error | cancelled (or queued → cancelled)."""
+
+    queued = "queued"
+    processing = "processing"
+    completed = "completed"
+    error = "error"
+    cancelled = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.completed, JobStatus.error, JobStatus.cancelled})
+
+
+class JobKind(str, enum.Enum):
+    """The A1111 route a job runs on; also its `type` in job views."""
+
+    txt2img = "txt2img"
+    img2img = "img2img"
+
+
+# --- A1111 request bodies ------------------------------------------------------------------------
+#
+# Types follow the document; a field without a default there is Optional in A1111 (pydantic v1), so
+# it is `X | None = None` here, and a field with a default is not nullable.
+
+_A1111_CONFIG = pydantic.ConfigDict(
+    extra="allow",  # forks and extensions add fields; they are kept and sent to A1111 unchanged
+    coerce_numbers_to_str=True,  # pydantic v1 turned 7 into "7" for str fields; keep accepting it
+    allow_inf_nan=False,  # JSON has no NaN/Infinity, and A1111 would fail on them mid-job
+)
+
+
+class A1111Request(pydantic.BaseModel):
+    """The fields A1111's txt2img and img2img requests share (every one optional, as in A1111)."""
+
+    model_config = _A1111_CONFIG
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] | None = None
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str | None = None
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    denoising_strength: float | None = None
+    s_min_uncond: float | None = None
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    override_settings: dict[str, typing.Any] | None = None
+    override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
+    disable_extra_networks: bool = False
+    firstpass_image: str | None = None
+    comments: dict[str, typing.Any] | None = None
+    force_task_id: str | None = None
+    sampler_index: str = "Euler"
+    script_name: str | None = None
+    script_args: list[typing.Any] = []  # pydantic copies mutable defaults per instance
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, typing.Any] = {}
+    infotext: str | None = None
+
+
+class StableDiffusionProcessingTxt2Img(A1111Request):
+    """Body of `POST /sdapi/v1/txt2img`: the shared fields plus the hires-fix ones."""
+
+    enable_hr: bool = False
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+
+
+class StableDiffusionProcessingImg2Img(A1111Request):
+    """Body of `POST /sdapi/v1/img2img`: the shared fields plus init images, mask and inpainting."""
+
+    denoising_strength: float = 0.75  # img2img redefines it: here it is the strength of the edit
+    init_images: list[typing.Any] | None = None
+    resize_mode: int = 0
+    image_cfg_scale: float | None = None
+    mask: str | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool = False
+
+
+A1111_REQUEST_MODELS: dict[JobKind, type[A1111Request]] = {
+    JobKind.txt2img: StableDiffusionProcessingTxt2Img,
+    JobKind.img2img: StableDiffusionProcessingImg2Img,
+}
+
+
+# --- Our own submit fields -----------------------------------------------------------------------
+
+WebhookEvent = typing.Literal["job.started", "job.progress", "job.completed", "job.error", "job.cancelled"]
+WEBHOOK_EVENTS: tuple[str, ...] = typing.get_args(WebhookEvent)
+MAX_METADATA_BYTES = 16 * 1024
+MAX_WEBHOOK_URL_LENGTH = 2048
+
+
+def _check_webhook_url(url: str | None) -> str | None:
+    """Syntax only (http/https, a host, no credentials); address safety is checked at delivery."""
+    if url is None:
+        return None
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise pydantic_core.PydanticCustomError("url_parsing", "webhook_url must not contain whitespace")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise pydantic_core.PydanticCustomError("url_parsing", "webhook_url is not a valid URL") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise pydantic_core.PydanticCustomError("url_scheme", "webhook_url must be an http or https URL")
+    if "@" in parts.netloc:
+        raise pydantic_core.PydanticCustomError(
+            "value_error", "webhook_url must not contain credentials (user:password@); use webhook_secret")
+    if not parts.hostname:
+        raise pydantic_core.PydanticCustomError("url_parsing", "webhook_url has no host")
+    return url
+
+
+def _check_metadata(metadata: dict | None) -> dict | None:
+    """Metadata is stored with the job and echoed in every view and webhook, so it stays small."""
+    if metadata is None:
+        return None
+    try:
+        size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode())
+    except (TypeError, ValueError):
+        raise pydantic_core.PydanticCustomError("value_error", "metadata must be plain JSON") from None
+    if size > MAX_METADATA_BYTES:
+        raise pydantic_core.PydanticCustomError(
+            "too_long", "metadata is {size} bytes as JSON; the limit is {limit} (16 KiB)",
+            {"size": size, "limit": MAX_METADATA_BYTES})
+    return metadata
+
+
+class JobOptions(pydantic.BaseModel):
+    """The fields a client adds to an A1111 body for the job itself; they never reach A1111."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    webhook_url: typing.Annotated[
+        str | None, pydantic.Field(max_length=MAX_WEBHOOK_URL_LENGTH), pydantic.AfterValidator(_check_webhook_url)
+    ] = None
+    # repr=False keeps the secret out of logs that print the options.
+    webhook_secret: str | None = pydantic.Field(None, min_length=1, max_length=256, repr=False)
+    webhook_events: list[WebhookEvent] | None = None
+    priority: int = pydantic.Field(0, ge=-100, le=100)
+    metadata: typing.Annotated[dict[str, typing.Any] | None, pydantic.AfterValidator(_check_metadata)] = None
+
+
+_OWN_FIELDS = frozenset(JobOptions.model_fields)
+
+
+# --- Submission parsing --------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Request limits from the settings; they keep one job from tying up a GPU for hours."""
+
+    max_width: int
+    max_height: int
+    max_steps: int
+    max_images: int
+    max_prompt_length: int
+
+    @classmethod
+    def from_settings(cls, settings) -> "Limits":
+        return cls(
+            max_width=settings.max_width,
+            max_height=settings.max_height,
+            max_steps=settings.max_steps,
+            max_images=settings.max_images,
+            max_prompt_length=settings.max_prompt_length,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Submission:
+    """A validated submit: the body for A1111 and our own options, kept apart."""
+
+    kind: JobKind
+    payload: dict  # what the client sent for A1111 (coerced), unknown keys included, no force_task_id
+    options: JobOptions
+
+
+def parse_submission(kind: JobKind | str, body: object, *, limits: Limits) -> Submission:
+    """Validate a submit body; every problem found is reported at once as one 422."""
+    kind = JobKind(kind)
+    if not isinstance(body, dict):
+        raise errors.ValidationFailed.single(["body"], "the request body must be a JSON object", "model_type")
+    problems: list[dict] = []
+    options = _validate_options({k: v for k, v in body.items() if k in _OWN_FIELDS}, problems)
+    # force_task_id is the worker's (it sets the job id there to follow progress); a client's is dropped.
+    request_body = {k: v for k, v in body.items() if k not in _OWN_FIELDS and k != "force_task_id"}
+    request, failed = _validate_request(A1111_REQUEST_MODELS[kind], request_body, problems)
+    if kind is JobKind.img2img and "init_images" not in failed and not request.init_images:
+        problems.append(_problem("init_images", "img2img needs at least one init image",
+                                 "too_short" if request.init_images == [] else "missing"))
+    problems.extend(_limit_problems(request, limits=limits, skip=failed))
+    if problems:
+        raise errors.ValidationFailed(problems)
+    return Submission(kind=kind, payload=request.model_dump(exclude_unset=True), options=options)
+
+
+def _problem(field: str, msg: str, type_: str) -> dict:
+    return {"loc": ["body", field], "msg": msg, "type": type_}
+
+
+def _pydantic_problems(exc: pydantic.ValidationError) -> list[dict]:
+    """pydantic's errors in the contract's shape; never with the input (it may be a secret)."""
+    return [
+        {"loc": ["body", *item["loc"]], "msg": item["msg"], "type": item["type"]}
+        for item in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def _validate_options(data: dict, problems: list[dict]) -> JobOptions | None:
+    try:
+        return JobOptions.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems.extend(_pydantic_problems(exc))
+        return None
+
+
+def _validate_request(model: type[A1111Request], data: dict,
+                      problems: list[dict]) -> tuple[A1111Request, set[str]]:
+    """The validated request and the names of the fields that failed.
+
+    On failure the other fields are validated again without the bad ones, so that the limits can
+    still be checked and reported in the same 422.
+    """
+    try:
+        return model.model_validate(data), set()
+    except pydantic.ValidationError as exc:
+        problems.extend(_pydantic_problems(exc))
+        failed = {str(item["loc"][0]) for item in exc.errors(include_url=False) if item["loc"]}
+    # Every error is about one field (the models have no model-level checks), so this validates.
+    return model.model_validate({k: v for k, v in data.items() if k not in failed}), failed
+
+
+# A1111 (modules/infotext_utils.py) reads the last line of `infotext` as "Key: value, ..." pairs
+# and fills every request field the client did not send from it. Same pattern, but without the
+# leading \s* and with keys of at most 64 characters, which keeps it linear on hostile input.
+_INFOTEXT_PARAM = re.compile(r'(\w[\w \-/]{0,63}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_INFOTEXT_SIZE = re.compile(r"^(\d+)x(\d+)$")
+_INFOTEXT_FIELDS = {  # infotext key → (request field, type), from A1111's paste fields
+    "Prompt": ("prompt", str),
+    "Negative prompt": ("negative_prompt", str),
+    "Steps": ("steps", int),
+    "Size-1": ("width", int),
+    "Size-2": ("height", int),
+    "Batch size": ("batch_size", int),
+    "Hires upscale": ("hr_scale", float),
+    "Hires steps": ("hr_second_pass_steps", int),
+    "Hires resize-1": ("hr_resize_x", int),
+    "Hires resize-2": ("hr_resize_y", int),
+    "Hires prompt": ("hr_prompt", str),
+    "Hires negative prompt": ("hr_negative_prompt", str),
+}
+
+
+def _infotext_values(infotext: str) -> dict[str, object]:
+    """The limited request fields that A1111 would take from `infotext`, by field name."""
+    *lines, last = infotext.strip().split("\n")
+    if len(_INFOTEXT_PARAM.findall(last)) < 3:
+        lines, last = [*lines, last], ""
+    params = {"Prompt": "", "Negative prompt": ""}
+    key = "Prompt"
+    for line in lines:
+        line = line.strip()
+        if line.startswith("Negative prompt:"):
+            key, line = "Negative prompt", line[len("Negative prompt:"):].strip()
+        params[key] += ("\n" if params[key] else "") + line
+    for name, value in _INFOTEXT_PARAM.findall(last):
+        if len(value) > 1 and value[0] == value[-1] == '"':
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        size = _INFOTEXT_SIZE.match(value) if isinstance(value, str) else None
+        if size:
+            params[f"{name}-1"], params[f"{name}-2"] = size.groups()
+        else:
+            params[name] = value
+    values: dict[str, object] = {}
+    for label, (field, type_) in _INFOTEXT_FIELDS.items():
+        if label in params:
+            try:
+                values[field] = type_(params[label])
+            except (TypeError, ValueError):
+                pass  # A1111 fails on it too; nothing to hold against the limits
+    # A1111 turns hires on when the infotext has a denoising strength (its hires resize defaults to 0).
+    if "Denoising strength" in params:
+        values["enable_hr"] = True
+    return values
+
+
+def _limit_problems(request: A1111Request, *, limits: Limits, skip: set[str]) -> list[dict]:
+    """Limits on the values A1111 will use: the client's, else those from `infotext`, else defaults."""
+    fields = type(request).model_fields
+    values = {name: getattr(request, name) for name in fields}
+    origin = dict.fromkeys(fields, "")  # "" = the field itself; "infotext" = taken from infotext
+    if request.infotext and "infotext" not in skip:
+        for name, value in _infotext_values(request.infotext).items():
+            if name in fields and name not in request.model_fields_set:
+                values[name], origin[name] = value, "infotext"
+    problems: list[dict] = []
+
+    def fail(name: str, msg: str, type_: str) -> None:
+        source = origin.get(name) or name
+        problems.append(_problem(source, msg if source == name else f"{msg} (from infotext)", type_))
+
+    for name in ("width", "height", "steps", "batch_size", "n_iter"):
+        if name not in skip and values[name] < 1:
+            fail(name, f"{name} is {values[name]}; it must be at least 1", "greater_than_equal")
+    for name, limit, env in (("width", limits.max_width, "MAX_WIDTH"), ("height", limits.max_height, "MAX_HEIGHT"),
+                             ("steps", limits.max_steps, "MAX_STEPS"),
+                             ("hr_second_pass_steps", limits.max_steps, "MAX_STEPS")):
+        if name in fields and name not in skip and values[name] > limit:
+            fail(name, f"{name} is {values[name]}; the limit is {limit} ({env})", "less_than_equal")
+    if "hr_second_pass_steps" in fields and "hr_second_pass_steps" not in skip and values["hr_second_pass_steps"] < 0:
+        fail("hr_second_pass_steps", f"hr_second_pass_steps is {values['hr_second_pass_steps']}; "
+             "it must be at least 0 (0 = same as steps)", "greater_than_equal")
+    if {"batch_size", "n_iter"}.isdisjoint(skip) and min(values["batch_size"], values["n_iter"]) >= 1:
+        images = values["batch_size"] * values["n_iter"]
+        if images > limits.max_images:
+            name = "batch_size" if origin["batch_size"] or not origin["n_iter"] else "n_iter"
+            fail(name, f"batch_size * n_iter is {images} images; the limit is {limits.max_images} (MAX_IMAGES)",
+                 "less_than_equal")
+    for name in ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt"):
+        if name in fields and name not in skip and len(values[name]) > limits.max_prompt_length:
+            fail(name, f"{name} is {len(values[name])} characters; the limit is {limits.max_prompt_length} "
+                 "(MAX_PROMPT_LENGTH)", "string_too_long")
+    if "enable_hr" in fields and values["enable_hr"]:
+        problems.extend(_hires_problems(values, origin=origin, limits=limits, skip=skip))
+    return problems
+
+
+def _hires_problems(values: dict, *, origin: dict, limits: Limits, skip: set[str]) -> list[dict]:
+    """The hires pass renders at a larger size; that size must be within the limits too.
+
+    The size is computed as A1111 does (StableDiffusionProcessingTxt2Img.calculate_target_resolution):
+    width/height * hr_scale, or hr_resize_x/y, where a single one or a different aspect ratio is
+    made up from width/height (A1111 renders at that size and crops to the requested one).
+    """
+    used = {"width", "height", "hr_scale", "hr_resize_x", "hr_resize_y"}
+    width, height = values["width"], values["height"]
+    if not used.isdisjoint(skip) or width < 1 or height < 1:
+        return []  # already reported
+    resize_x, resize_y = values["hr_resize_x"], values["hr_resize_y"]
+    if resize_x == 0 and resize_y == 0:
+        fields = ("hr_scale", "hr_scale")
+        how = "width * hr_scale", "height * hr_scale"
+        target = int(width * values["hr_scale"]), int(height * values["hr_scale"])
+    else:
+        fields = ("hr_resize_x", "hr_resize_y")
+        how = "from hr_resize_x/hr_resize_y and width/height",) * 2
+        if resize_y == 0 or (resize_x != 0 and width / height < resize_x / resize_y):
+            target = resize_x, resize_x * height // width
+        else:
+            target = resize_y * width // height, resize_y
+    problems = []
+    for axis, size, limit, env, field, source in (
+        ("width", target[0], limits.max_width, "MAX_WIDTH", fields[0], how[0]),
+        ("height", target[1], limits.max_height, "MAX_HEIGHT", fields[1], how[1]),
+    ):
+        from_infotext = " (from infotext)" if origin.get(field) else ""
+        loc = "infotext" if from_infotext else field
+        if size < 1:
+            problems.append(_problem(loc, f"the hires {axis} ({source}) is {size}; it must be at least 1"
+                                     f"{from_infotext}", "greater_than_equal"))
+        elif size > limit:
+            problems.append(_problem(loc, f"the hires {axis} ({source}) is {size}; the limit is {limit} ({env})"
+                                     f"{from_infotext}", "less_than_equal"))
+    return problems

@@ -1,0 +1,156 @@
+"""API use cases: submit, get, list and cancel jobs, and read their images.
+
+Routes call these; these call the ports in `Context`. Nothing here knows which backend is in use.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+import uuid
+
+from chalicelib import context as context_module
+from chalicelib import errors
+from chalicelib import models
+from chalicelib import views
+from chalicelib.queue import base as queue_base
+from chalicelib.store import base as store_base
+
+MAX_LIST_LIMIT = 100
+DEFAULT_LIST_LIMIT = 20
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+CANCEL_RACE_TRIES = 5
+
+
+def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: object,
+               idempotency_key: str | None) -> tuple[dict, bool]:
+    """Validate and store a job, ring the doorbell. Returns (summary, created)."""
+    _check_idempotency_key(idempotency_key)
+    submission = models.parse_submission(kind, body, limits=models.Limits.from_settings(ctx.settings))
+    options = submission.options
+    new_job = store_base.NewJob(
+        id=str(uuid.uuid4()),
+        owner=owner,
+        kind=submission.kind.value,
+        priority=options.priority,
+        request=submission.payload,
+        options={
+            "webhook_url": options.webhook_url,
+            "webhook_events": options.webhook_events,
+            "metadata": options.metadata,
+        },
+        webhook_secret=options.webhook_secret,
+        idempotency_key=idempotency_key,
+    )
+    job, created = ctx.store.create_job(new_job, now=time.time())
+    if created:
+        # A lost doorbell is harmless: the worker's sweep re-rings jobs left waiting.
+        ctx.queue.send(queue_base.JOBS, {"job_id": job.id})
+    return views.job_summary(job, queue_position=_queue_position(ctx, job)), created
+
+
+def get_job(ctx: context_module.Context, job_id: str, *, owner: str) -> dict:
+    job = _owned_job(ctx, job_id, owner=owner)
+    images = ctx.images.get_all(job.id, job.result_attempt) if job.result_attempt else None
+    return views.job_detail(job, queue_position=_queue_position(ctx, job),
+                            runs=ctx.store.list_runs(job.id), images=images, base_path="")
+
+
+def list_jobs(ctx: context_module.Context, *, owner: str, status: str | None, limit: str | None,
+              cursor: str | None) -> dict:
+    """Newest first, keyset-paginated by an opaque cursor."""
+    problems = []
+    if status is not None and status not in {s.value for s in models.JobStatus}:
+        allowed = ", ".join(s.value for s in models.JobStatus)
+        problems.append({"loc": ["query", "status"], "msg": f"unknown status {status!r}; use one of: {allowed}",
+                         "type": "enum"})
+    size = _parse_limit(limit, problems)
+    before = _decode_cursor(cursor, problems)
+    if problems:
+        raise errors.ValidationFailed(problems)
+    page = ctx.store.list_jobs(owner, status=status, limit=size, before=before)
+    return {
+        "jobs": [views.job_summary(job, queue_position=_queue_position(ctx, job)) for job in page.jobs],
+        "next_cursor": _encode_cursor(page.next_cursor),
+    }
+
+
+def cancel_job(ctx: context_module.Context, job_id: str, *, owner: str) -> dict:
+    """queued → cancelled now; processing → flag the worker, which interrupts A1111; finished → 409."""
+    for _ in range(CANCEL_RACE_TRIES):
+        job = _owned_job(ctx, job_id, owner=owner)
+        if job.status == models.JobStatus.queued.value:
+            changed = ctx.store.cancel_queued(job.id, now=time.time())
+        elif job.status == models.JobStatus.processing.value:
+            changed = ctx.store.request_cancel(job.id, now=time.time())
+        else:
+            raise errors.Conflict(f"job {job.id} is already {job.status}; only queued or processing "
+                                  "jobs can be cancelled")
+        if changed:
+            job = _owned_job(ctx, job_id, owner=owner)
+            return views.job_summary(job, queue_position=_queue_position(ctx, job))
+    raise errors.Conflict(f"job {job_id} changed state while being cancelled; try again")
+
+
+def get_image(ctx: context_module.Context, job_id: str, n: str, *, owner: str) -> tuple[bytes, str]:
+    job = _owned_job(ctx, job_id, owner=owner)
+    if not n.isdigit() or int(n) >= job.image_count or job.result_attempt is None:
+        raise errors.NotFound(f"job {job.id} has no image {n} (it has {job.image_count})")
+    found = ctx.images.get(job.id, job.result_attempt, int(n))
+    if found is None:
+        raise errors.NotFound(f"image {n} of job {job.id} is missing from the image store")
+    return found
+
+
+def _owned_job(ctx: context_module.Context, job_id: str, *, owner: str) -> store_base.Job:
+    job = ctx.store.get_job(job_id, owner=owner)
+    if job is None:
+        raise errors.NotFound(f"no job {job_id!r}")
+    return job
+
+
+def _queue_position(ctx: context_module.Context, job: store_base.Job) -> int | None:
+    if job.status != models.JobStatus.queued.value:
+        return None
+    return ctx.store.queue_position(job)
+
+
+def _check_idempotency_key(key: str | None) -> None:
+    if key is None:
+        return
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
+        raise errors.ValidationFailed.single(
+            ["header", "Idempotency-Key"],
+            f"must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable characters")
+
+
+def _parse_limit(value: str | None, problems: list) -> int:
+    if value is None:
+        return DEFAULT_LIST_LIMIT
+    if value.isdigit() and 1 <= int(value) <= MAX_LIST_LIMIT:
+        return int(value)
+    problems.append({"loc": ["query", "limit"], "msg": f"must be an integer from 1 to {MAX_LIST_LIMIT}",
+                     "type": "int_range"})
+    return DEFAULT_LIST_LIMIT
+
+
+def _encode_cursor(seq: int | None) -> str | None:
+    if seq is None:
+        return None
+    return base64.urlsafe_b64encode(json.dumps({"before": seq}).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None, problems: list) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        before = json.loads(base64.urlsafe_b64decode(padded.encode()))["before"]
+        if isinstance(before, int) and not isinstance(before, bool) and before > 0:
+            return before
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        pass
+    problems.append({"loc": ["query", "cursor"], "msg": "not a cursor returned by this API",
+                     "type": "value_error"})
+    return None

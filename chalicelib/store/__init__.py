@@ -1,0 +1,13 @@
+"""Job store port: `make_store()` is the one place that picks a backend from DATABASE_URL."""
+from __future__ import annotations
+
+from chalicelib.store import base
+from chalicelib.store import sqlite
+from chalicelib.store import sqlite_db
+
+
+def make_store(database_url: str) -> base.JobStore:
+    if database_url.startswith("sqlite:///"):
+        return sqlite.SqliteJobStore(sqlite_db.SqliteDatabase.from_url(database_url))
+    raise ValueError(f"unsupported DATABASE_URL scheme: {database_url.split(':', 1)[0]!r} "
+                     "(supported: sqlite:///path)")

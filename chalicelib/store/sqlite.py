@@ -1,0 +1,360 @@
+"""SQLite job store: the embedded default. Every state change is one guarded statement."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from chalicelib.store import base
+from chalicelib.store import sqlite_db
+
+JOB_COLUMNS = ", ".join(f.name for f in base.Job.__dataclass_fields__.values())
+JSON_COLUMNS = ("request", "options", "progress", "result")
+
+INSERT_JOB = """
+INSERT INTO jobs (id, owner, kind, status, priority, request, options, webhook_secret,
+                  idempotency_key, available_at, created_at, updated_at)
+VALUES (:id, :owner, :kind, 'queued', :priority, :request, :options, :webhook_secret,
+        :idempotency_key, :now, :now, :now)
+"""
+
+SELECT_BY_IDEMPOTENCY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ? AND idempotency_key = ?"
+
+QUEUE_POSITION = """
+SELECT COUNT(*) AS ahead FROM jobs
+WHERE status = 'queued' AND (priority > :priority OR (priority = :priority AND seq < :seq))
+"""
+
+CANCEL_QUEUED = """
+UPDATE jobs SET status = 'cancelled', finished_at = :now, updated_at = :now
+WHERE id = :id AND status = 'queued'
+"""
+
+REQUEST_CANCEL = """
+UPDATE jobs SET cancel_requested = 1, updated_at = :now WHERE id = :id AND status = 'processing'
+"""
+
+CLAIM_NEXT = f"""
+UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease_owner = :worker,
+       lease_expires_at = :expires, instance = :instance, started_at = COALESCE(started_at, :now),
+       progress = NULL, preview = NULL, updated_at = :now
+WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= :now
+             ORDER BY priority DESC, seq LIMIT 1)
+  AND status = 'queued'
+RETURNING {JOB_COLUMNS}
+"""
+
+INSERT_RUN = """
+INSERT OR REPLACE INTO job_runs (job_id, attempt, worker_id, instance, started_at)
+VALUES (:id, :attempt, :worker, :instance, :now)
+"""
+
+FINISH_RUN = """
+UPDATE job_runs SET finished_at = :now, outcome = :outcome, detail = :detail
+WHERE job_id = :id AND worker_id = :worker AND finished_at IS NULL
+"""
+
+RECORD_PROGRESS = """
+UPDATE jobs SET progress = :progress, preview = COALESCE(:preview, preview),
+       lease_expires_at = :expires, updated_at = :now
+WHERE id = :id AND status = 'processing' AND lease_owner = :worker
+RETURNING cancel_requested
+"""
+
+OWNED = "WHERE id = :id AND status = 'processing' AND lease_owner = :worker"
+
+COMPLETE = f"""
+UPDATE jobs SET status = 'completed', result = :result, image_count = :image_count,
+       result_attempt = attempts, progress = :progress, preview = NULL, finished_at = :now,
+       lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+{OWNED}
+"""
+
+FINISH_CANCELLED = f"""
+UPDATE jobs SET status = 'cancelled', result = :result, image_count = :image_count,
+       result_attempt = attempts, preview = NULL, finished_at = :now,
+       lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+{OWNED}
+"""
+
+FAIL = f"""
+UPDATE jobs SET status = 'error', error_code = :code, error_message = :message, preview = NULL,
+       finished_at = :now, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+{OWNED}
+"""
+
+RETRY_LATER = f"""
+UPDATE jobs SET status = 'queued', available_at = :available_at, lease_owner = NULL,
+       lease_expires_at = NULL, instance = NULL, progress = NULL, preview = NULL, updated_at = :now
+{OWNED}
+"""
+
+RELEASE = f"""
+UPDATE jobs SET status = 'queued', attempts = attempts - 1, available_at = :now, lease_owner = NULL,
+       lease_expires_at = NULL, instance = NULL, progress = NULL, preview = NULL, updated_at = :now
+{OWNED}
+"""
+
+EXPIRED_LEASES = """
+SELECT id, attempts, lease_owner, cancel_requested FROM jobs
+WHERE status = 'processing' AND lease_expires_at < :now
+"""
+
+EXPIRED_GUARD = "WHERE id = :id AND status = 'processing' AND lease_owner = :worker AND lease_expires_at < :now"
+
+EXPIRE_TO_QUEUED = f"""
+UPDATE jobs SET status = 'queued', available_at = :now, lease_owner = NULL, lease_expires_at = NULL,
+       instance = NULL, progress = NULL, preview = NULL, updated_at = :now
+{EXPIRED_GUARD}
+"""
+
+EXPIRE_TO_ERROR = f"""
+UPDATE jobs SET status = 'error', error_code = 'lease_expired', error_message = :message,
+       preview = NULL, finished_at = :now, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+{EXPIRED_GUARD}
+"""
+
+EXPIRE_TO_CANCELLED = f"""
+UPDATE jobs SET status = 'cancelled', preview = NULL, finished_at = :now, lease_owner = NULL,
+       lease_expires_at = NULL, updated_at = :now
+{EXPIRED_GUARD}
+"""
+
+STALE_QUEUED = """
+SELECT id FROM jobs WHERE status = 'queued' AND available_at <= :cutoff ORDER BY priority DESC, seq LIMIT :limit
+"""
+
+ACQUIRE_SLOT = """
+UPDATE instance_slots SET holder = :holder, expires_at = :expires
+WHERE instance = :instance AND slot = (
+    SELECT slot FROM instance_slots
+    WHERE instance = :instance AND (holder IS NULL OR holder = :holder OR expires_at < :now)
+    ORDER BY holder = :holder DESC, slot LIMIT 1)
+RETURNING slot
+"""
+
+
+class SqliteJobStore:
+    """`JobStore` on a SQLite file (see sqlite_db for the locking rules)."""
+
+    backend = "sqlite"
+
+    def __init__(self, database: sqlite_db.SqliteDatabase) -> None:
+        self.database = database
+
+    def migrate(self) -> None:
+        self.database.migrate()
+
+    def ping(self) -> None:
+        self.database.query("SELECT 1")
+
+    # -- API side ---------------------------------------------------------------------------
+
+    def create_job(self, job: base.NewJob, *, now: float) -> tuple[base.Job, bool]:
+        params = {
+            "id": job.id, "owner": job.owner, "kind": job.kind, "priority": job.priority,
+            "request": json.dumps(job.request), "options": json.dumps(job.options),
+            "webhook_secret": job.webhook_secret, "idempotency_key": job.idempotency_key, "now": now,
+        }
+        try:
+            with self.database.write() as conn:
+                conn.execute(INSERT_JOB, params)
+        except sqlite3.IntegrityError:
+            row = self.database.query_one(SELECT_BY_IDEMPOTENCY, [job.owner, job.idempotency_key])
+            if row is None:
+                raise
+            return _job(row), False
+        return self.get_job(job.id), True
+
+    def get_job(self, job_id: str, *, owner: str | None = None) -> base.Job | None:
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id"
+        if owner is not None:
+            sql += " AND owner = :owner"
+        row = self.database.query_one(sql, {"id": job_id, "owner": owner})
+        return _job(row) if row else None
+
+    def list_jobs(self, owner: str, *, status: str | None, limit: int, before: int | None) -> base.Page:
+        clauses = ["owner = :owner"]
+        if status is not None:
+            clauses.append("status = :status")
+        if before is not None:
+            clauses.append("seq < :before")
+        sql = (f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(clauses)} "
+               "ORDER BY seq DESC LIMIT :limit")
+        rows = self.database.query(sql, {"owner": owner, "status": status, "before": before,
+                                         "limit": limit + 1})
+        jobs = [_job(row) for row in rows[:limit]]
+        next_cursor = jobs[-1].seq if len(rows) > limit else None
+        return base.Page(jobs=jobs, next_cursor=next_cursor)
+
+    def queue_position(self, job: base.Job) -> int:
+        row = self.database.query_one(QUEUE_POSITION, {"priority": job.priority, "seq": job.seq})
+        return row["ahead"] + 1
+
+    def cancel_queued(self, job_id: str, *, now: float) -> bool:
+        return self._update(CANCEL_QUEUED, {"id": job_id, "now": now})
+
+    def request_cancel(self, job_id: str, *, now: float) -> bool:
+        return self._update(REQUEST_CANCEL, {"id": job_id, "now": now})
+
+    def list_runs(self, job_id: str) -> list[base.JobRun]:
+        rows = self.database.query(
+            "SELECT attempt, worker_id, instance, started_at, finished_at, outcome, detail "
+            "FROM job_runs WHERE job_id = ? ORDER BY attempt", [job_id])
+        return [base.JobRun(**row) for row in rows]
+
+    def count_by_status(self) -> dict[str, int]:
+        rows = self.database.query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+        return {row["status"]: row["n"] for row in rows}
+
+    # -- worker side ------------------------------------------------------------------------
+
+    def claim_next(self, *, worker_id: str, instance: str, lease_seconds: float,
+                   now: float) -> base.Job | None:
+        with self.database.write() as conn:
+            cursor = conn.execute(CLAIM_NEXT, {"worker": worker_id, "instance": instance,
+                                               "expires": now + lease_seconds, "now": now})
+            columns = [d[0] for d in cursor.description]
+            row = cursor.fetchone()
+            cursor.close()
+            if row is None:
+                return None
+            job = _job(dict(zip(columns, row)))
+            conn.execute(INSERT_RUN, {"id": job.id, "attempt": job.attempts, "worker": worker_id,
+                                      "instance": instance, "now": now})
+        return job
+
+    def record_progress(self, job_id: str, *, worker_id: str, progress: dict, preview: str | None,
+                        lease_seconds: float, now: float) -> bool | None:
+        with self.database.write() as conn:
+            row = conn.execute(RECORD_PROGRESS, {
+                "id": job_id, "worker": worker_id, "progress": json.dumps(progress),
+                "preview": preview, "expires": now + lease_seconds, "now": now}).fetchone()
+        return None if row is None else bool(row[0])
+
+    def complete(self, job_id: str, *, worker_id: str, result: dict, image_count: int,
+                 now: float) -> bool:
+        progress = {"progress": 1.0, "eta_relative": 0.0}
+        return self._finish(COMPLETE, job_id, worker_id, now, "completed", None, {
+            "result": json.dumps(result), "image_count": image_count,
+            "progress": json.dumps(progress)})
+
+    def finish_cancelled(self, job_id: str, *, worker_id: str, result: dict | None, image_count: int,
+                         now: float) -> bool:
+        return self._finish(FINISH_CANCELLED, job_id, worker_id, now, "cancelled", None, {
+            "result": json.dumps(result) if result is not None else None, "image_count": image_count})
+
+    def fail(self, job_id: str, *, worker_id: str, code: str, message: str, now: float) -> bool:
+        return self._finish(FAIL, job_id, worker_id, now, "error", message,
+                            {"code": code, "message": message})
+
+    def retry_later(self, job_id: str, *, worker_id: str, delay: float, reason: str,
+                    now: float) -> bool:
+        return self._finish(RETRY_LATER, job_id, worker_id, now, "retry", reason,
+                            {"available_at": now + delay})
+
+    def release(self, job_id: str, *, worker_id: str, now: float) -> bool:
+        return self._finish(RELEASE, job_id, worker_id, now, "released",
+                            "the worker stopped before the job finished", {})
+
+    def expire_leases(self, *, max_attempts: int, now: float) -> list[tuple[str, str]]:
+        """Jobs whose worker vanished go back to the queue, or end once attempts are spent."""
+        changed = []
+        for row in self.database.query(EXPIRED_LEASES, {"now": now}):
+            params = {"id": row["id"], "worker": row["lease_owner"], "now": now}
+            if row["cancel_requested"]:
+                sql, status, detail = EXPIRE_TO_CANCELLED, "cancelled", "cancelled while its worker was lost"
+            elif row["attempts"] >= max_attempts:
+                sql, status = EXPIRE_TO_ERROR, "error"
+                detail = (f"the worker running attempt {row['attempts']} of {max_attempts} stopped "
+                          "renewing its lease (crashed or timed out); no attempts left")
+                params["message"] = detail
+            else:
+                sql, status = EXPIRE_TO_QUEUED, "queued"
+                detail = "the worker stopped renewing its lease (crashed or timed out); requeued"
+            with self.database.write() as conn:
+                if conn.execute(sql, params).rowcount:
+                    conn.execute(FINISH_RUN, {**params, "outcome": "lost", "detail": detail})
+                    changed.append((row["id"], status))
+        return changed
+
+    def stale_queued(self, *, older_than: float, now: float, limit: int) -> list[str]:
+        rows = self.database.query(STALE_QUEUED, {"cutoff": now - older_than, "limit": limit})
+        return [row["id"] for row in rows]
+
+    # -- instance slots and workers ---------------------------------------------------------
+
+    def ensure_slots(self, instance: str, capacity: int) -> None:
+        with self.database.write() as conn:
+            conn.executemany("INSERT OR IGNORE INTO instance_slots (instance, slot) VALUES (?, ?)",
+                             [(instance, slot) for slot in range(capacity)])
+            conn.execute("DELETE FROM instance_slots WHERE instance = ? AND slot >= ?",
+                         (instance, capacity))
+
+    def acquire_slot(self, instance: str, *, holder: str, lease_seconds: float,
+                     now: float) -> int | None:
+        with self.database.write() as conn:
+            row = conn.execute(ACQUIRE_SLOT, {"instance": instance, "holder": holder,
+                                              "expires": now + lease_seconds, "now": now}).fetchone()
+        return None if row is None else row[0]
+
+    def renew_slots(self, holder_prefix: str, *, lease_seconds: float, now: float) -> None:
+        with self.database.write() as conn:
+            conn.execute("UPDATE instance_slots SET expires_at = ? WHERE holder LIKE ? ESCAPE '\\'",
+                         (now + lease_seconds, _like_prefix(holder_prefix)))
+
+    def release_slot(self, instance: str, slot: int, *, holder: str) -> None:
+        with self.database.write() as conn:
+            conn.execute("UPDATE instance_slots SET holder = NULL, expires_at = NULL "
+                         "WHERE instance = ? AND slot = ? AND holder = ?", (instance, slot, holder))
+
+    def busy_instances(self) -> dict[str, int]:
+        rows = self.database.query(
+            "SELECT instance, COUNT(*) AS n FROM jobs WHERE status = 'processing' GROUP BY instance")
+        return {row["instance"]: row["n"] for row in rows if row["instance"]}
+
+    def heartbeat(self, worker_id: str, *, info: dict, now: float) -> None:
+        with self.database.write() as conn:
+            conn.execute(
+                "INSERT INTO workers (id, started_at, heartbeat_at, info) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, info = excluded.info",
+                (worker_id, now, now, json.dumps(info)))
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self.database.write() as conn:
+            conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+    def list_workers(self, *, now: float, keep_seconds: float) -> list[base.Worker]:
+        with self.database.write() as conn:
+            conn.execute("DELETE FROM workers WHERE heartbeat_at < ?", (now - keep_seconds,))
+        rows = self.database.query("SELECT id, started_at, heartbeat_at, info FROM workers ORDER BY id")
+        return [base.Worker(id=r["id"], started_at=r["started_at"], heartbeat_at=r["heartbeat_at"],
+                            info=json.loads(r["info"])) for r in rows]
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _update(self, sql: str, params: dict) -> bool:
+        with self.database.write() as conn:
+            return conn.execute(sql, params).rowcount == 1
+
+    def _finish(self, sql: str, job_id: str, worker_id: str, now: float, outcome: str,
+                detail: str | None, extra: dict) -> bool:
+        """A guarded state change by the lease owner, with its run row closed in the same commit."""
+        with self.database.write() as conn:
+            if not conn.execute(sql, {"id": job_id, "worker": worker_id, "now": now, **extra}).rowcount:
+                return False
+            conn.execute(FINISH_RUN, {"id": job_id, "worker": worker_id, "now": now,
+                                      "outcome": outcome, "detail": detail})
+        return True
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _job(row: dict) -> base.Job:
+    values = dict(row)
+    for column in JSON_COLUMNS:
+        if values[column] is not None:
+            values[column] = json.loads(values[column])
+    values["cancel_requested"] = bool(values["cancel_requested"])
+    return base.Job(**values)

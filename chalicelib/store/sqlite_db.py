@@ -1,0 +1,108 @@
+"""One SQLite file shared by the job store, the local queue and the image rows.
+
+Connections are per thread (sqlite3 objects must not cross threads). Every write runs in
+`BEGIN IMMEDIATE`, so a transaction never has to upgrade a read lock to a write lock: that upgrade is
+what yields "database is locked" under concurrent writers even with a busy timeout. WAL lets readers
+proceed while one writer commits. sqlite3 errors are turned into `StoreUnavailable` here, once.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import typing
+
+import sqlite_utils
+
+from chalicelib import errors
+from chalicelib.store import sqlite_schema
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class SqliteDatabase:
+    """A SQLite file with per-thread connections and short write transactions."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+
+    @classmethod
+    def from_url(cls, url: str) -> "SqliteDatabase":
+        if not url.startswith("sqlite:///"):
+            raise ValueError(f"not a sqlite URL: {url!r} (expected sqlite:///path/to/file.db)")
+        return cls(url[len("sqlite:///"):])
+
+    def connection(self) -> sqlite_utils.Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                       isolation_level=None, check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.Error as exc:
+                raise errors.StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
+            db = sqlite_utils.Database(conn)
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.conn.close()
+            self._local.db = None
+
+    @contextlib.contextmanager
+    def write(self) -> typing.Iterator[sqlite3.Connection]:
+        """A short write transaction, committed on success and rolled back on any error."""
+        conn = self.connection().conn
+        with _wrapped():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]:
+        with _wrapped():
+            return list(self.connection().query(sql, params))
+
+    def query_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: a cheap way to wait for new work."""
+        with _wrapped():
+            return self.connection().conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest version; safe when several processes start at once."""
+        with self.write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(sqlite_schema.MIGRATIONS[version:], start=version + 1):
+                for statement in _split_statements(script):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+
+def _split_statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+@contextlib.contextmanager
+def _wrapped() -> typing.Iterator[None]:
+    try:
+        yield
+    except sqlite3.IntegrityError:
+        raise
+    except sqlite3.Error as exc:
+        raise errors.StoreUnavailable(f"SQLite error: {exc}") from exc

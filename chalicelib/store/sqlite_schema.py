@@ -1,0 +1,84 @@
+"""Versioned SQLite schema. Entry N brings `PRAGMA user_version` from N to N+1; never edit a released one."""
+
+MIGRATIONS = [
+    # 1: jobs, their runs, image rows, the local doorbell queue, workers and instance slots.
+    """
+    CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        owner TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        request TEXT NOT NULL,
+        options TEXT NOT NULL,
+        webhook_secret TEXT,
+        idempotency_key TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires_at REAL,
+        instance TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        progress TEXT,
+        preview TEXT,
+        result TEXT,
+        image_count INTEGER NOT NULL DEFAULT 0,
+        result_attempt INTEGER,
+        error_code TEXT,
+        error_message TEXT,
+        available_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        updated_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX jobs_owner_idempotency ON jobs (owner, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX jobs_owner_seq ON jobs (owner, seq);
+    CREATE INDEX jobs_owner_status_seq ON jobs (owner, status, seq);
+    CREATE INDEX jobs_queued ON jobs (priority DESC, seq) WHERE status = 'queued';
+    CREATE INDEX jobs_processing_lease ON jobs (lease_expires_at) WHERE status = 'processing';
+    CREATE TABLE job_runs (
+        job_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        worker_id TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        outcome TEXT,
+        detail TEXT,
+        PRIMARY KEY (job_id, attempt)
+    );
+    CREATE TABLE images (
+        job_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (job_id, attempt, n)
+    );
+    CREATE TABLE queue_messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue TEXT NOT NULL,
+        body TEXT NOT NULL,
+        visible_at REAL NOT NULL,
+        receive_count INTEGER NOT NULL DEFAULT 0,
+        receipt TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX queue_messages_visible ON queue_messages (queue, visible_at);
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL,
+        info TEXT NOT NULL
+    );
+    CREATE TABLE instance_slots (
+        instance TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        holder TEXT,
+        expires_at REAL,
+        PRIMARY KEY (instance, slot)
+    )
+    """,
+]

@@ -1,0 +1,77 @@
+"""JSON views of jobs: the summary for lists and the detail for one job (contract: DESIGN.md §3).
+
+Secrets never reach a view: the webhook secret lives in its own column and is not read here.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+
+from chalicelib.store import base
+
+PROGRESS_KEYS = ("progress", "eta_relative", "step", "steps", "job_no", "job_count")
+
+
+def iso(timestamp: float | None) -> str | None:
+    """ISO 8601 UTC with milliseconds, e.g. 2026-11-26T07:09:59.123Z."""
+    if timestamp is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def job_summary(job: base.Job, *, queue_position: int | None) -> dict:
+    progress = None
+    if job.progress is not None:
+        progress = {key: job.progress.get(key) for key in PROGRESS_KEYS}
+    error = None
+    if job.error_code is not None:
+        error = {"code": job.error_code, "message": job.error_message}
+    return {
+        "job_id": job.id,
+        "type": job.kind,
+        "status": job.status,
+        "priority": job.priority,
+        "queue_position": queue_position,
+        "progress": progress,
+        "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "error": error,
+        "metadata": job.options.get("metadata"),
+    }
+
+
+def job_detail(job: base.Job, *, queue_position: int | None, runs: list[base.JobRun],
+               images: list[bytes] | None, base_path: str) -> dict:
+    """Summary + request + result in A1111's response shape (raw base64 images, `info` string)."""
+    detail = job_summary(job, queue_position=queue_position)
+    if detail["progress"] is not None:
+        detail["progress"]["current_image"] = job.preview
+    result = None
+    if job.result is not None:
+        result = {
+            "images": [base64.b64encode(data).decode("ascii") for data in images or []],
+            "parameters": job.result.get("parameters", {}),
+            "info": job.result.get("info", ""),
+        }
+    detail.update({
+        "request": job.request,
+        "webhook_url": job.options.get("webhook_url"),
+        "webhook_events": job.options.get("webhook_events"),
+        "instance": job.instance,
+        "result": result,
+        "image_urls": [f"{base_path}/sdapi/v1/jobs/{job.id}/images/{n}" for n in range(job.image_count)],
+        "runs": [{
+            "attempt": run.attempt,
+            "worker_id": run.worker_id,
+            "instance": run.instance,
+            "started_at": iso(run.started_at),
+            "finished_at": iso(run.finished_at),
+            "outcome": run.outcome,
+            "detail": run.detail,
+        } for run in runs],
+    })
+    return detail

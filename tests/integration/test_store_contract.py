@@ -1,0 +1,266 @@
+"""The job store contract, run against every backend (see the `database_url` fixture)."""
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+import uuid
+
+import pytest
+
+from chalicelib import store as store_module
+from chalicelib.store import base
+
+NOW = 1_800_000_000.0
+
+
+def new_job(owner="alice", *, priority=0, key=None, request=None) -> base.NewJob:
+    return base.NewJob(id=str(uuid.uuid4()), owner=owner, kind="txt2img", priority=priority,
+                       request=request or {"prompt": "a cat"}, options={"metadata": {"n": 1}},
+                       webhook_secret="s3cret", idempotency_key=key)
+
+
+def add(job_store, *args, now=NOW, **kwargs) -> base.Job:
+    job, created = job_store.create_job(new_job(*args, **kwargs), now=now)
+    assert created
+    return job
+
+
+def claim(job_store, worker="w1", *, now=NOW, lease=30.0):
+    return job_store.claim_next(worker_id=worker, instance="gpu0", lease_seconds=lease, now=now)
+
+
+def test_created_job_reads_back_queued_with_its_fields(job_store):
+    job = add(job_store)
+    got = job_store.get_job(job.id, owner="alice")
+    assert got.status == "queued" and got.attempts == 0
+    assert got.request == {"prompt": "a cat"} and got.options == {"metadata": {"n": 1}}
+    assert got.created_at == NOW
+
+
+def test_other_owner_cannot_read_a_job(job_store):
+    job = add(job_store)
+    assert job_store.get_job(job.id, owner="bob") is None
+
+
+def test_idempotency_key_returns_first_job_per_owner(job_store):
+    first, created = job_store.create_job(new_job(key="k1"), now=NOW)
+    again, created_again = job_store.create_job(new_job(key="k1", request={"prompt": "other"}), now=NOW)
+    bobs, bob_created = job_store.create_job(new_job("bob", key="k1"), now=NOW)
+    assert created and not created_again and bob_created
+    assert again.id == first.id and again.request == {"prompt": "a cat"}
+    assert bobs.id != first.id
+    assert job_store.count_by_status() == {"queued": 2}
+
+
+def test_list_is_newest_first_and_keyset_paginated(job_store):
+    ids = [add(job_store, now=NOW + i).id for i in range(5)]
+    add(job_store, "bob")
+    first = job_store.list_jobs("alice", status=None, limit=2, before=None)
+    second = job_store.list_jobs("alice", status=None, limit=2, before=first.next_cursor)
+    third = job_store.list_jobs("alice", status=None, limit=2, before=second.next_cursor)
+    seen = [j.id for j in first.jobs + second.jobs + third.jobs]
+    assert seen == list(reversed(ids))
+    assert third.next_cursor is None
+
+
+def test_list_filters_by_status(job_store):
+    a = add(job_store)
+    add(job_store)
+    job_store.cancel_queued(a.id, now=NOW)
+    page = job_store.list_jobs("alice", status="cancelled", limit=10, before=None)
+    assert [j.id for j in page.jobs] == [a.id]
+
+
+def test_claim_takes_higher_priority_first_then_fifo(job_store):
+    low = add(job_store, priority=0)
+    high1 = add(job_store, priority=5)
+    high2 = add(job_store, priority=5)
+    order = [claim(job_store, now=NOW + 1).id for _ in range(3)]
+    assert order == [high1.id, high2.id, low.id]
+    assert claim(job_store, now=NOW + 1) is None
+
+
+def test_queue_position_counts_jobs_ahead(job_store):
+    a = add(job_store)
+    b = add(job_store)
+    urgent = add(job_store, priority=9)
+    assert job_store.queue_position(job_store.get_job(urgent.id)) == 1
+    assert job_store.queue_position(job_store.get_job(a.id)) == 2
+    assert job_store.queue_position(job_store.get_job(b.id)) == 3
+
+
+def test_claim_sets_lease_counts_attempt_and_records_run(job_store):
+    job = add(job_store)
+    claimed = claim(job_store, "w1", now=NOW + 1)
+    assert claimed.id == job.id and claimed.status == "processing" and claimed.attempts == 1
+    assert claimed.lease_owner == "w1" and claimed.lease_expires_at == NOW + 31
+    runs = job_store.list_runs(job.id)
+    assert [(r.attempt, r.worker_id, r.outcome) for r in runs] == [(1, "w1", None)]
+
+
+def test_job_in_backoff_is_not_claimed_until_due(job_store):
+    add(job_store)
+    job = claim(job_store)
+    assert job_store.retry_later(job.id, worker_id="w1", delay=10, reason="down", now=NOW)
+    assert claim(job_store, now=NOW + 5) is None
+    again = claim(job_store, now=NOW + 11)
+    assert again.id == job.id and again.attempts == 2
+
+
+def test_progress_extends_lease_and_reports_cancel_flag(job_store):
+    add(job_store)
+    job = claim(job_store)
+    assert job_store.record_progress(job.id, worker_id="w1", progress={"progress": 0.5}, preview="abc",
+                                     lease_seconds=30, now=NOW + 10) is False
+    got = job_store.get_job(job.id)
+    assert got.lease_expires_at == NOW + 40 and got.progress == {"progress": 0.5} and got.preview == "abc"
+    assert job_store.request_cancel(job.id, now=NOW + 11)
+    assert job_store.record_progress(job.id, worker_id="w1", progress={"progress": 0.6}, preview=None,
+                                     lease_seconds=30, now=NOW + 12) is True
+    assert job_store.get_job(job.id).preview == "abc"
+
+
+def test_only_the_lease_owner_changes_a_running_job(job_store):
+    add(job_store)
+    job = claim(job_store, "w1")
+    assert job_store.record_progress(job.id, worker_id="w2", progress={}, preview=None,
+                                     lease_seconds=30, now=NOW) is None
+    assert not job_store.complete(job.id, worker_id="w2", result={}, image_count=0, now=NOW)
+    assert not job_store.fail(job.id, worker_id="w2", code="x", message="y", now=NOW)
+    assert job_store.complete(job.id, worker_id="w1", result={"info": "{}"}, image_count=2, now=NOW + 5)
+    done = job_store.get_job(job.id)
+    assert done.status == "completed" and done.image_count == 2 and done.result_attempt == 1
+    assert done.finished_at == NOW + 5 and done.lease_owner is None
+    assert [r.outcome for r in job_store.list_runs(job.id)] == ["completed"]
+
+
+def test_expired_lease_requeues_then_errors_when_attempts_are_spent(job_store):
+    add(job_store)
+    job = claim(job_store, "w1", lease=5)
+    assert job_store.expire_leases(max_attempts=2, now=NOW + 4) == []
+    assert job_store.expire_leases(max_attempts=2, now=NOW + 6) == [(job.id, "queued")]
+    again = claim(job_store, "w2", now=NOW + 7, lease=5)
+    assert again.attempts == 2
+    assert job_store.expire_leases(max_attempts=2, now=NOW + 13) == [(job.id, "error")]
+    ended = job_store.get_job(job.id)
+    assert ended.status == "error" and ended.error_code == "lease_expired"
+    assert "attempt 2 of 2" in ended.error_message
+    assert [r.outcome for r in job_store.list_runs(job.id)] == ["lost", "lost"]
+    # the first worker comes back from the dead: nothing changes
+    assert not job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=NOW + 14)
+
+
+def test_expired_lease_of_a_cancel_requested_job_ends_cancelled(job_store):
+    add(job_store)
+    job = claim(job_store, lease=5)
+    job_store.request_cancel(job.id, now=NOW + 1)
+    assert job_store.expire_leases(max_attempts=3, now=NOW + 6) == [(job.id, "cancelled")]
+
+
+def test_release_returns_the_job_without_counting_the_attempt(job_store):
+    add(job_store)
+    job = claim(job_store)
+    assert job_store.release(job.id, worker_id="w1", now=NOW + 1)
+    got = job_store.get_job(job.id)
+    assert got.status == "queued" and got.attempts == 0
+    assert claim(job_store, "w2", now=NOW + 2).attempts == 1
+
+
+def test_cancel_only_applies_to_its_state(job_store):
+    job = add(job_store)
+    assert not job_store.request_cancel(job.id, now=NOW)
+    assert job_store.cancel_queued(job.id, now=NOW)
+    assert not job_store.cancel_queued(job.id, now=NOW)
+    assert claim(job_store) is None
+
+
+def test_cancel_racing_a_claim_has_exactly_one_winner(job_store):
+    for _ in range(30):
+        job = add(job_store)
+        results = {}
+        barrier = threading.Barrier(2)
+
+        def do_claim():
+            barrier.wait()
+            results["claimed"] = claim(job_store, now=NOW + 1)
+
+        def do_cancel():
+            barrier.wait()
+            results["cancelled"] = job_store.cancel_queued(job.id, now=NOW + 1)
+
+        threads = [threading.Thread(target=do_claim), threading.Thread(target=do_cancel)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        claimed = results["claimed"] is not None
+        assert claimed != results["cancelled"]
+        final = job_store.get_job(job.id).status
+        assert final == ("processing" if claimed else "cancelled")
+        if claimed:
+            job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=NOW + 2)
+
+
+def _claim_all(url: str, worker: str, out) -> None:
+    job_store = store_module.make_store(url)
+    claimed = []
+    while True:
+        job = job_store.claim_next(worker_id=worker, instance="gpu0", lease_seconds=60, now=time.time())
+        if job is None:
+            break
+        claimed.append(job.id)
+    out.put(claimed)
+
+
+def test_eight_processes_claiming_at_once_never_double_claim(job_store, database_url):
+    ids = {add(job_store, now=time.time() - 1).id for _ in range(200)}
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    processes = [ctx.Process(target=_claim_all, args=(database_url, f"w{i}", out)) for i in range(8)]
+    [p.start() for p in processes]
+    claimed = [job_id for _ in processes for job_id in out.get(timeout=60)]
+    [p.join(timeout=30) for p in processes]
+    assert all(p.exitcode == 0 for p in processes)
+    assert len(claimed) == len(set(claimed)) == 200
+    assert set(claimed) == ids
+
+
+def test_slots_admit_one_holder_until_released_or_expired(job_store):
+    job_store.ensure_slots("gpu0", 1)
+    assert job_store.acquire_slot("gpu0", holder="w1/a", lease_seconds=10, now=NOW) == 0
+    assert job_store.acquire_slot("gpu0", holder="w2/a", lease_seconds=10, now=NOW + 1) is None
+    job_store.renew_slots("w1/", lease_seconds=10, now=NOW + 8)
+    assert job_store.acquire_slot("gpu0", holder="w2/a", lease_seconds=10, now=NOW + 12) is None
+    assert job_store.acquire_slot("gpu0", holder="w2/a", lease_seconds=10, now=NOW + 19) == 0
+    job_store.release_slot("gpu0", 0, holder="w1/a")  # not the holder any more: no effect
+    assert job_store.acquire_slot("gpu0", holder="w3/a", lease_seconds=10, now=NOW + 20) is None
+    job_store.release_slot("gpu0", 0, holder="w2/a")
+    assert job_store.acquire_slot("gpu0", holder="w3/a", lease_seconds=10, now=NOW + 21) == 0
+
+
+def test_capacity_two_gives_two_slots(job_store):
+    job_store.ensure_slots("gpu0", 2)
+    got = {job_store.acquire_slot("gpu0", holder=f"w{i}/x", lease_seconds=10, now=NOW) for i in range(3)}
+    assert got == {0, 1, None}
+
+
+def test_heartbeats_list_workers_and_prune_old_ones(job_store):
+    job_store.heartbeat("w1", info={"pid": 1}, now=NOW)
+    job_store.heartbeat("w2", info={"pid": 2}, now=NOW - 100)
+    job_store.heartbeat("w1", info={"pid": 1, "current_jobs": ["j"]}, now=NOW + 1)
+    workers = job_store.list_workers(now=NOW + 2, keep_seconds=50)
+    assert [(w.id, w.heartbeat_at, w.info["current_jobs"]) for w in workers] == [("w1", NOW + 1, ["j"])]
+
+
+def test_migrate_is_idempotent(database_url):
+    first = store_module.make_store(database_url)
+    first.migrate()
+    first.migrate()
+    second = store_module.make_store(database_url)
+    second.migrate()
+    assert second.count_by_status() == {}
+
+
+@pytest.mark.parametrize("url", ["mysql://x", "postgres-but-wrong"])
+def test_unknown_database_url_is_refused_clearly(url):
+    with pytest.raises(ValueError, match="unsupported DATABASE_URL"):
+        store_module.make_store(url)

@@ -1,0 +1,1 @@
+"""`python -m worker_fn`: the worker process outside Lambda (see worker.py)."""

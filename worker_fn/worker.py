@@ -1,0 +1,154 @@
+"""The long-running worker: plays SQS's part outside AWS by draining the local doorbell queue.
+
+One runner thread per A1111 instance slot. A runner first leases its slot in the store (so no two
+workers, threads or processes ever run two jobs at once on one instance), then drains queued jobs
+and waits on the doorbell queue when there are none. A housekeeping thread writes the heartbeat,
+renews the slot leases and sweeps expired job leases.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from chalicelib import a1111
+from chalicelib import context as context_module
+from chalicelib import jobrunner
+from chalicelib.queue import base as queue_base
+
+log = logging.getLogger(__name__)
+
+DOORBELL_WAIT = 1.0
+SLOT_RETRY = 1.0
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Runner(threading.Thread):
+    """Runs jobs on one slot of one instance, one at a time."""
+
+    def __init__(self, worker: "Worker", instance: a1111.Instance, index: int) -> None:
+        super().__init__(name=f"runner-{instance.name}-{index}", daemon=True)
+        self.worker = worker
+        self.instance = instance
+        self.holder = f"{worker.worker_id}/{instance.name}#{index}"
+        self.client = a1111.A1111Client(instance.url, auth=worker.ctx.settings.a1111_auth,
+                                        connect_timeout=worker.ctx.settings.a1111_connect_timeout,
+                                        timeout=worker.ctx.settings.a1111_timeout)
+        self.current_job: str | None = None
+
+    def run(self) -> None:
+        ctx, stopping = self.worker.ctx, self.worker.stopping
+        while not stopping.is_set():
+            slot = _guarded(lambda: ctx.store.acquire_slot(
+                self.instance.name, holder=self.holder,
+                lease_seconds=ctx.settings.job_lease_seconds, now=time.time()))
+            if slot is None:
+                stopping.wait(SLOT_RETRY)
+                continue
+            try:
+                self._drain_until_stopped()
+            finally:
+                _guarded(lambda: ctx.store.release_slot(self.instance.name, slot, holder=self.holder))
+
+    def _drain_until_stopped(self) -> None:
+        ctx, stopping = self.worker.ctx, self.worker.stopping
+        while not stopping.is_set():
+            job_id = _guarded(lambda: jobrunner.run_next_job(
+                ctx, worker_id=self.worker.worker_id, instance=self.instance, client=self.client,
+                on_claim=self._set_current))
+            self.current_job = None
+            if job_id is not None:
+                continue
+            # One doorbell wakes one runner, so jobs spread over idle instances.
+            for message in _guarded(lambda: ctx.queue.receive(
+                    queue_base.JOBS, max_messages=1, wait_seconds=DOORBELL_WAIT)) or []:
+                _guarded(lambda: ctx.queue.delete(queue_base.JOBS, message.receipt))
+
+    def _set_current(self, job_id: str) -> None:
+        self.current_job = job_id
+
+
+class Worker:
+    """A worker process: runners, heartbeat, sweeper and a graceful stop."""
+
+    def __init__(self, ctx: context_module.Context, *, worker_id: str | None = None) -> None:
+        self.ctx = ctx
+        self.worker_id = worker_id or new_worker_id()
+        self.stopping = threading.Event()
+        self.runners: list[Runner] = []
+        for instance in ctx.instances:
+            ctx.store.ensure_slots(instance.name, instance.capacity)
+            self.runners += [Runner(self, instance, index) for index in range(instance.capacity)]
+        self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper", daemon=True)
+
+    def start(self) -> None:
+        self._heartbeat()
+        self._housekeeper.start()
+        for runner in self.runners:
+            runner.start()
+        log.info("worker started", extra={"worker_id": self.worker_id,
+                                          "instances": [i.name for i in self.ctx.instances]})
+
+    def stop(self, *, grace: float) -> None:
+        """Stop taking jobs; let running ones finish within `grace` seconds, then release them."""
+        self.stopping.set()
+        deadline = time.monotonic() + grace
+        for runner in self.runners:
+            runner.join(max(deadline - time.monotonic(), 0))
+        for runner in self.runners:
+            if runner.is_alive() and runner.current_job is not None:
+                self._release(runner)
+        self._housekeeper.join(timeout=5)
+        _guarded(lambda: self.ctx.store.remove_worker(self.worker_id))
+        log.info("worker stopped", extra={"worker_id": self.worker_id})
+
+    def _release(self, runner: Runner) -> None:
+        job_id = runner.current_job
+        released = _guarded(lambda: self.ctx.store.release(job_id, worker_id=self.worker_id,
+                                                           now=time.time()))
+        if released:
+            _guarded(lambda: self.ctx.queue.send(queue_base.JOBS, {"job_id": job_id}))
+            try:
+                runner.client.interrupt()
+            except Exception:  # noqa: BLE001 - best effort: A1111 may be the reason we stop
+                pass
+            log.warning("job released to the queue at shutdown", extra={"job_id": job_id,
+                                                                       "worker_id": self.worker_id})
+
+    def _housekeep(self) -> None:
+        settings = self.ctx.settings
+        next_sweep = 0.0
+        while not self.stopping.wait(min(settings.heartbeat_interval, settings.sweep_interval)):
+            self._heartbeat()
+            if time.monotonic() >= next_sweep:
+                _guarded(lambda: jobrunner.sweep(self.ctx))
+                next_sweep = time.monotonic() + settings.sweep_interval
+
+    def _heartbeat(self) -> None:
+        settings = self.ctx.settings
+        now = time.time()
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "instances": [i.name for i in self.ctx.instances],
+            "current_jobs": [r.current_job for r in self.runners if r.current_job],
+        }
+        _guarded(lambda: self.ctx.store.heartbeat(self.worker_id, info=info, now=now))
+        _guarded(lambda: self.ctx.store.renew_slots(f"{self.worker_id}/",
+                                                    lease_seconds=settings.job_lease_seconds, now=now))
+
+
+def _guarded(action):
+    """Run a store/queue call; a failing store makes the worker wait and retry, never crash."""
+    try:
+        return action()
+    except Exception:  # noqa: BLE001 - the loop must survive anything and say what happened
+        log.exception("worker step failed; retrying shortly")
+        time.sleep(1.0)
+        return None
