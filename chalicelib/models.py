@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import re
 import typing
 import urllib.parse
@@ -17,6 +18,7 @@ import urllib.parse
 import pydantic
 import pydantic_core
 
+from chalicelib import config
 from chalicelib import errors
 
 
@@ -42,8 +44,9 @@ class JobKind(str, enum.Enum):
 
 # --- A1111 request bodies ------------------------------------------------------------------------
 #
-# Types follow the document; a field without a default there is Optional in A1111 (pydantic v1), so
-# it is `X | None = None` here, and a field with a default is not nullable.
+# Types and defaults follow the document. A field without a default there is Optional in A1111
+# (pydantic v1), so it is `X | None = None` here; a field with a default is not nullable, so a null
+# that A1111 would trip over mid-job (steps, width, prompt...) is a 422 at submit instead.
 
 _A1111_CONFIG = pydantic.ConfigDict(
     extra="allow",  # forks and extensions add fields; they are kept and sent to A1111 unchanged
@@ -154,10 +157,8 @@ MAX_METADATA_BYTES = 16 * 1024
 MAX_WEBHOOK_URL_LENGTH = 2048
 
 
-def _check_webhook_url(url: str | None) -> str | None:
+def _check_webhook_url(url: str) -> str:
     """Syntax only (http/https, a host, no credentials); address safety is checked at delivery."""
-    if url is None:
-        return None
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise pydantic_core.PydanticCustomError("url_parsing", "webhook_url must not contain whitespace")
     try:
@@ -175,10 +176,8 @@ def _check_webhook_url(url: str | None) -> str | None:
     return url
 
 
-def _check_metadata(metadata: dict | None) -> dict | None:
+def _check_metadata(metadata: dict) -> dict:
     """Metadata is stored with the job and echoed in every view and webhook, so it stays small."""
-    if metadata is None:
-        return None
     try:
         size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode())
     except (TypeError, ValueError):
@@ -196,13 +195,13 @@ class JobOptions(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
 
     webhook_url: typing.Annotated[
-        str | None, pydantic.Field(max_length=MAX_WEBHOOK_URL_LENGTH), pydantic.AfterValidator(_check_webhook_url)
-    ] = None
+        str, pydantic.Field(max_length=MAX_WEBHOOK_URL_LENGTH), pydantic.AfterValidator(_check_webhook_url)
+    ] | None = None
     # repr=False keeps the secret out of logs that print the options.
     webhook_secret: str | None = pydantic.Field(None, min_length=1, max_length=256, repr=False)
     webhook_events: list[WebhookEvent] | None = None
     priority: int = pydantic.Field(0, ge=-100, le=100)
-    metadata: typing.Annotated[dict[str, typing.Any] | None, pydantic.AfterValidator(_check_metadata)] = None
+    metadata: typing.Annotated[dict[str, typing.Any], pydantic.AfterValidator(_check_metadata)] | None = None
 
 
 _OWN_FIELDS = frozenset(JobOptions.model_fields)
@@ -221,7 +220,7 @@ class Limits:
     max_prompt_length: int
 
     @classmethod
-    def from_settings(cls, settings) -> "Limits":
+    def from_settings(cls, settings: config.Settings) -> "Limits":
         return cls(
             max_width=settings.max_width,
             max_height=settings.max_height,
@@ -246,7 +245,6 @@ def parse_submission(kind: JobKind | str, body: object, *, limits: Limits) -> Su
     if not isinstance(body, dict):
         raise errors.ValidationFailed.single(["body"], "the request body must be a JSON object", "model_type")
     problems: list[dict] = []
-    options = _validate_options({k: v for k, v in body.items() if k in _OWN_FIELDS}, problems)
     # force_task_id is the worker's (it sets the job id there to follow progress); a client's is dropped.
     request_body = {k: v for k, v in body.items() if k not in _OWN_FIELDS and k != "force_task_id"}
     request, failed = _validate_request(A1111_REQUEST_MODELS[kind], request_body, problems)
@@ -254,6 +252,7 @@ def parse_submission(kind: JobKind | str, body: object, *, limits: Limits) -> Su
         problems.append(_problem("init_images", "img2img needs at least one init image",
                                  "too_short" if request.init_images == [] else "missing"))
     problems.extend(_limit_problems(request, limits=limits, skip=failed))
+    options = _validate_options({k: v for k, v in body.items() if k in _OWN_FIELDS}, problems)
     if problems:
         raise errors.ValidationFailed(problems)
     return Submission(kind=kind, payload=request.model_dump(exclude_unset=True), options=options)
@@ -334,7 +333,7 @@ def _infotext_values(infotext: str) -> dict[str, object]:
                 value = json.loads(value)
             except ValueError:
                 pass
-        size = _INFOTEXT_SIZE.match(value) if isinstance(value, str) else None
+        size = _INFOTEXT_SIZE.match(value)
         if size:
             params[f"{name}-1"], params[f"{name}-2"] = size.groups()
         else:
@@ -343,9 +342,11 @@ def _infotext_values(infotext: str) -> dict[str, object]:
     for label, (field, type_) in _INFOTEXT_FIELDS.items():
         if label in params:
             try:
-                values[field] = type_(params[label])
+                value = type_(params[label])
             except (TypeError, ValueError):
-                pass  # A1111 fails on it too; nothing to hold against the limits
+                continue  # A1111 fails on it too; nothing to hold against the limits
+            if type_ is not float or math.isfinite(value):
+                values[field] = value
     # A1111 turns hires on when the infotext has a denoising strength (its hires resize defaults to 0).
     if "Denoising strength" in params:
         values["enable_hr"] = True
@@ -353,80 +354,80 @@ def _infotext_values(infotext: str) -> dict[str, object]:
 
 
 def _limit_problems(request: A1111Request, *, limits: Limits, skip: set[str]) -> list[dict]:
-    """Limits on the values A1111 will use: the client's, else those from `infotext`, else defaults."""
+    """Limits on the values A1111 will use: the client's, else those from `infotext`, else defaults.
+
+    Fields in `skip` failed validation and are already reported.
+    """
     fields = type(request).model_fields
-    values = {name: getattr(request, name) for name in fields}
-    origin = dict.fromkeys(fields, "")  # "" = the field itself; "infotext" = taken from infotext
+    values = {name: getattr(request, name) for name in fields if name not in skip}
+    from_infotext: set[str] = set()
     if request.infotext and "infotext" not in skip:
         for name, value in _infotext_values(request.infotext).items():
-            if name in fields and name not in request.model_fields_set:
-                values[name], origin[name] = value, "infotext"
+            if name in values and name not in request.model_fields_set:
+                values[name] = value
+                from_infotext.add(name)
     problems: list[dict] = []
 
-    def fail(name: str, msg: str, type_: str) -> None:
-        source = origin.get(name) or name
-        problems.append(_problem(source, msg if source == name else f"{msg} (from infotext)", type_))
+    def fail(field: str, subject: str, value: object, rule: str, type_: str) -> None:
+        if field in from_infotext:
+            problems.append(_problem("infotext", f"{subject} (from infotext) is {value}; {rule}", type_))
+        else:
+            problems.append(_problem(field, f"{subject} is {value}; {rule}", type_))
 
     for name in ("width", "height", "steps", "batch_size", "n_iter"):
-        if name not in skip and values[name] < 1:
-            fail(name, f"{name} is {values[name]}; it must be at least 1", "greater_than_equal")
+        if name in values and values[name] < 1:
+            fail(name, name, values[name], "it must be at least 1", "greater_than_equal")
+    if "hr_second_pass_steps" in values and values["hr_second_pass_steps"] < 0:
+        fail("hr_second_pass_steps", "hr_second_pass_steps", values["hr_second_pass_steps"],
+             "it must be at least 0 (0 = same as steps)", "greater_than_equal")
     for name, limit, env in (("width", limits.max_width, "MAX_WIDTH"), ("height", limits.max_height, "MAX_HEIGHT"),
                              ("steps", limits.max_steps, "MAX_STEPS"),
                              ("hr_second_pass_steps", limits.max_steps, "MAX_STEPS")):
-        if name in fields and name not in skip and values[name] > limit:
-            fail(name, f"{name} is {values[name]}; the limit is {limit} ({env})", "less_than_equal")
-    if "hr_second_pass_steps" in fields and "hr_second_pass_steps" not in skip and values["hr_second_pass_steps"] < 0:
-        fail("hr_second_pass_steps", f"hr_second_pass_steps is {values['hr_second_pass_steps']}; "
-             "it must be at least 0 (0 = same as steps)", "greater_than_equal")
-    if {"batch_size", "n_iter"}.isdisjoint(skip) and min(values["batch_size"], values["n_iter"]) >= 1:
+        if name in values and values[name] > limit:
+            fail(name, name, values[name], f"the limit is {limit} ({env})", "less_than_equal")
+    if "batch_size" in values and "n_iter" in values and min(values["batch_size"], values["n_iter"]) >= 1:
         images = values["batch_size"] * values["n_iter"]
         if images > limits.max_images:
-            name = "batch_size" if origin["batch_size"] or not origin["n_iter"] else "n_iter"
-            fail(name, f"batch_size * n_iter is {images} images; the limit is {limits.max_images} (MAX_IMAGES)",
-                 "less_than_equal")
+            fail("batch_size", "batch_size * n_iter", f"{images} images",
+                 f"the limit is {limits.max_images} (MAX_IMAGES)", "less_than_equal")
     for name in ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt"):
-        if name in fields and name not in skip and len(values[name]) > limits.max_prompt_length:
-            fail(name, f"{name} is {len(values[name])} characters; the limit is {limits.max_prompt_length} "
-                 "(MAX_PROMPT_LENGTH)", "string_too_long")
-    if "enable_hr" in fields and values["enable_hr"]:
-        problems.extend(_hires_problems(values, origin=origin, limits=limits, skip=skip))
+        if name in values and len(values[name]) > limits.max_prompt_length:
+            fail(name, name, f"{len(values[name])} characters",
+                 f"the limit is {limits.max_prompt_length} (MAX_PROMPT_LENGTH)", "string_too_long")
+    if values.get("enable_hr"):
+        for field, subject, size, limit, env in _hires_sizes(values, limits=limits):
+            if size < 1:
+                fail(field, subject, size, "it must be at least 1", "greater_than_equal")
+            elif size > limit:
+                fail(field, subject, size, f"the limit is {limit} ({env})", "less_than_equal")
     return problems
 
 
-def _hires_problems(values: dict, *, origin: dict, limits: Limits, skip: set[str]) -> list[dict]:
-    """The hires pass renders at a larger size; that size must be within the limits too.
+def _hires_sizes(values: dict, *, limits: Limits) -> list[tuple[str, str, int, int, str]]:
+    """(field, subject, size, limit, env) for the width and height the hires pass renders at.
 
-    The size is computed as A1111 does (StableDiffusionProcessingTxt2Img.calculate_target_resolution):
-    width/height * hr_scale, or hr_resize_x/y, where a single one or a different aspect ratio is
-    made up from width/height (A1111 renders at that size and crops to the requested one).
+    Computed as A1111 does (StableDiffusionProcessingTxt2Img.calculate_target_resolution): width and
+    height times hr_scale, or hr_resize_x/y, where a missing one or a different aspect ratio is made
+    up from width/height (A1111 renders at that size, then crops to the requested one).
     """
-    used = {"width", "height", "hr_scale", "hr_resize_x", "hr_resize_y"}
-    width, height = values["width"], values["height"]
-    if not used.isdisjoint(skip) or width < 1 or height < 1:
+    names = ("width", "height", "hr_scale", "hr_resize_x", "hr_resize_y")
+    if any(name not in values for name in names) or values["width"] < 1 or values["height"] < 1:
         return []  # already reported
-    resize_x, resize_y = values["hr_resize_x"], values["hr_resize_y"]
+    width, height, scale, resize_x, resize_y = (values[name] for name in names)
     if resize_x == 0 and resize_y == 0:
-        fields = ("hr_scale", "hr_scale")
-        how = "width * hr_scale", "height * hr_scale"
-        target = int(width * values["hr_scale"]), int(height * values["hr_scale"])
+        return [("hr_scale", "the hires width (width * hr_scale)", _scaled(width, scale),
+                 limits.max_width, "MAX_WIDTH"),
+                ("hr_scale", "the hires height (height * hr_scale)", _scaled(height, scale),
+                 limits.max_height, "MAX_HEIGHT")]
+    if resize_y == 0 or (resize_x != 0 and width / height < resize_x / resize_y):
+        size = resize_x, resize_x * height // width
     else:
-        fields = ("hr_resize_x", "hr_resize_y")
-        how = "from hr_resize_x/hr_resize_y and width/height",) * 2
-        if resize_y == 0 or (resize_x != 0 and width / height < resize_x / resize_y):
-            target = resize_x, resize_x * height // width
-        else:
-            target = resize_y * width // height, resize_y
-    problems = []
-    for axis, size, limit, env, field, source in (
-        ("width", target[0], limits.max_width, "MAX_WIDTH", fields[0], how[0]),
-        ("height", target[1], limits.max_height, "MAX_HEIGHT", fields[1], how[1]),
-    ):
-        from_infotext = " (from infotext)" if origin.get(field) else ""
-        loc = "infotext" if from_infotext else field
-        if size < 1:
-            problems.append(_problem(loc, f"the hires {axis} ({source}) is {size}; it must be at least 1"
-                                     f"{from_infotext}", "greater_than_equal"))
-        elif size > limit:
-            problems.append(_problem(loc, f"the hires {axis} ({source}) is {size}; the limit is {limit} ({env})"
-                                     f"{from_infotext}", "less_than_equal"))
-    return problems
+        size = resize_y * width // height, resize_y
+    how = "hr_resize_x/hr_resize_y at the aspect ratio of width/height"
+    return [("hr_resize_x", f"the hires width ({how})", size[0], limits.max_width, "MAX_WIDTH"),
+            ("hr_resize_y", f"the hires height ({how})", size[1], limits.max_height, "MAX_HEIGHT")]
+
+
+def _scaled(size: int, scale: float) -> int:
+    """int(size * scale) as A1111 computes it, clamped so that absurd scales cannot overflow."""
+    return int(max(-1e18, min(size * scale, 1e18)))

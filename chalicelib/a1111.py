@@ -1,0 +1,232 @@
+"""Client for AUTOMATIC1111's HTTP API (v1.10.1), as the worker uses it.
+
+A1111 answers txt2img/img2img only when the images are done, so `generate` blocks for the whole
+generation while another thread polls `progress` and may `interrupt` the same instance. Every failure
+becomes one of the two errors the worker acts on: `errors.A1111Unavailable` (the instance could not
+do it now: try again later) or `errors.A1111Rejected` (the request itself is wrong: retrying cannot
+help). Credentials never appear in names, messages or logs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import re
+import socket
+import threading
+import urllib.parse
+
+import requests
+import urllib3
+
+from chalicelib import errors
+
+GENERATE_KINDS = ("txt2img", "img2img")
+
+# A1111 answers these with 500 although the request is at fault (NOTES A.5, A.13).
+_BAD_INPUT_500_DETAILS = frozenset({
+    "Invalid encoded image", "Requests not allowed", "Request to local resource not allowed",
+    "Invalid image url", "Invalid image format",
+})
+# 4xx statuses that mean "not now" rather than "never".
+_RETRYABLE_4XX = frozenset({408, 429})
+_MAX_DETAIL_CHARS = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    """One A1111 server; `url` may carry credentials, `name` never does."""
+
+    url: str
+    name: str
+    capacity: int = 1
+
+
+def parse_instances(value: str) -> list[Instance]:
+    """`A1111_BASE_URL`: one or more base URLs separated by commas."""
+    instances: list[Instance] = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        url = item.rstrip("/")
+        name, _user, _password = _split_credentials(url)
+        if any(instance.name == name for instance in instances):
+            raise ValueError(f"A1111_BASE_URL lists {name} twice")
+        instances.append(Instance(url=url, name=name))
+    if not instances:
+        raise ValueError("A1111_BASE_URL is empty: give at least one base URL, e.g. http://127.0.0.1:7860")
+    return instances
+
+
+class A1111Client:
+    """Calls one A1111 instance. Safe to share between threads: each thread gets its own session
+    (connection pool), so `progress`/`interrupt` never wait behind a blocked `generate`."""
+
+    def __init__(self, base_url: str, *, auth: str = "", connect_timeout: float = 5.0,
+                 timeout: float = 600.0) -> None:
+        self.name, user, password = _split_credentials(base_url.strip().rstrip("/"))
+        if not (user or password) and auth:  # credentials in the URL are the more specific ones
+            user, sep, password = auth.partition(":")
+            if not sep:
+                raise ValueError("A1111 auth must be given as user:pass")
+        self._auth = (user, password) if (user or password) else None
+        self._connect_timeout = connect_timeout
+        self._timeout = timeout
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"A1111Client({self.name!r})"
+
+    def generate(self, kind: str, payload: dict, *, timeout: float | None = None) -> dict:
+        """POST a txt2img/img2img payload and wait for the images; returns A1111's JSON answer."""
+        if kind not in GENERATE_KINDS:
+            raise ValueError(f"kind must be one of {GENERATE_KINDS}, not {kind!r}")
+        return self._call("POST", f"/sdapi/v1/{kind}", payload=payload,
+                          timeout=self._timeout if timeout is None else timeout)
+
+    def progress(self, *, skip_current_image: bool = False, timeout: float = 5.0) -> dict:
+        """A1111's progress of whatever it is generating now (its own job, not necessarily ours)."""
+        return self._call("GET", "/sdapi/v1/progress", timeout=timeout,
+                          params={"skip_current_image": "true" if skip_current_image else "false"})
+
+    def interrupt(self, *, timeout: float = 5.0) -> None:
+        """Ask A1111 to end the running generation; the blocked call returns the images made so far."""
+        self._call("POST", "/sdapi/v1/interrupt", timeout=timeout, parse=False)
+
+    def ping(self, *, timeout: float = 2.0) -> bool:
+        """True if the API answers. Uses progress, as /internal/ping is missing in --nowebui mode."""
+        try:
+            self.progress(skip_current_image=True, timeout=timeout)
+        except errors.A1111Error:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close every thread's connections."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.auth = self._auth  # sent pre-emptively: A1111's 401 has no WWW-Authenticate
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    def _call(self, method: str, path: str, *, timeout: float, payload: dict | None = None,
+              params: dict | None = None, parse: bool = True) -> dict | None:
+        """One request; the JSON object it answers (None when `parse` is false), or an A1111Error."""
+        where = f"A1111 at {self.name}"
+        request = f"{method} {path}"
+        try:
+            response = self._session().request(
+                method, self.name + path, json=payload, params=params, allow_redirects=False,
+                timeout=(min(self._connect_timeout, timeout), timeout))
+        except requests.RequestException as exc:
+            what = _describe_failure(exc, connect_timeout=min(self._connect_timeout, timeout),
+                                     timeout=timeout)
+            raise errors.A1111Unavailable(f"{where} {what} ({request})") from exc
+        status = response.status_code
+        if status >= 300:
+            detail = _error_detail(response)
+            message = f"{where} answered {status} to {request}: {_summarize(detail)}"
+            rejected = (400 <= status < 500 and status not in _RETRYABLE_4XX) or (
+                status >= 500 and isinstance(detail, str) and detail in _BAD_INPUT_500_DETAILS)
+            error_class = errors.A1111Rejected if rejected else errors.A1111Unavailable
+            raise error_class(message, status=status, detail=detail)
+        if not parse:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            raise errors.A1111Unavailable(f"{where} answered {status} to {request} with a body that is "
+                                          f"not JSON", status=status) from None
+        if not isinstance(body, dict):
+            raise errors.A1111Unavailable(f"{where} answered {status} to {request} with JSON that is "
+                                          f"not an object", status=status, detail=body)
+        return body
+
+
+def _split_credentials(url: str) -> tuple[str, str, str]:
+    """(URL without user:pass@, user, password); ValueError naming the URL without credentials."""
+    shown = re.sub(r"//[^/@]*@", "//***@", url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError(f"A1111 URL {shown!r} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"A1111 URL {shown!r} must look like http://host:port")
+    if parts.query or parts.fragment:
+        raise ValueError(f"A1111 URL {shown!r} must not have a query or fragment")
+    netloc = parts.netloc.rpartition("@")[2]
+    clean = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    return (clean, urllib.parse.unquote(parts.username or ""),
+            urllib.parse.unquote(parts.password or ""))
+
+
+def _describe_failure(exc: requests.RequestException, *, connect_timeout: float, timeout: float) -> str:
+    """Say what went wrong on the wire, without echoing URLs (which could carry credentials)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"did not accept a connection within {connect_timeout:g} s"
+    causes = _causes(exc)
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "refused the connection"
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        return "could not be resolved"
+    # Checked after those: urllib3's NewConnectionError is a subclass of its TimeoutError.
+    if isinstance(exc, requests.Timeout) or any(
+            isinstance(c, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) for c in causes):
+        return f"timed out after {timeout:g} s"
+    if any(isinstance(c, (http.client.RemoteDisconnected, http.client.IncompleteRead,
+                          urllib3.exceptions.ProtocolError)) for c in causes):
+        return "closed the connection without a complete answer"
+    if any(isinstance(c, ConnectionResetError) for c in causes):
+        return "reset the connection"
+    return f"could not be reached ({type(exc).__name__})"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and everything it wraps (requests and urllib3 nest them several deep)."""
+    found: list[BaseException] = []
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or any(current is seen for seen in found):
+            continue
+        found.append(current)
+        pending.extend([getattr(current, "reason", None), current.__cause__, current.__context__,
+                        *current.args])
+    return found
+
+
+def _error_detail(response: requests.Response) -> object:
+    """A1111's error detail: 422 list, HTTPException `detail`, other exceptions' `errors`, or text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:_MAX_DETAIL_CHARS] or response.reason
+    if isinstance(body, dict):
+        for key in ("detail", "errors"):
+            if body.get(key) not in (None, "", [], {}):
+                return body[key]
+    return body
+
+
+def _summarize(detail: object) -> str:
+    """One line for a message: FastAPI's validation list as `field: msg; ...`."""
+    if isinstance(detail, list) and all(isinstance(d, dict) and "msg" in d for d in detail):
+        parts = []
+        for item in detail:
+            loc = [str(p) for p in item.get("loc") or [] if p != "body"]
+            parts.append(f"{'.'.join(loc)}: {item['msg']}" if loc else str(item["msg"]))
+        text = "; ".join(parts)
+    else:
+        text = detail if isinstance(detail, str) else repr(detail)
+    return text if len(text) <= _MAX_DETAIL_CHARS else text[:_MAX_DETAIL_CHARS] + "…"

@@ -1,0 +1,171 @@
+"""End-to-end harness: real processes on 127.0.0.1 — the A1111 simulator, the API under waitress
+(wsgi.py) and one or more `python -m worker_fn` workers — sharing one SQLite file."""
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TOKEN = "e2e-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, *, timeout: float, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Process:
+    """A child process with its output in a log file, stopped by SIGTERM (or killed)."""
+
+    def __init__(self, name: str, command: list[str], env: dict, log_dir: pathlib.Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def terminate(self, *, timeout: float = 20) -> int:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout=timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.alive():
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Cluster:
+    """Starts and stops the processes of one test; everything shares `env`."""
+
+    def __init__(self, tmp_path: pathlib.Path) -> None:
+        self.tmp_path = tmp_path
+        self.processes: list[Process] = []
+        self.sim_url = ""
+        self.api_url = ""
+        self.env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            API_TOKENS=f"e2e:{TOKEN},other:other-token",
+            DATABASE_URL=f"sqlite:///{tmp_path / 'jobs.db'}",
+            PROGRESS_INTERVAL="0.2",
+            HEARTBEAT_INTERVAL="0.5",
+            SWEEP_INTERVAL="0.5",
+            JOB_LEASE_SECONDS="3",
+            JOB_RETRY_BASE_SECONDS="0.2",
+            JOB_MAX_ATTEMPTS="3",
+            A1111_TIMEOUT="30",
+            WORKER_SHUTDOWN_GRACE="5",
+        )
+
+    def start(self, name: str, command: list[str], **env) -> Process:
+        process = Process(name, command, dict(self.env, **env), self.tmp_path)
+        self.processes.append(process)
+        return process
+
+    def start_simulator(self, *, gen_seconds: float = 0.5, port: int | None = None) -> str:
+        port = port or free_port()
+        self.start("simulator", [sys.executable, "-m", "tests.a1111_sim", "--host", "127.0.0.1",
+                                 "--port", str(port), "--gen-seconds", str(gen_seconds)])
+        self.sim_url = f"http://127.0.0.1:{port}"
+        self.env["A1111_BASE_URL"] = self.sim_url
+        wait_until(lambda: _answers(f"{self.sim_url}/internal/ping"), timeout=15, what="the simulator")
+        return self.sim_url
+
+    def start_api(self) -> str:
+        port = free_port()
+        self.start("api", [sys.executable, "wsgi.py"], PORT=str(port))
+        self.api_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(f"{self.api_url}/health"), timeout=15, what="the API")
+        return self.api_url
+
+    def start_worker(self, name: str = "worker", **env) -> Process:
+        worker = self.start(name, [sys.executable, "-m", "worker_fn", "--worker-id", name], **env)
+        wait_until(lambda: any(w["id"] == name for w in self.health().get("workers", [])),
+                   timeout=15, what=f"{name}'s heartbeat")
+        return worker
+
+    # -- client helpers ---------------------------------------------------------------------
+
+    def submit(self, body: dict | None = None, *, kind: str = "txt2img", headers: dict | None = None) -> dict:
+        response = requests.post(f"{self.api_url}/sdapi/v1/{kind}", json=body or {"prompt": "a cat", "steps": 10},
+                                 headers={**AUTH, **(headers or {})}, timeout=10)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def job(self, job_id: str) -> dict:
+        response = requests.get(f"{self.api_url}/sdapi/v1/jobs/{job_id}", headers=AUTH, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_status(self, job_id: str, statuses: set[str], *, timeout: float = 30) -> dict:
+        return wait_until(lambda: (lambda j: j if j["status"] in statuses else None)(self.job(job_id)),
+                          timeout=timeout, what=f"job {job_id} to reach {statuses}")
+
+    def health(self) -> dict:
+        return requests.get(f"{self.api_url}/health", timeout=10).json()
+
+    def sim(self, method: str, path: str, **kwargs) -> dict:
+        response = requests.request(method, f"{self.sim_url}{path}", timeout=10, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture
+def cluster(tmp_path, request):
+    cluster = Cluster(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            for process in cluster.processes:
+                print(f"----- {process.name} log -----\n{process.log()[-4000:]}")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
