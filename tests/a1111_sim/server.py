@@ -1235,6 +1235,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "uvicorn"
     sys_version = ""
     timeout = 60  # an idle keep-alive connection is closed after this
+    disable_nagle_algorithm = True  # like uvicorn: no 40 ms delayed-ACK stall on keep-alive connections
 
     server: "_Server"
 
