@@ -2,9 +2,11 @@
 from chalice import Chalice
 
 from chalicelib.api import health
+from chalicelib.api import http
 from chalicelib.api import jobs
 
 app = Chalice(app_name="a1111-async")
 app.api.binary_types.append("image/webp")
+app.register_middleware(http.contract_errors, "http")
 app.register_blueprint(health.blueprint)
 app.register_blueprint(jobs.blueprint)

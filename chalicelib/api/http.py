@@ -71,3 +71,16 @@ def json_body(request: chalice.app.Request, *, max_bytes: int) -> object:
 
 def query_param(request: chalice.app.Request, name: str) -> str | None:
     return (request.query_params or {}).get(name)
+
+
+# curl -d sends form-urlencoded by default; the body is parsed as JSON whatever the label says.
+JSON_BODY_CONTENT_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded"]
+
+
+def contract_errors(event, get_response) -> chalice.Response:
+    """Middleware: Chalice's own errors (405 method, 415 media type) in the contract's JSON shape."""
+    response = get_response(event)
+    body = response.body
+    if response.status_code >= 400 and isinstance(body, dict) and set(body) == {"Code", "Message"}:
+        response.body = {"error": body["Code"], "detail": body["Message"]}
+    return response

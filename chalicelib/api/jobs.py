@@ -23,13 +23,13 @@ def _submit(kind: str) -> chalice.Response:
     return http.json_response(summary, status=202, headers=headers)
 
 
-@blueprint.route("/sdapi/v1/txt2img", methods=["POST"])
+@blueprint.route("/sdapi/v1/txt2img", methods=["POST"], content_types=http.JSON_BODY_CONTENT_TYPES)
 @http.handler
 def txt2img() -> chalice.Response:
     return _submit("txt2img")
 
 
-@blueprint.route("/sdapi/v1/img2img", methods=["POST"])
+@blueprint.route("/sdapi/v1/img2img", methods=["POST"], content_types=http.JSON_BODY_CONTENT_TYPES)
 @http.handler
 def img2img() -> chalice.Response:
     return _submit("img2img")

@@ -202,3 +202,18 @@ def test_without_api_tokens_every_protected_route_says_how_to_set_them(client, m
     context_module.reset_context()
     response = client.http.get("/sdapi/v1/jobs", headers=ALICE)
     assert response.status_code == 401 and "API_TOKENS" in response.json_body["detail"]
+
+
+def test_curl_style_form_content_type_is_parsed_as_json(client):
+    headers = {"Authorization": "Bearer tok-alice", "Content-Type": "application/x-www-form-urlencoded"}
+    response = post(client, "/sdapi/v1/txt2img", {"prompt": "from curl"}, headers)
+    assert response.status_code == 202 and job_count() == 1
+
+
+def test_chalice_errors_use_the_contract_shape(client):
+    response = client.http.put("/sdapi/v1/jobs", headers=ALICE, body=b"")
+    assert response.status_code == 405
+    assert response.json_body == {"error": "MethodNotAllowedError", "detail": "Unsupported method: PUT"}
+    response = post(client, "/sdapi/v1/txt2img", {}, {"Authorization": "Bearer tok-alice",
+                                                      "Content-Type": "image/png"})
+    assert response.status_code == 415 and response.json_body["error"] == "UnsupportedMediaType"
