@@ -10,7 +10,6 @@ import datetime
 import os
 import pathlib
 import platform
-import statistics
 import sys
 import tempfile
 import time

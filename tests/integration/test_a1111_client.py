@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import socket
-import threading
 import time
 
 import pytest
 
 from chalicelib import a1111
 from chalicelib import errors
+from tests import support
 from tests.a1111_sim import server as a1111_sim
 
 SMALL = {"prompt": "a lighthouse", "width": 64, "height": 48, "steps": 4}
@@ -46,34 +44,11 @@ def client(sim):
 
 @pytest.fixture
 def closed_port_url():
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{support.free_port()}"
 
 
-def in_background(fn):
-    box = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except Exception as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, box
 
 
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 # --- parse_instances ------------------------------------------------------------------------------
@@ -215,9 +190,9 @@ def test_dropped_connection_is_unavailable_and_never_retried(client, sim):
 def test_progress_and_interrupt_work_from_another_thread_while_generate_blocks(client, sim):
     sim.set_faults(gen_seconds=2.0)
     started = time.monotonic()
-    thread, box = in_background(lambda: client.generate("txt2img", {**SMALL, "steps": 20}))
+    thread, box = support.in_background(lambda: client.generate("txt2img", {**SMALL, "steps": 20}))
 
-    snapshot = wait_for(lambda: (lambda p: p if p["progress"] > 0.05 else None)(client.progress()))
+    snapshot = support.wait_until(lambda: (lambda p: p if p["progress"] > 0.05 else None)(client.progress()))
     client.interrupt()
     thread.join(5)
 
@@ -233,7 +208,7 @@ def test_each_thread_reuses_its_own_connection(client, sim):
         client.progress(skip_current_image=True)
     assert sim.stats()["connections"] == 1
 
-    thread, box = in_background(lambda: client.progress())
+    thread, box = support.in_background(lambda: client.progress())
     thread.join(5)
     client.interrupt()
 

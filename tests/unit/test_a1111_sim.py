@@ -16,6 +16,7 @@ import pytest
 import requests
 from PIL import Image
 
+from tests import support
 from tests.a1111_sim import server
 
 
@@ -51,29 +52,8 @@ def get_progress(sim, **params):
     return response.json()
 
 
-def in_background(fn):
-    """Run fn in a thread; returns (thread, box) where box['value'] or box['error'] gets the outcome."""
-    box = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except Exception as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, box
 
 
-def wait_for(predicate, timeout=5.0, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not reached")
 
 
 def busy(sim):
@@ -101,7 +81,7 @@ def test_idle_progress_has_a1111s_exact_idle_shape(sim):
 def test_progress_rises_by_a1111s_formula_during_generation(sim):
     sim.set_faults(gen_seconds=0.8)
     started = time.time()
-    thread, box = in_background(lambda: post(sim, body={**SMALL, "n_iter": 2, "steps": 8}))
+    thread, box = support.in_background(lambda: post(sim, body={**SMALL, "n_iter": 2, "steps": 8}))
     samples = []
     while thread.is_alive():
         sample = get_progress(sim)
@@ -134,8 +114,8 @@ def test_progress_rises_by_a1111s_formula_during_generation(sim):
 
 def test_progress_skips_the_preview_when_asked(sim):
     sim.set_faults(gen_seconds=0.6)
-    thread, _ = in_background(lambda: post(sim))
-    wait_for(lambda: busy(sim))
+    thread, _ = support.in_background(lambda: post(sim))
+    support.wait_until(lambda: busy(sim))
 
     assert get_progress(sim, skip_current_image="true")["current_image"] is None
     assert get_progress(sim, skip_current_image="false")["current_image"]
@@ -148,8 +128,8 @@ def test_progress_skips_the_preview_when_asked(sim):
 def test_interrupt_returns_the_finished_images_early(sim):
     sim.set_faults(gen_seconds=1.2)
     started = time.monotonic()
-    thread, box = in_background(lambda: post(sim, body={**SMALL, "n_iter": 4, "steps": 5, "seed": 7}))
-    wait_for(lambda: get_progress(sim, skip_current_image="true")["state"]["job_no"] >= 1)
+    thread, box = support.in_background(lambda: post(sim, body={**SMALL, "n_iter": 4, "steps": 5, "seed": 7}))
+    support.wait_until(lambda: get_progress(sim, skip_current_image="true")["state"]["job_no"] >= 1)
 
     answer = requests.post(f"{sim.url}/sdapi/v1/interrupt", timeout=5)
     thread.join()
@@ -169,8 +149,8 @@ def test_interrupt_returns_the_finished_images_early(sim):
 
 def test_interrupt_before_the_first_job_finishes_returns_no_images(sim):
     sim.set_faults(gen_seconds=1.0)
-    thread, box = in_background(lambda: post(sim, body={**SMALL, "n_iter": 2}))
-    wait_for(lambda: busy(sim))
+    thread, box = support.in_background(lambda: post(sim, body={**SMALL, "n_iter": 2}))
+    support.wait_until(lambda: busy(sim))
 
     requests.post(f"{sim.url}/sdapi/v1/interrupt", timeout=5)
     thread.join()
@@ -190,8 +170,8 @@ def test_interrupt_while_idle_does_not_cut_the_next_generation(sim):
 
 def test_skip_drops_the_current_job_and_continues(sim):
     sim.set_faults(gen_seconds=0.9)
-    thread, box = in_background(lambda: post(sim, body={**SMALL, "n_iter": 3, "seed": 100}))
-    wait_for(lambda: busy(sim))
+    thread, box = support.in_background(lambda: post(sim, body={**SMALL, "n_iter": 3, "seed": 100}))
+    support.wait_until(lambda: busy(sim))
 
     answer = requests.post(f"{sim.url}/sdapi/v1/skip", timeout=5)
     thread.join()
@@ -210,7 +190,7 @@ def test_skip_drops_the_current_job_and_continues(sim):
 def test_generations_run_one_at_a_time(sim):
     sim.set_faults(gen_seconds=0.3)
     started = time.monotonic()
-    calls = [in_background(lambda: (post(sim), time.monotonic())) for _ in range(3)]
+    calls = [support.in_background(lambda: (post(sim), time.monotonic())) for _ in range(3)]
     for thread, _ in calls:
         thread.join()
 
@@ -502,8 +482,8 @@ def test_faults_apply_only_to_valid_generation_calls(sim):
 
 def test_hang_stalls_at_step_zero_until_interrupted(sim):
     sim.set_faults(hang_next=1)
-    thread, box = in_background(lambda: post(sim))
-    wait_for(lambda: busy(sim))
+    thread, box = support.in_background(lambda: post(sim))
+    support.wait_until(lambda: busy(sim))
     time.sleep(0.4)  # twice the generation time
 
     state = get_progress(sim)["state"]
@@ -517,8 +497,8 @@ def test_hang_stalls_at_step_zero_until_interrupted(sim):
 
 def test_reset_drops_hung_requests_and_clears_everything(sim):
     sim.set_faults(hang_next=1, gen_seconds=3)
-    thread, box = in_background(lambda: post(sim))
-    wait_for(lambda: busy(sim))
+    thread, box = support.in_background(lambda: post(sim))
+    support.wait_until(lambda: busy(sim))
 
     started = time.monotonic()
     sim.reset()
@@ -597,8 +577,8 @@ def test_stop_releases_hung_requests_and_ends_every_thread():
     session = requests.Session()
     assert session.get(f"{sim.url}/internal/ping", timeout=5).status_code == 200  # idle keep-alive
     sim.set_faults(hang_next=1)
-    thread, box = in_background(lambda: post(sim))
-    wait_for(lambda: busy(sim))
+    thread, box = support.in_background(lambda: post(sim))
+    support.wait_until(lambda: busy(sim))
 
     url = sim.url
     started = time.monotonic()
@@ -619,7 +599,7 @@ def test_command_line_serves_until_sigterm():
          "--gen-seconds", "0.05", "--auth", "u:p"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        thread, box = in_background(process.stdout.readline)
+        thread, box = support.in_background(process.stdout.readline)
         thread.join(10)
         match = re.fullmatch(r"A1111 simulator v1\.10\.1 ready on (http://127\.0\.0\.1:\d+)\n",
                              box.get("value", ""))

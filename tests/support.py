@@ -1,0 +1,39 @@
+"""Small helpers every kind of test uses: free ports, waiting for a condition, background calls."""
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, *, timeout: float = 5.0, interval: float = 0.01, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def in_background(fn):
+    """Run fn in a thread; returns (thread, box) where box['value'] or box['error'] gets the outcome."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
