@@ -1,6 +1,8 @@
 """`GET /health`: no token needed, so load balancers and orchestrators can call it."""
 from __future__ import annotations
 
+import logging
+
 import chalice
 
 from chalicelib import context as context_module
@@ -8,6 +10,7 @@ from chalicelib import errors
 from chalicelib import health
 from chalicelib.api import http
 
+log = logging.getLogger(__name__)
 blueprint = chalice.Blueprint(__name__)
 
 
@@ -16,8 +19,8 @@ blueprint = chalice.Blueprint(__name__)
 def get_health() -> chalice.Response:
     try:
         ctx = context_module.get_context()
-    except errors.StoreUnavailable as exc:
-        return http.json_response({"status": "unavailable", "store": {"ok": False, "error": str(exc)}},
-                                  status=503)
+    except errors.StoreUnavailable:
+        log.exception("the job store cannot be reached")
+        return http.json_response({"status": "unavailable", "store": {"ok": False}}, status=503)
     report, healthy = health.check(ctx)
     return http.json_response(report, status=200 if healthy else 503)

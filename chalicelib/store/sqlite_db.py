@@ -28,7 +28,10 @@ class SqliteDatabase:
         self.path = path
         self._local = threading.local()
         directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise errors.StoreUnavailable(f"cannot create the SQLite directory {directory}: {exc.strerror}") from exc
 
     @classmethod
     def from_url(cls, url: str) -> "SqliteDatabase":
