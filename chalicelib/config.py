@@ -58,8 +58,17 @@ class Settings(pydantic_settings.BaseSettings):
     max_images: int = pydantic.Field(16, gt=0)
     max_prompt_length: int = pydantic.Field(10000, gt=0)
 
-    # Later features (documented now so the contract is complete)
+    # Webhooks (README, "Webhooks")
     webhook_allow_private: bool = False
+    webhook_max_inline_bytes: int = pydantic.Field(1024 * 1024, ge=0)
+    webhook_send_secret_header: bool = True
+    webhook_timeout: float = pydantic.Field(10.0, gt=0)
+    webhook_retry_schedule: str = "5s,30s,2m,10m,30m,1h,2h,4h,8h"
+    webhook_dispatcher_threads: int = pydantic.Field(4, ge=0)
+    webhook_claim_seconds: float = pydantic.Field(60.0, gt=0)
+    public_base_url: str = ""
+
+    # Later features (documented now so the contract is complete)
     civitai_enabled: bool = False
     civitai_api_key: str = ""
     civitai_base_url: str = "https://civitai.com/api/v1"
@@ -83,6 +92,16 @@ class Settings(pydantic_settings.BaseSettings):
                 tokens[item] = "tok-" + hashlib.sha256(item.encode()).hexdigest()[:12]
         return tokens
 
+    @pydantic.field_validator("webhook_retry_schedule")
+    @classmethod
+    def _check_retry_schedule(cls, value: str) -> str:
+        parse_durations(value)
+        return value
+
+    def webhook_retry_delays(self) -> list[float]:
+        """WEBHOOK_RETRY_SCHEDULE in seconds: the wait before retry 1, 2, ..."""
+        return parse_durations(self.webhook_retry_schedule)
+
     def a1111_urls(self) -> list[str]:
         return [u.strip().rstrip("/") for u in self.a1111_base_url.split(",") if u.strip()]
 
@@ -91,6 +110,27 @@ class Settings(pydantic_settings.BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings; tests call `get_settings.cache_clear()` after changing the env."""
     return Settings()
+
+
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_durations(text: str) -> list[float]:
+    """`5s,30s,2m,1h` (or bare seconds, `0.5`) as seconds; an empty string is no retries."""
+    delays = []
+    for item in (part.strip().lower() for part in text.split(",")):
+        if not item:
+            continue
+        unit = next((u for u in ("ms", "s", "m", "h") if item.endswith(u)), "")
+        number = item[:-len(unit)] if unit else item
+        try:
+            seconds = float(number) * DURATION_UNITS.get(unit, 1.0)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a duration (examples: 5s, 2m, 1h, 0.5)") from None
+        if not 0 <= seconds < float("inf"):
+            raise ValueError(f"{item!r} must be a finite duration >= 0")
+        delays.append(seconds)
+    return delays
 
 
 def data_dir_for(url: str) -> str | None:

@@ -1,6 +1,8 @@
 """Worker use cases: run the next job on an A1111 instance, and sweep what crashed workers left.
 
-The same functions serve `python -m worker_fn` and the SQS-triggered Lambda handlers.
+The same functions serve `python -m worker_fn` and the SQS-triggered Lambda handlers. The store
+writes each state change's webhook delivery in the change's own transaction; this module only
+rings the webhooks doorbell afterwards, so no receiver can slow or fail a job.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import time
 from chalicelib import a1111
 from chalicelib import context as context_module
 from chalicelib import errors
+from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
 
@@ -45,8 +48,10 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
     if on_claim is not None:
         on_claim(job.id)
     log.info("job claimed", extra={"job_id": job.id, "worker_id": worker_id, "attempt": job.attempts})
+    webhooks.ring_if_wanted(ctx, job, store_base.EVENT_STARTED)
     if job.cancel_requested:
-        ctx.store.finish_cancelled(job.id, worker_id=worker_id, result=None, image_count=0, now=time.time())
+        if ctx.store.finish_cancelled(job.id, worker_id=worker_id, result=None, image_count=0, now=time.time()):
+            webhooks.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED)
         return job.id
     tracker = ProgressTracker(ctx, job=job, worker_id=worker_id, client=client)
     tracker.start()
@@ -89,6 +94,7 @@ def _end_generated(ctx: context_module.Context, job: store_base.Job, worker_id: 
         log.warning("job finished after its lease was lost; result dropped",
                     extra={"job_id": job.id, "worker_id": worker_id})
     else:
+        webhooks.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED if cancelled else store_base.EVENT_COMPLETED)
         log.info("job %s", "cancelled" if cancelled else "completed",
                  extra={"job_id": job.id, "worker_id": worker_id, "images": len(images)})
 
@@ -103,7 +109,8 @@ def _end_unavailable(ctx: context_module.Context, job: store_base.Job, worker_id
     settings = ctx.settings
     now = time.time()
     if cancelled:
-        ctx.store.finish_cancelled(job.id, worker_id=worker_id, result=None, image_count=0, now=now)
+        if ctx.store.finish_cancelled(job.id, worker_id=worker_id, result=None, image_count=0, now=now):
+            webhooks.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED)
         return
     if job.attempts >= settings.job_max_attempts:
         _fail(ctx, job, worker_id, "a1111_unavailable",
@@ -119,7 +126,8 @@ def _end_unavailable(ctx: context_module.Context, job: store_base.Job, worker_id
 
 def _fail(ctx: context_module.Context, job: store_base.Job, worker_id: str, code: str,
           message: str) -> None:
-    ctx.store.fail(job.id, worker_id=worker_id, code=code, message=message, now=time.time())
+    if ctx.store.fail(job.id, worker_id=worker_id, code=code, message=message, now=time.time()):
+        webhooks.ring_if_wanted(ctx, job, store_base.EVENT_ERROR)
     log.warning("job failed", extra={"job_id": job.id, "worker_id": worker_id, "code": code})
 
 
@@ -164,6 +172,8 @@ class ProgressTracker:
         cancel = self.ctx.store.record_progress(
             self.job.id, worker_id=self.worker_id, progress=self._last, preview=preview,
             lease_seconds=self.ctx.settings.job_lease_seconds, now=time.time())
+        if cancel is not None:
+            webhooks.ring_if_wanted(self.ctx, self.job, store_base.EVENT_PROGRESS)
         if cancel is None:
             self.lease_lost = True
             self._stop.set()
@@ -190,17 +200,21 @@ def _progress_of(snapshot: dict) -> dict:
 
 
 def sweep(ctx: context_module.Context) -> dict:
-    """Requeue or end jobs whose worker vanished; re-ring jobs that waited without a doorbell."""
+    """Requeue or end jobs whose worker vanished; re-ring jobs and webhook deliveries that waited
+    without a doorbell."""
     now = time.time()
     expired = ctx.store.expire_leases(max_attempts=ctx.settings.job_max_attempts, now=now)
     for job_id, status in expired:
         log.warning("lease expired; job is now %s", status, extra={"job_id": job_id})
         if status == "queued":
             ctx.queue.send(queue_base.JOBS, {"job_id": job_id})
+        else:
+            webhooks.ring(ctx, job_id)  # its job.error / job.cancelled delivery, if it has a webhook
     stale = ctx.store.stale_queued(older_than=STALE_QUEUED_SECONDS, now=now, limit=STALE_RERING_LIMIT)
     rerung = 0
     if stale and ctx.queue.depth(queue_base.JOBS).get("visible", 0) == 0:
         for job_id in stale:
             ctx.queue.send(queue_base.JOBS, {"job_id": job_id})
         rerung = len(stale)
-    return {"expired": len(expired), "rerung": rerung}
+    webhooks_rerung = webhooks.rering_due(ctx, now=now)
+    return {"expired": len(expired), "rerung": rerung, "webhooks_rerung": webhooks_rerung}

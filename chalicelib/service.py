@@ -14,6 +14,7 @@ from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import models
 from chalicelib import views
+from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
 
@@ -21,6 +22,8 @@ MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 20
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 CANCEL_RACE_TRIES = 5
+MAX_DELIVERY_LIST_LIMIT = 100
+DEFAULT_DELIVERY_LIST_LIMIT = 50
 
 
 def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: object,
@@ -29,6 +32,7 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
     _check_idempotency_key(idempotency_key)
     submission = models.parse_submission(kind, body, limits=models.Limits.from_settings(ctx.settings))
     options = submission.options
+    _check_webhook_options(ctx, options)
     new_job = store_base.NewJob(
         id=str(uuid.uuid4()),
         owner=owner,
@@ -88,9 +92,44 @@ def cancel_job(ctx: context_module.Context, job_id: str, *, owner: str) -> dict:
             raise errors.Conflict(f"job {job.id} is already {job.status}; only queued or processing "
                                   "jobs can be cancelled")
         if changed:
+            if job.status == models.JobStatus.queued.value:
+                webhooks.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED)
             job = _owned_job(ctx, job_id, owner=owner)
             return views.job_summary(job, queue_position=_queue_position(ctx, job))
     raise errors.Conflict(f"job {job_id} changed state while being cancelled; try again")
+
+
+def list_webhook_deliveries(ctx: context_module.Context, job_id: str, *, owner: str, limit: str | None,
+                            cursor: str | None) -> dict:
+    """The job's webhook deliveries, newest first, each with its attempts."""
+    job = _owned_job(ctx, job_id, owner=owner)
+    problems: list[dict] = []
+    size = _parse_limit(limit, problems, default=DEFAULT_DELIVERY_LIST_LIMIT, maximum=MAX_DELIVERY_LIST_LIMIT)
+    before = _decode_cursor(cursor, problems)
+    if problems:
+        raise errors.ValidationFailed(problems)
+    page = ctx.store.list_deliveries(job.id, limit=size, before=before)
+    attempts = ctx.store.list_attempts([delivery.id for delivery in page.deliveries])
+    now = time.time()
+    return {
+        "job_id": job.id,
+        "webhook_url": job.options.get("webhook_url"),
+        "deliveries": [webhooks.delivery_view(delivery, attempts[delivery.id], now=now)
+                       for delivery in page.deliveries],
+        "next_cursor": _encode_cursor(page.next_cursor),
+    }
+
+
+def redeliver_webhook(ctx: context_module.Context, job_id: str, *, owner: str) -> dict:
+    """Send the job's latest event again: same body, new webhook-id, a fresh retry schedule."""
+    job = _owned_job(ctx, job_id, owner=owner)
+    if not job.options.get("webhook_url"):
+        raise errors.Conflict(f"job {job.id} has no webhook_url; there is nothing to redeliver")
+    delivery = ctx.store.redeliver_latest(job.id, now=time.time())
+    if delivery is None:
+        raise errors.Conflict(f"job {job.id} has sent no webhook event yet; there is nothing to redeliver")
+    webhooks.ring(ctx, job.id)
+    return webhooks.delivery_view(delivery, [], now=time.time())
 
 
 def get_image(ctx: context_module.Context, job_id: str, n: str, *, owner: str) -> tuple[bytes, str]:
@@ -116,6 +155,28 @@ def _queue_position(ctx: context_module.Context, job: store_base.Job) -> int | N
     return ctx.store.queue_position(job)
 
 
+def _check_webhook_options(ctx: context_module.Context, options: models.JobOptions) -> None:
+    """A webhook needs a usable secret, and a URL whose host is public (checked again at delivery)."""
+    problems = []
+    if options.webhook_url is not None and options.webhook_secret is None:
+        problems.append({"loc": ["body", "webhook_secret"], "type": "missing",
+                         "msg": "webhook_secret is required with webhook_url: every webhook is signed with it"})
+    if options.webhook_secret is not None:
+        problem = webhooks.secret_problem(options.webhook_secret)
+        if problem is not None:
+            problems.append({"loc": ["body", "webhook_secret"], "msg": problem, "type": "value_error"})
+    if options.webhook_url is not None:
+        allow_private = ctx.settings.webhook_allow_private
+        try:
+            webhooks.check_url(options.webhook_url, allow_private=allow_private, resolve_names=not allow_private)
+        except webhooks.UnresolvableWebhookHost as exc:
+            problems.append({"loc": ["body", "webhook_url"], "msg": exc.reason, "type": "url_unresolvable"})
+        except webhooks.WebhookUrlError as exc:
+            problems.append({"loc": ["body", "webhook_url"], "msg": exc.reason, "type": "url_unsafe"})
+    if problems:
+        raise errors.ValidationFailed(problems)
+
+
 def _check_idempotency_key(key: str | None) -> None:
     if key is None:
         return
@@ -125,14 +186,15 @@ def _check_idempotency_key(key: str | None) -> None:
             f"must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable characters")
 
 
-def _parse_limit(value: str | None, problems: list) -> int:
+def _parse_limit(value: str | None, problems: list, *, default: int = DEFAULT_LIST_LIMIT,
+                 maximum: int = MAX_LIST_LIMIT) -> int:
     if value is None:
-        return DEFAULT_LIST_LIMIT
-    if value.isdigit() and 1 <= int(value) <= MAX_LIST_LIMIT:
+        return default
+    if value.isdigit() and 1 <= int(value) <= maximum:
         return int(value)
-    problems.append({"loc": ["query", "limit"], "msg": f"must be an integer from 1 to {MAX_LIST_LIMIT}",
+    problems.append({"loc": ["query", "limit"], "msg": f"must be an integer from 1 to {maximum}",
                      "type": "int_range"})
-    return DEFAULT_LIST_LIMIT
+    return default
 
 
 def _encode_cursor(seq: int | None) -> str | None:

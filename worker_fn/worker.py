@@ -3,7 +3,8 @@
 One runner thread per A1111 instance slot. A runner first leases its slot in the store (so no two
 workers, threads or processes ever run two jobs at once on one instance), then drains queued jobs
 and waits on the doorbell queue when there are none. A housekeeping thread writes the heartbeat,
-renews the slot leases and sweeps expired job leases.
+renews the slot leases and sweeps expired job leases. WEBHOOK_DISPATCHER_THREADS dispatcher threads
+deliver webhooks from the outbox, apart from the runners, so no receiver can hold up a job.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import uuid
 from chalicelib import a1111
 from chalicelib import context as context_module
 from chalicelib import jobrunner
+from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,28 @@ class Runner(threading.Thread):
         self.current_job = job_id
 
 
+class Dispatcher(threading.Thread):
+    """Delivers due webhooks one at a time; sleeps on the webhooks doorbell (and polls the store
+    every DOORBELL_WAIT seconds, so retries coming due and lost doorbells need no message)."""
+
+    def __init__(self, worker: "Worker", index: int) -> None:
+        super().__init__(name=f"webhooks-{index}", daemon=True)
+        self.worker = worker
+        self.dispatcher_id = f"{worker.worker_id}/webhooks#{index}"
+
+    def run(self) -> None:
+        ctx, stopping = self.worker.ctx, self.worker.stopping
+        while not stopping.is_set():
+            if _guarded(lambda: webhooks.deliver_next(ctx, dispatcher_id=self.dispatcher_id)):
+                continue
+            # One doorbell wakes one dispatcher, so a burst of events spreads over the threads.
+            for message in _guarded(lambda: ctx.queue.receive(
+                    queue_base.WEBHOOKS, max_messages=1, wait_seconds=DOORBELL_WAIT)) or []:
+                _guarded(lambda: ctx.queue.delete(queue_base.WEBHOOKS, message.receipt))
+
+
 class Worker:
-    """A worker process: runners, heartbeat, sweeper and a graceful stop."""
+    """A worker process: runners, webhook dispatchers, heartbeat, sweeper and a graceful stop."""
 
     def __init__(self, ctx: context_module.Context, *, worker_id: str | None = None) -> None:
         self.ctx = ctx
@@ -85,6 +107,7 @@ class Worker:
         for instance in ctx.instances:
             ctx.store.ensure_slots(instance.name, instance.capacity)
             self.runners += [Runner(self, instance, index) for index in range(instance.capacity)]
+        self.dispatchers = [Dispatcher(self, index) for index in range(ctx.settings.webhook_dispatcher_threads)]
         self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper", daemon=True)
 
     def start(self) -> None:
@@ -92,6 +115,8 @@ class Worker:
         self._housekeeper.start()
         for runner in self.runners:
             runner.start()
+        for dispatcher in self.dispatchers:
+            dispatcher.start()
         log.info("worker started", extra={"worker_id": self.worker_id,
                                           "instances": [i.name for i in self.ctx.instances]})
 
@@ -104,6 +129,9 @@ class Worker:
         for runner in self.runners:
             if runner.is_alive() and runner.current_job is not None:
                 self._release(runner)
+        # A delivery still in flight after the grace is retried once its claim runs out.
+        for dispatcher in self.dispatchers:
+            dispatcher.join(max(deadline - time.monotonic(), 0))
         self._housekeeper.join(timeout=5)
         _guarded(lambda: self.ctx.store.remove_worker(self.worker_id))
         log.info("worker stopped", extra={"worker_id": self.worker_id})

@@ -5,6 +5,7 @@ import dataclasses
 import typing
 
 JOBS = "jobs"
+WEBHOOKS = "webhooks"  # doorbells for the webhook dispatcher: {"job_id": ...}
 
 
 @dataclasses.dataclass(frozen=True)

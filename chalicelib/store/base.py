@@ -85,6 +85,110 @@ class Page:
     next_cursor: int | None
 
 
+# --- Webhook outbox ------------------------------------------------------------------------------
+#
+# Each guarded change below writes its webhook delivery row in its own transaction, when the job
+# wants the event (see `wants_event`); callers pass nothing and cannot forget a terminal event:
+#   claim_next → job.started · record_progress → job.progress (changed progress, ≤ 1 per second)
+#   complete → job.completed · fail → job.error · finish_cancelled, cancel_queued → job.cancelled
+#   expire_leases → job.error or job.cancelled (not when the job goes back to the queue)
+# The row carries `event_snapshot(...)`: the job row and its runs as of the change, without the
+# request (immutable, read at render time) and without the webhook secret.
+
+EVENT_STARTED = "job.started"
+EVENT_PROGRESS = "job.progress"
+EVENT_COMPLETED = "job.completed"
+EVENT_ERROR = "job.error"
+EVENT_CANCELLED = "job.cancelled"
+TERMINAL_EVENTS = frozenset({EVENT_COMPLETED, EVENT_ERROR, EVENT_CANCELLED})
+PROGRESS_EVENT_INTERVAL = 1.0  # seconds: at most one job.progress delivery per job per interval
+
+DELIVERY_PENDING = "pending"
+DELIVERY_DELIVERED = "delivered"
+DELIVERY_FAILED = "failed"
+
+# Fields of `Job` that a snapshot leaves out: the request can be megabytes, the secret is secret.
+SNAPSHOT_EXCLUDED = frozenset({"request", "webhook_secret"})
+LOST_ATTEMPT = ("no answer recorded: the dispatcher stopped during this attempt (crashed or timed "
+                "out); the delivery was retried")
+
+
+def wants_event(options: dict, event_type: str) -> bool:
+    """Terminal events go to every job with a webhook_url; the others only when asked for."""
+    if not options.get("webhook_url"):
+        return False
+    return event_type in TERMINAL_EVENTS or event_type in (options.get("webhook_events") or [])
+
+
+def event_snapshot(job: dict, runs: list[dict]) -> dict:
+    """The job row (JSON columns decoded) and its run rows as of an event, minus the excluded fields."""
+    return {"job": {k: v for k, v in job.items() if k not in SNAPSHOT_EXCLUDED}, "runs": runs}
+
+
+def job_from_snapshot(snapshot: dict, *, request: dict) -> tuple[Job, list[JobRun]]:
+    """The `Job` and runs an event reported; fields added to `Job` since the snapshot are None."""
+    values = {field.name: None for field in dataclasses.fields(Job)}
+    known = values.keys()
+    values.update({k: v for k, v in snapshot["job"].items() if k in known})
+    values.update(request=request, webhook_secret=None)
+    run_fields = {field.name for field in dataclasses.fields(JobRun)}
+    runs = [JobRun(**{k: v for k, v in run.items() if k in run_fields}) for run in snapshot["runs"]]
+    return Job(**values), runs
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookDelivery:
+    """One event for one job's webhook_url; `id` is the `webhook-id` on every attempt.
+
+    `snapshot` and `body` are loaded by `claim_delivery` only (lists leave them None): the body is
+    rendered from the snapshot at the first attempt and then kept, so retries send the same bytes.
+    While pending, `next_attempt_at` is when it is due (a claim pushes it past the claim's lease).
+    """
+
+    seq: int
+    id: str
+    job_id: str
+    event_type: str
+    status: str
+    event_at: float
+    attempts: int
+    next_attempt_at: float | None
+    claim_token: str | None
+    redelivery_of: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    snapshot: dict | None = None
+    body: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookAttempt:
+    """One POST of a delivery: the answer's status and first KiB, or why there was none."""
+
+    delivery_id: str
+    attempt: int
+    dispatcher_id: str
+    started_at: float
+    finished_at: float | None
+    status_code: int | None
+    response: str | None
+    error: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptResult:
+    status_code: int | None
+    response: str | None
+    error: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryPage:
+    deliveries: list[WebhookDelivery]
+    next_cursor: int | None
+
+
 class JobStore(typing.Protocol):
     """Durable job state. Every state change is a guarded update: False/None means someone else won."""
 
@@ -125,3 +229,22 @@ class JobStore(typing.Protocol):
     def heartbeat(self, worker_id: str, *, info: dict, now: float) -> None: ...
     def remove_worker(self, worker_id: str) -> None: ...
     def list_workers(self, *, now: float, keep_seconds: float) -> list[Worker]: ...
+
+    # Webhook outbox (the delivery rows themselves are written by the guarded changes above)
+    def claim_delivery(self, *, dispatcher_id: str, lease_seconds: float,
+                       now: float) -> WebhookDelivery | None:
+        """Take the most overdue pending delivery: attempts + 1, a new claim token, due again at
+        now + lease (so a dispatcher that dies mid-attempt loses nothing), an open attempt row, and
+        any attempt left open by an earlier claim closed with `LOST_ATTEMPT`."""
+    def finish_delivery(self, delivery_id: str, *, claim_token: str, attempt: int, result: AttemptResult,
+                        status: str, next_attempt_at: float | None, body: str | None,
+                        now: float) -> bool:
+        """Record the attempt's result; move the delivery to `status` (pending: due at
+        next_attempt_at) and keep `body` if none is kept yet. False when the claim was superseded
+        (the attempt is recorded all the same)."""
+    def list_deliveries(self, job_id: str, *, limit: int, before: int | None) -> DeliveryPage:
+        """Newest first, without snapshot and body."""
+    def list_attempts(self, delivery_ids: list[str]) -> dict[str, list[WebhookAttempt]]: ...
+    def redeliver_latest(self, job_id: str, *, now: float) -> WebhookDelivery | None:
+        """A new pending delivery (new id) of the job's latest event, with its snapshot and body."""
+    def count_due_deliveries(self, *, now: float) -> int: ...

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 
 from chalicelib.store import base
 from chalicelib.store import sqlite_db
 
 JOB_COLUMNS = ", ".join(f.name for f in base.Job.__dataclass_fields__.values())
 JSON_COLUMNS = ("request", "options", "progress", "result")
+SNAPSHOT_COLUMNS = ", ".join(f.name for f in base.Job.__dataclass_fields__.values()
+                             if f.name not in base.SNAPSHOT_EXCLUDED)
+RUN_COLUMNS = "attempt, worker_id, instance, started_at, finished_at, outcome, detail"
 
 INSERT_JOB = """
 INSERT INTO jobs (id, owner, kind, status, priority, request, options, webhook_secret,
@@ -52,6 +56,8 @@ FINISH_RUN = """
 UPDATE job_runs SET finished_at = :now, outcome = :outcome, detail = :detail
 WHERE job_id = :id AND worker_id = :worker AND finished_at IS NULL
 """
+
+PROGRESS_BEFORE = "SELECT progress FROM jobs WHERE id = :id AND status = 'processing' AND lease_owner = :worker"
 
 RECORD_PROGRESS = """
 UPDATE jobs SET progress = :progress, preview = COALESCE(:preview, preview),
@@ -123,6 +129,86 @@ STALE_QUEUED = """
 SELECT id FROM jobs WHERE status = 'queued' AND available_at <= :cutoff ORDER BY priority DESC, seq LIMIT :limit
 """
 
+# -- webhook outbox ---------------------------------------------------------------------------
+
+DELIVERY_COLUMNS = ("seq, id, job_id, event_type, status, event_at, attempts, next_attempt_at, "
+                    "claim_token, redelivery_of, created_at, updated_at, finished_at")
+
+EVENT_OPTIONS = "SELECT options FROM jobs WHERE id = :id"
+
+EVENT_JOB = f"SELECT {SNAPSHOT_COLUMNS} FROM jobs WHERE id = :id"
+
+EVENT_RUNS = f"SELECT {RUN_COLUMNS} FROM job_runs WHERE job_id = :id ORDER BY attempt"
+
+LAST_EVENT_AT = """
+SELECT MAX(event_at) AS last FROM webhook_deliveries WHERE job_id = :id AND event_type = :event_type
+"""
+
+INSERT_DELIVERY = """
+INSERT INTO webhook_deliveries (id, job_id, event_type, status, event_at, snapshot, body, attempts,
+                                next_attempt_at, redelivery_of, created_at, updated_at)
+VALUES (:id, :job_id, :event_type, 'pending', :event_at, :snapshot, :body, 0, :now, :redelivery_of,
+        :now, :now)
+"""
+
+CLAIM_DELIVERY = f"""
+UPDATE webhook_deliveries SET attempts = attempts + 1, claim_token = :token,
+       next_attempt_at = :lease_until, updated_at = :now
+WHERE seq = (SELECT seq FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= :now
+             ORDER BY next_attempt_at, seq LIMIT 1)
+  AND status = 'pending'
+RETURNING {DELIVERY_COLUMNS}, snapshot, body
+"""
+
+CLOSE_LOST_ATTEMPTS = """
+UPDATE webhook_attempts SET finished_at = :now, error = :error
+WHERE delivery_id = :id AND finished_at IS NULL
+"""
+
+INSERT_ATTEMPT = """
+INSERT INTO webhook_attempts (delivery_id, attempt, dispatcher_id, started_at)
+VALUES (:id, :attempt, :dispatcher, :now)
+"""
+
+FINISH_ATTEMPT = """
+UPDATE webhook_attempts SET finished_at = :now, status_code = :status_code, response = :response,
+       error = :error
+WHERE delivery_id = :id AND attempt = :attempt
+"""
+
+FINISH_DELIVERY = """
+UPDATE webhook_deliveries SET status = :status, next_attempt_at = :next_attempt_at, claim_token = NULL,
+       body = COALESCE(body, :body), updated_at = :now,
+       finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE :now END
+WHERE id = :id AND claim_token = :token AND status = 'pending'
+"""
+
+LIST_DELIVERIES = f"""
+SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
+WHERE job_id = :job_id AND (:before IS NULL OR seq < :before)
+ORDER BY seq DESC LIMIT :limit
+"""
+
+LIST_ATTEMPTS = """
+SELECT delivery_id, attempt, dispatcher_id, started_at, finished_at, status_code, response, error
+FROM webhook_attempts WHERE delivery_id IN ({marks}) ORDER BY delivery_id, attempt
+"""
+
+LATEST_DELIVERY = f"""
+SELECT {DELIVERY_COLUMNS}, snapshot, body FROM webhook_deliveries WHERE job_id = :job_id
+ORDER BY seq DESC LIMIT 1
+"""
+
+SELECT_DELIVERY = f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = :id"
+
+ANY_DUE_DELIVERY = """
+SELECT 1 AS due FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= :now LIMIT 1
+"""
+
+COUNT_DUE_DELIVERIES = """
+SELECT COUNT(*) AS n FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= :now
+"""
+
 ACQUIRE_SLOT = """
 UPDATE instance_slots SET holder = :holder, expires_at = :expires
 WHERE instance = :instance AND slot = (
@@ -191,7 +277,11 @@ class SqliteJobStore:
         return row["ahead"] + 1
 
     def cancel_queued(self, job_id: str, *, now: float) -> bool:
-        return self._update(CANCEL_QUEUED, {"id": job_id, "now": now})
+        with self.database.write() as conn:
+            if conn.execute(CANCEL_QUEUED, {"id": job_id, "now": now}).rowcount != 1:
+                return False
+            _add_event(conn, job_id, base.EVENT_CANCELLED, now=now)
+        return True
 
     def request_cancel(self, job_id: str, *, now: float) -> bool:
         return self._update(REQUEST_CANCEL, {"id": job_id, "now": now})
@@ -221,14 +311,20 @@ class SqliteJobStore:
             job = _job(dict(zip(columns, row)))
             conn.execute(INSERT_RUN, {"id": job.id, "attempt": job.attempts, "worker": worker_id,
                                       "instance": instance, "now": now})
+            _add_event(conn, job.id, base.EVENT_STARTED, now=now)
         return job
 
     def record_progress(self, job_id: str, *, worker_id: str, progress: dict, preview: str | None,
                         lease_seconds: float, now: float) -> bool | None:
+        encoded = json.dumps(progress)
         with self.database.write() as conn:
+            before = conn.execute(PROGRESS_BEFORE, {"id": job_id, "worker": worker_id}).fetchone()
             row = conn.execute(RECORD_PROGRESS, {
-                "id": job_id, "worker": worker_id, "progress": json.dumps(progress),
+                "id": job_id, "worker": worker_id, "progress": encoded,
                 "preview": preview, "expires": now + lease_seconds, "now": now}).fetchone()
+            if row is not None and before is not None and _changed(before[0], encoded):
+                _add_event(conn, job_id, base.EVENT_PROGRESS, now=now,
+                           min_interval=base.PROGRESS_EVENT_INTERVAL)
         return None if row is None else bool(row[0])
 
     def complete(self, job_id: str, *, worker_id: str, result: dict, image_count: int,
@@ -236,16 +332,17 @@ class SqliteJobStore:
         progress = {"progress": 1.0, "eta_relative": 0.0}
         return self._finish(COMPLETE, job_id, worker_id, now, "completed", None, {
             "result": json.dumps(result), "image_count": image_count,
-            "progress": json.dumps(progress)})
+            "progress": json.dumps(progress)}, event_type=base.EVENT_COMPLETED)
 
     def finish_cancelled(self, job_id: str, *, worker_id: str, result: dict | None, image_count: int,
                          now: float) -> bool:
         return self._finish(FINISH_CANCELLED, job_id, worker_id, now, "cancelled", None, {
-            "result": json.dumps(result) if result is not None else None, "image_count": image_count})
+            "result": json.dumps(result) if result is not None else None, "image_count": image_count},
+            event_type=base.EVENT_CANCELLED)
 
     def fail(self, job_id: str, *, worker_id: str, code: str, message: str, now: float) -> bool:
         return self._finish(FAIL, job_id, worker_id, now, "error", message,
-                            {"code": code, "message": message})
+                            {"code": code, "message": message}, event_type=base.EVENT_ERROR)
 
     def retry_later(self, job_id: str, *, worker_id: str, delay: float, reason: str,
                     now: float) -> bool:
@@ -261,10 +358,12 @@ class SqliteJobStore:
         changed = []
         for row in self.database.query(EXPIRED_LEASES, {"now": now}):
             params = {"id": row["id"], "worker": row["lease_owner"], "now": now}
+            event_type = None
             if row["cancel_requested"]:
                 sql, status, detail = EXPIRE_TO_CANCELLED, "cancelled", "cancelled while its worker was lost"
+                event_type = base.EVENT_CANCELLED
             elif row["attempts"] >= max_attempts:
-                sql, status = EXPIRE_TO_ERROR, "error"
+                sql, status, event_type = EXPIRE_TO_ERROR, "error", base.EVENT_ERROR
                 detail = (f"the worker running attempt {row['attempts']} of {max_attempts} stopped "
                           "renewing its lease (crashed or timed out); no attempts left")
                 params["message"] = detail
@@ -274,6 +373,8 @@ class SqliteJobStore:
             with self.database.write() as conn:
                 if conn.execute(sql, params).rowcount:
                     conn.execute(FINISH_RUN, {**params, "outcome": "lost", "detail": detail})
+                    if event_type is not None:
+                        _add_event(conn, row["id"], event_type, now=now)
                     changed.append((row["id"], status))
         return changed
 
@@ -330,6 +431,67 @@ class SqliteJobStore:
         return [base.Worker(id=r["id"], started_at=r["started_at"], heartbeat_at=r["heartbeat_at"],
                             info=json.loads(r["info"])) for r in rows]
 
+    # -- webhook outbox ---------------------------------------------------------------------
+
+    def claim_delivery(self, *, dispatcher_id: str, lease_seconds: float,
+                       now: float) -> base.WebhookDelivery | None:
+        if self.database.query_one(ANY_DUE_DELIVERY, {"now": now}) is None:
+            return None  # idle dispatchers poll: a read, not a write lock, when nothing is due
+        token = uuid.uuid4().hex
+        with self.database.write() as conn:
+            row = _fetch_one(conn, CLAIM_DELIVERY, {"token": token, "lease_until": now + lease_seconds,
+                                                    "now": now})
+            if row is None:
+                return None
+            delivery = _delivery(row)
+            conn.execute(CLOSE_LOST_ATTEMPTS, {"id": delivery.id, "now": now, "error": base.LOST_ATTEMPT})
+            conn.execute(INSERT_ATTEMPT, {"id": delivery.id, "attempt": delivery.attempts,
+                                          "dispatcher": dispatcher_id, "now": now})
+        return delivery
+
+    def finish_delivery(self, delivery_id: str, *, claim_token: str, attempt: int,
+                        result: base.AttemptResult, status: str, next_attempt_at: float | None,
+                        body: str | None, now: float) -> bool:
+        with self.database.write() as conn:
+            conn.execute(FINISH_ATTEMPT, {"id": delivery_id, "attempt": attempt, "now": now,
+                                          "status_code": result.status_code, "response": result.response,
+                                          "error": result.error})
+            return conn.execute(FINISH_DELIVERY, {
+                "id": delivery_id, "token": claim_token, "status": status,
+                "next_attempt_at": next_attempt_at, "body": body, "now": now}).rowcount == 1
+
+    def list_deliveries(self, job_id: str, *, limit: int, before: int | None) -> base.DeliveryPage:
+        rows = self.database.query(LIST_DELIVERIES, {"job_id": job_id, "before": before, "limit": limit + 1})
+        deliveries = [_delivery(row) for row in rows[:limit]]
+        next_cursor = deliveries[-1].seq if len(rows) > limit else None
+        return base.DeliveryPage(deliveries=deliveries, next_cursor=next_cursor)
+
+    def list_attempts(self, delivery_ids: list[str]) -> dict[str, list[base.WebhookAttempt]]:
+        attempts: dict[str, list[base.WebhookAttempt]] = {delivery_id: [] for delivery_id in delivery_ids}
+        if not delivery_ids:
+            return attempts
+        marks = ", ".join("?" for _ in delivery_ids)
+        rows = self.database.query(LIST_ATTEMPTS.format(marks=marks), list(delivery_ids))
+        for row in rows:
+            attempts[row["delivery_id"]].append(base.WebhookAttempt(**row))
+        return attempts
+
+    def redeliver_latest(self, job_id: str, *, now: float) -> base.WebhookDelivery | None:
+        with self.database.write() as conn:
+            latest = _fetch_one(conn, LATEST_DELIVERY, {"job_id": job_id})
+            if latest is None:
+                return None
+            new_id = new_delivery_id()
+            conn.execute(INSERT_DELIVERY, {
+                "id": new_id, "job_id": job_id, "event_type": latest["event_type"],
+                "event_at": latest["event_at"], "snapshot": latest["snapshot"], "body": latest["body"],
+                "redelivery_of": latest["id"], "now": now})
+            row = _fetch_one(conn, SELECT_DELIVERY, {"id": new_id})
+        return _delivery(row)
+
+    def count_due_deliveries(self, *, now: float) -> int:
+        return self.database.query_one(COUNT_DUE_DELIVERIES, {"now": now})["n"]
+
     # -- helpers ----------------------------------------------------------------------------
 
     def _update(self, sql: str, params: dict) -> bool:
@@ -337,14 +499,75 @@ class SqliteJobStore:
             return conn.execute(sql, params).rowcount == 1
 
     def _finish(self, sql: str, job_id: str, worker_id: str, now: float, outcome: str,
-                detail: str | None, extra: dict) -> bool:
-        """A guarded state change by the lease owner, with its run row closed in the same commit."""
+                detail: str | None, extra: dict, *, event_type: str | None = None) -> bool:
+        """A guarded state change by the lease owner, with its run row closed (and its webhook
+        delivery written) in the same commit."""
         with self.database.write() as conn:
             if not conn.execute(sql, {"id": job_id, "worker": worker_id, "now": now, **extra}).rowcount:
                 return False
             conn.execute(FINISH_RUN, {"id": job_id, "worker": worker_id, "now": now,
                                       "outcome": outcome, "detail": detail})
+            if event_type is not None:
+                _add_event(conn, job_id, event_type, now=now)
         return True
+
+
+def new_delivery_id() -> str:
+    """A `webhook-id`: unique per delivery, the same on each of its attempts."""
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def _add_event(conn: sqlite3.Connection, job_id: str, event_type: str, *, now: float,
+               min_interval: float | None = None) -> bool:
+    """Inside the caller's transaction: write the delivery of `event_type` if the job wants it,
+    with a snapshot of the job as the change left it."""
+    row = conn.execute(EVENT_OPTIONS, {"id": job_id}).fetchone()
+    if row is None or not base.wants_event(json.loads(row[0]), event_type):
+        return False
+    if min_interval is not None:
+        last = conn.execute(LAST_EVENT_AT, {"id": job_id, "event_type": event_type}).fetchone()[0]
+        if last is not None and now - last < min_interval:
+            return False
+    job = _decode_json(_fetch_one(conn, EVENT_JOB, {"id": job_id}))
+    job["cancel_requested"] = bool(job["cancel_requested"])
+    runs = _fetch_all(conn, EVENT_RUNS, {"id": job_id})
+    conn.execute(INSERT_DELIVERY, {
+        "id": new_delivery_id(), "job_id": job_id, "event_type": event_type, "event_at": now,
+        "snapshot": json.dumps(base.event_snapshot(job, runs)), "body": None, "redelivery_of": None,
+        "now": now})
+    return True
+
+
+def _changed(before: str | None, after: str) -> bool:
+    return before is None or json.loads(before) != json.loads(after)
+
+
+def _fetch_all(conn: sqlite3.Connection, sql: str, params: dict) -> list[dict]:
+    cursor = conn.execute(sql, params)
+    columns = [d[0] for d in cursor.description]
+    rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+    cursor.close()
+    return rows
+
+
+def _fetch_one(conn: sqlite3.Connection, sql: str, params: dict) -> dict | None:
+    rows = _fetch_all(conn, sql, params)
+    return rows[0] if rows else None
+
+
+def _delivery(row: dict) -> base.WebhookDelivery:
+    values = dict(row)
+    if values.get("snapshot") is not None:
+        values["snapshot"] = json.loads(values["snapshot"])
+    return base.WebhookDelivery(**values)
+
+
+def _decode_json(row: dict) -> dict:
+    values = dict(row)
+    for column in JSON_COLUMNS:
+        if column in values and values[column] is not None:
+            values[column] = json.loads(values[column])
+    return values
 
 
 def _like_prefix(prefix: str) -> str:
@@ -352,9 +575,6 @@ def _like_prefix(prefix: str) -> str:
 
 
 def _job(row: dict) -> base.Job:
-    values = dict(row)
-    for column in JSON_COLUMNS:
-        if values[column] is not None:
-            values[column] = json.loads(values[column])
+    values = _decode_json(row)
     values["cancel_requested"] = bool(values["cancel_requested"])
     return base.Job(**values)

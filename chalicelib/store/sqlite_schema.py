@@ -81,4 +81,39 @@ MIGRATIONS = [
         PRIMARY KEY (instance, slot)
     )
     """,
+    # 2: the webhook outbox. A delivery row is written in the transaction of the job state change it
+    # reports (with a snapshot of the job as of that change); the dispatcher claims due rows by
+    # pushing next_attempt_at past a lease and records every attempt in webhook_attempts.
+    """
+    CREATE TABLE webhook_deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        job_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        event_at REAL NOT NULL,
+        snapshot TEXT NOT NULL,
+        body TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        claim_token TEXT,
+        redelivery_of TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id, seq);
+    CREATE TABLE webhook_attempts (
+        delivery_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        dispatcher_id TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        status_code INTEGER,
+        response TEXT,
+        error TEXT,
+        PRIMARY KEY (delivery_id, attempt)
+    )
+    """,
 ]

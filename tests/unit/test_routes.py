@@ -9,6 +9,7 @@ import pytest
 from chalice import test as chalice_test
 
 from chalicelib import context as context_module
+from chalicelib import webhooks
 
 ALICE = {"Authorization": "Bearer tok-alice", "Content-Type": "application/json"}
 BOB = {"Authorization": "Bearer tok-bob", "Content-Type": "application/json"}
@@ -22,6 +23,8 @@ def client(monkeypatch, tmp_path):
     monkeypatch.setenv("API_TOKENS", "alice:tok-alice,bob:tok-bob")
     monkeypatch.setenv("A1111_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("MAX_BODY_BYTES", "4096")
+    # Webhook hosts are resolved at submit; tests never ask real DNS (example.com is public).
+    monkeypatch.setattr(webhooks, "resolve_host", lambda host, port: ["93.184.215.14"])
     context_module.reset_context()
     from app import app
     with chalice_test.Client(app) as test_client:
@@ -217,3 +220,14 @@ def test_chalice_errors_use_the_contract_shape(client):
     response = post(client, "/sdapi/v1/txt2img", {}, {"Authorization": "Bearer tok-alice",
                                                       "Content-Type": "image/png"})
     assert response.status_code == 415 and response.json_body["error"] == "UnsupportedMediaType"
+
+
+def test_unreachable_store_is_503_on_health_and_routes(client, monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{blocker}/jobs.db")
+    context_module.reset_context()
+    health = client.http.get("/health")
+    assert health.status_code == 503 and health.json_body["status"] == "unavailable"
+    response = post(client, "/sdapi/v1/txt2img", {"prompt": "x"})
+    assert response.status_code == 503 and response.json_body["error"] == "StoreUnavailable"
