@@ -9,10 +9,14 @@ import threading
 
 from chalicelib import config
 from chalicelib import context as context_module
+from chalicelib import errors
 from chalicelib import logs
 from worker_fn import worker as worker_module
 
 log = logging.getLogger("worker_fn")
+
+START_RETRY_FIRST = 0.5
+START_RETRY_MAX = 30.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,21 +29,53 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = config.get_settings()
     logs.configure(settings.log_level)
-    ctx = context_module.build_context(settings)
     if args.command == "migrate":
-        log.info("migrations applied")
-        return 0
+        return migrate(settings)
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    worker = worker_module.Worker(ctx, worker_id=args.worker_id)
-    worker.start()
+    worker = start_worker(settings, worker_id=args.worker_id, stop=stop)
+    if worker is None:
+        return 0
     stop.wait()
     log.info("stopping", extra={"worker_id": worker.worker_id,
                                 "grace_seconds": settings.worker_shutdown_grace})
     worker.stop(grace=settings.worker_shutdown_grace)
     return 0
+
+
+def migrate(settings: config.Settings) -> int:
+    """One attempt: a deploy step should fail loudly, not hang, when the database is down."""
+    try:
+        context_module.build_context(settings)
+    except errors.StoreUnavailable as exc:
+        log.error("migrations not applied: %s", exc)
+        return 1
+    log.info("migrations applied")
+    return 0
+
+
+def start_worker(settings: config.Settings, *, worker_id: str | None,
+                 stop: threading.Event) -> worker_module.Worker | None:
+    """Start the worker once the store answers, retrying with capped exponential backoff.
+
+    A worker that starts before its database (container start order, failover, maintenance)
+    waits for it instead of exiting into a crash loop. None when stopped while waiting.
+    """
+    delay = START_RETRY_FIRST
+    while not stop.is_set():
+        try:
+            worker = worker_module.Worker(context_module.build_context(settings), worker_id=worker_id)
+        except errors.StoreUnavailable as exc:
+            log.warning("job store unavailable; the worker waits for it: %s", exc,
+                        extra={"retry_in_seconds": delay})
+            stop.wait(delay)
+            delay = min(delay * 2, START_RETRY_MAX)
+            continue
+        worker.start()
+        return worker
+    return None
 
 
 if __name__ == "__main__":

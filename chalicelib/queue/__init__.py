@@ -4,14 +4,18 @@ from __future__ import annotations
 from chalicelib import config
 from chalicelib.queue import base
 from chalicelib.queue import local
+from chalicelib.queue import postgres
 from chalicelib.store import base as store_base
 
 
 def make_queue(settings: config.Settings, *, store: store_base.JobStore) -> base.Queue:
+    """`local` is a table in the job database, whichever database that is."""
     if settings.queue_backend == "local":
-        database = getattr(store, "database", None)
-        if database is None:
-            raise ValueError("QUEUE_BACKEND=local needs the SQLite store (DATABASE_URL=sqlite:///...)")
-        return local.LocalQueue(database, max_receives=settings.queue_max_receives,
-                                visibility_timeout=settings.queue_visibility_timeout)
+        options = {"max_receives": settings.queue_max_receives,
+                   "visibility_timeout": settings.queue_visibility_timeout}
+        if store.backend == "sqlite":
+            return local.LocalQueue(store.database, **options)
+        if store.backend == "postgres":
+            return postgres.PostgresQueue(store.database, **options)
+        raise ValueError(f"QUEUE_BACKEND=local needs a database-backed store, not {store.backend!r}")
     raise ValueError(f"unsupported QUEUE_BACKEND: {settings.queue_backend!r} (supported: local)")

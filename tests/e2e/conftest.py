@@ -1,5 +1,6 @@
 """End-to-end harness: real processes on 127.0.0.1 — the A1111 simulator, the API under waitress
-(wsgi.py) and one or more `python -m worker_fn` workers — sharing one SQLite file."""
+(wsgi.py) and one or more `python -m worker_fn` workers — sharing one database: every test runs
+once on a SQLite file and once on Postgres (the `database_url` fixture of tests/conftest.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -68,7 +69,7 @@ class Process:
 class Cluster:
     """Starts and stops the processes of one test; everything shares `env`."""
 
-    def __init__(self, tmp_path: pathlib.Path) -> None:
+    def __init__(self, tmp_path: pathlib.Path, *, database_url: str | None = None) -> None:
         self.tmp_path = tmp_path
         self.processes: list[Process] = []
         self.sim_url = ""
@@ -77,7 +78,7 @@ class Cluster:
             os.environ,
             PYTHONUNBUFFERED="1",
             API_TOKENS=f"e2e:{TOKEN},other:other-token",
-            DATABASE_URL=f"sqlite:///{tmp_path / 'jobs.db'}",
+            DATABASE_URL=database_url or f"sqlite:///{tmp_path / 'jobs.db'}",
             PROGRESS_INTERVAL="0.2",
             HEARTBEAT_INTERVAL="0.5",
             SWEEP_INTERVAL="0.5",
@@ -153,8 +154,8 @@ def _answers(url: str) -> bool:
 
 
 @pytest.fixture
-def cluster(tmp_path, request):
-    cluster = Cluster(tmp_path)
+def cluster(tmp_path, request, database_url):
+    cluster = Cluster(tmp_path, database_url=database_url)
     try:
         yield cluster
     finally:

@@ -1,4 +1,7 @@
-"""The local doorbell queue behaves like SQS: visibility, receive counts, dead letters, delays."""
+"""The local doorbell queue behaves like SQS: visibility, receive counts, dead letters, delays.
+
+Run against every store backend: the queue is a table in the job database, whichever that is.
+"""
 from __future__ import annotations
 
 import threading
@@ -6,12 +9,17 @@ import time
 
 import pytest
 
+from chalicelib import config
+from chalicelib import queue as queue_module
 from chalicelib.queue import local
 
 
 @pytest.fixture
 def queue(job_store):
-    return local.LocalQueue(job_store.database, max_receives=3, visibility_timeout=0.3)
+    settings = config.Settings(queue_backend="local", queue_max_receives=3, queue_visibility_timeout=0.3)
+    queue = queue_module.make_queue(settings, store=job_store)
+    yield queue
+    getattr(queue, "close", lambda: None)()  # the Postgres queue's LISTEN thread
 
 
 def test_sent_message_is_received_once_then_deleted(queue):

@@ -1,0 +1,97 @@
+"""Versioned Postgres schema. Entry N brings the schema from version N to N+1; never edit a released one.
+
+The runner (`postgres_db.PostgresDatabase.migrate`) records each applied version in
+`schema_migrations`. The tables mirror `sqlite_schema` column for column: times are epoch seconds in
+double precision (the store's API speaks floats), JSON documents use the `json` type (kept verbatim,
+so a `\\u0000` in a prompt is stored as sent, which `jsonb` would refuse).
+"""
+
+MIGRATIONS = [
+    # 1: jobs, their runs, image rows, the doorbell queue, workers and instance slots.
+    """
+    CREATE TABLE jobs (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        owner TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('queued', 'processing', 'completed', 'error', 'cancelled')),
+        priority INTEGER NOT NULL DEFAULT 0,
+        request JSON NOT NULL,
+        options JSON NOT NULL,
+        webhook_secret TEXT,
+        idempotency_key TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires_at DOUBLE PRECISION,
+        instance TEXT,
+        cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+        progress JSON,
+        preview TEXT,
+        result JSON,
+        image_count INTEGER NOT NULL DEFAULT 0,
+        result_attempt INTEGER,
+        error_code TEXT,
+        error_message TEXT,
+        available_at DOUBLE PRECISION NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        started_at DOUBLE PRECISION,
+        finished_at DOUBLE PRECISION,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE UNIQUE INDEX jobs_owner_idempotency ON jobs (owner, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX jobs_owner_seq ON jobs (owner, seq);
+    CREATE INDEX jobs_owner_status_seq ON jobs (owner, status, seq);
+    CREATE INDEX jobs_queued ON jobs (priority DESC, seq) WHERE status = 'queued';
+    CREATE INDEX jobs_processing_lease ON jobs (lease_expires_at) WHERE status = 'processing';
+
+    CREATE TABLE job_runs (
+        job_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        worker_id TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        finished_at DOUBLE PRECISION,
+        outcome TEXT,
+        detail TEXT,
+        PRIMARY KEY (job_id, attempt)
+    );
+
+    CREATE TABLE images (
+        job_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (job_id, attempt, n)
+    );
+
+    CREATE TABLE queue_messages (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        queue TEXT NOT NULL,
+        body JSON NOT NULL,
+        visible_at DOUBLE PRECISION NOT NULL,
+        receive_count INTEGER NOT NULL DEFAULT 0,
+        receipt TEXT,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX queue_messages_visible ON queue_messages (queue, visible_at);
+    CREATE INDEX queue_messages_receipt ON queue_messages (receipt) WHERE receipt IS NOT NULL;
+
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        started_at DOUBLE PRECISION NOT NULL,
+        heartbeat_at DOUBLE PRECISION NOT NULL,
+        info JSON NOT NULL
+    );
+
+    CREATE TABLE instance_slots (
+        instance TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        holder TEXT,
+        expires_at DOUBLE PRECISION,
+        PRIMARY KEY (instance, slot)
+    );
+    """,
+]
