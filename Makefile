@@ -23,6 +23,7 @@ demo: setup  ## the whole service against the A1111 simulator
 	$(PY) scripts/serve_all.py --with-simulator
 
 test: setup  ## every test
+	bash scripts/ensure_chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: setup

@@ -29,7 +29,7 @@ def application(environ: dict, start_response) -> list[bytes]:
             "error": "PayloadTooLarge",
             "detail": f"the body is {length} bytes; the limit is {settings.max_body_bytes} (MAX_BODY_BYTES)"})
     body = environ["wsgi.input"].read(length) if length else None
-    path = urllib.parse.quote(environ.get("PATH_INFO", "/").encode("latin-1"), safe="/:@!$&'()*+,;=-._~")
+    path = urllib.parse.quote(environ.get("PATH_INFO", "/").encode("latin-1"), safe="/:@!$&'()*+,=-._~")
     if environ.get("QUERY_STRING"):
         path += "?" + environ["QUERY_STRING"]
     try:

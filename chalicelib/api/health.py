@@ -8,6 +8,8 @@ import chalice
 from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import health
+from chalicelib import openapi
+from chalicelib import schemas
 from chalicelib.api import http
 
 log = logging.getLogger(__name__)
@@ -15,6 +17,13 @@ blueprint = chalice.Blueprint(__name__)
 
 
 @blueprint.route("/health", methods=["GET"])
+@openapi.document(
+    operation_id="get_health", summary="Health of the store, queue, workers and A1111 instances", tags=["health"],
+    description="No token needed. Each A1111 instance is pinged (at most 1.5 s).",
+    responses={200: openapi.Reply("The service can take and run jobs.", model=schemas.Health),
+               503: openapi.Reply("The job store cannot be reached.", model=schemas.Health,
+                                  example={"status": "unavailable", "store": {"ok": False}})},
+    public=True)
 @http.handler
 def get_health() -> chalice.Response:
     try:

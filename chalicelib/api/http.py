@@ -1,6 +1,8 @@
-"""What every route shares: bearer auth, JSON bodies within limits, and errors as JSON."""
+"""What every route shares: token auth, JSON bodies within limits, and errors as JSON."""
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hmac
 import json
@@ -39,15 +41,15 @@ def handler(func):
 
 
 def owner_of(request: chalice.app.Request) -> str:
-    """The owner name of the bearer token, compared in constant time against every token."""
+    """The owner name of the token, compared in constant time against every token."""
     tokens = config.get_settings().token_map()
     if not tokens:
         raise errors.Unauthorized("no API tokens are configured: set API_TOKENS (e.g. "
                                   "API_TOKENS=alice:s3cret) and send 'Authorization: Bearer s3cret'")
-    scheme, _, presented = (request.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
-        raise errors.Unauthorized("send 'Authorization: Bearer <token>'")
-    presented_bytes = presented.strip().encode()
+    presented = presented_token(request.headers.get("authorization") or "")
+    if presented is None:
+        raise errors.Unauthorized("send 'Authorization: Bearer <token>' (or HTTP Basic with the token as password)")
+    presented_bytes = presented.encode()
     owner = None
     for token, name in tokens.items():
         if hmac.compare_digest(presented_bytes, token.encode()):
@@ -55,6 +57,22 @@ def owner_of(request: chalice.app.Request) -> str:
     if owner is None:
         raise errors.Unauthorized("invalid token")
     return owner
+
+
+def presented_token(authorization: str) -> str | None:
+    """The token in a Bearer header, or the password of a Basic one (A1111 clients speak `--api-auth`)."""
+    scheme, _, credentials = authorization.partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer":
+        return credentials or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        _, sep, password = decoded.partition(":")
+        return password if sep and password else None
+    return None
 
 
 def json_body(request: chalice.app.Request, *, max_bytes: int) -> object:
@@ -83,4 +101,6 @@ def contract_errors(event, get_response) -> chalice.Response:
     body = response.body
     if response.status_code >= 400 and isinstance(body, dict) and set(body) == {"Code", "Message"}:
         response.body = {"error": body["Code"], "detail": body["Message"]}
+        # Chalice leaves these without a Content-Type (API Gateway adds one; WSGI does not).
+        response.headers = {**response.headers, "Content-Type": "application/json"}
     return response

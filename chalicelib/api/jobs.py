@@ -1,13 +1,67 @@
-"""Job routes: A1111's generation endpoints answered asynchronously, and the job resource."""
+"""Job routes: A1111's generation endpoints answered asynchronously, and the job resource.
+
+Each route's `@openapi.document` is its entry in the OpenAPI document (GET /openapi.json).
+"""
 from __future__ import annotations
 
 import chalice
 
 from chalicelib import context as context_module
+from chalicelib import models
+from chalicelib import openapi
+from chalicelib import schemas
 from chalicelib import service
 from chalicelib.api import http
 
 blueprint = chalice.Blueprint(__name__)
+
+# A 1x1 PNG, so that img2img's example runs as it is in Swagger UI's "Try it out".
+EXAMPLE_IMAGE = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+SUBMIT_EXAMPLES = {
+    "a small image": {"prompt": "a lighthouse at dusk", "steps": 20, "width": 512, "height": 512},
+    "priority and metadata": {"prompt": "a lighthouse at dusk", "steps": 20, "priority": 5,
+                              "metadata": {"order": 42}},
+    "with a webhook": {"prompt": "a lighthouse at dusk", "steps": 20,
+                       "webhook_url": "https://example.com/hooks/a1111",
+                       "webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                       "webhook_events": ["job.started"]},
+}
+IMG2IMG_EXAMPLES = {
+    "an edit": {"prompt": "an oil painting", "init_images": [EXAMPLE_IMAGE], "denoising_strength": 0.6,
+                "steps": 20, "width": 512, "height": 512},
+}
+JOB_ID = openapi.path_param("job_id", "the job's id, as submit answered it", example=schemas.EXAMPLE_JOB_ID)
+IDEMPOTENCY_KEY = openapi.Param(  # no example: Swagger UI would send it with every "Try it out"
+    name="Idempotency-Key", location="header",
+    description="e.g. `order-42`. The same key from the same token returns the first job (with "
+                "`Idempotent-Replayed: true`) and creates no second one, whatever the body.",
+    schema={"type": "string", "minLength": 1, "maxLength": service.MAX_IDEMPOTENCY_KEY_LENGTH})
+JOB_LINKS = {
+    "GetJob": {"operationId": "get_job", "parameters": {"job_id": "$response.body#/job_id"},
+               "description": "the job's state, progress and result"},
+    "CancelJob": {"operationId": "cancel_job", "parameters": {"job_id": "$response.body#/job_id"},
+                  "description": "cancel the job"},
+    "DeleteJob": {"operationId": "delete_job", "parameters": {"job_id": "$response.body#/job_id"},
+                  "description": "cancel the job (as DELETE)"},
+}
+SUBMITTED = openapi.Reply(
+    "Queued: the job, with its id. Poll GET /sdapi/v1/jobs/{job_id} or wait for the webhook.",
+    model=schemas.JobSummary, links=JOB_LINKS,
+    headers={"Location": "the job's URL",
+             "Idempotent-Replayed": "`true` when an earlier job with the same Idempotency-Key is returned"})
+SUBMIT_DESCRIPTION = (
+    "A1111's own request body ({model}, every field, type and default of A1111 v1.10.1; unknown fields "
+    "are passed on to A1111) plus the job's own fields: `priority` (-100..100, higher runs first), `metadata` "
+    "(a JSON object up to 16 KiB, returned with the job), `webhook_url` + `webhook_secret` (+ `webhook_events`) "
+    "to be notified. Answers 202 at once with a queued job; the result is A1111's {response} in the job's "
+    "`result`. The body is parsed as JSON whatever its Content-Type says.")
+CANCEL_REPLIES = {
+    200: openapi.Reply("Cancelled: the job was still queued.", model=schemas.JobSummary),
+    202: openapi.Reply("Cancel requested: the job is running; the worker interrupts A1111 and the job ends "
+                       "`cancelled` shortly (`cancel_requested` is true until then).", model=schemas.JobSummary),
+}
+CANCEL_DESCRIPTION = ("A queued job is cancelled at once (200). A running job is interrupted in A1111 and "
+                      "ends `cancelled` (202 now). A finished job cannot be cancelled (409).")
 
 
 def _submit(kind: str) -> chalice.Response:
@@ -24,18 +78,45 @@ def _submit(kind: str) -> chalice.Response:
 
 
 @blueprint.route("/sdapi/v1/txt2img", methods=["POST"], content_types=http.JSON_BODY_CONTENT_TYPES)
+@openapi.document(
+    operation_id="text2imgapi_sdapi_v1_txt2img_post",  # A1111's, so generated A1111 clients keep working
+    summary="Submit a txt2img job", tags=["generation"],
+    description=SUBMIT_DESCRIPTION.format(model="StableDiffusionProcessingTxt2Img", response="TextToImageResponse"),
+    parameters=(IDEMPOTENCY_KEY,),
+    body=openapi.Body(models=(models.StableDiffusionProcessingTxt2Img, models.JobOptions), name="Txt2ImgJobRequest",
+                      description="A1111's txt2img request plus the job's own fields", examples=SUBMIT_EXAMPLES),
+    responses={202: SUBMITTED}, errors=(400, 413, 422, 503), webhook_callback=True)
 @http.handler
 def txt2img() -> chalice.Response:
     return _submit("txt2img")
 
 
 @blueprint.route("/sdapi/v1/img2img", methods=["POST"], content_types=http.JSON_BODY_CONTENT_TYPES)
+@openapi.document(
+    operation_id="img2imgapi_sdapi_v1_img2img_post",  # A1111's, so generated A1111 clients keep working
+    summary="Submit an img2img job", tags=["generation"],
+    description=SUBMIT_DESCRIPTION.format(model="StableDiffusionProcessingImg2Img", response="ImageToImageResponse")
+    + " `init_images` needs at least one image (raw base64 or a data: URI).",
+    parameters=(IDEMPOTENCY_KEY,),
+    body=openapi.Body(models=(models.StableDiffusionProcessingImg2Img, models.JobOptions), name="Img2ImgJobRequest",
+                      description="A1111's img2img request plus the job's own fields", examples=IMG2IMG_EXAMPLES),
+    responses={202: SUBMITTED}, errors=(400, 413, 422, 503), webhook_callback=True)
 @http.handler
 def img2img() -> chalice.Response:
     return _submit("img2img")
 
 
 @blueprint.route("/sdapi/v1/jobs", methods=["GET"])
+@openapi.document(
+    operation_id="list_jobs", summary="List your jobs, newest first", tags=["jobs"],
+    parameters=(
+        openapi.Param("status", "query", "only jobs in this state", openapi.enum_schema(models.JobStatus)),
+        openapi.Param("limit", "query", "page size", {"type": "integer", "minimum": 1,
+                                                      "maximum": service.MAX_LIST_LIMIT,
+                                                      "default": service.DEFAULT_LIST_LIMIT}),
+        openapi.Param("cursor", "query", "`next_cursor` of the previous page", {"type": "string", "minLength": 1}),
+    ),
+    responses={200: openapi.Reply("A page of jobs.", model=schemas.JobList)}, errors=(422, 503))
 @http.handler
 def list_jobs() -> chalice.Response:
     request = blueprint.current_request
@@ -46,6 +127,13 @@ def list_jobs() -> chalice.Response:
 
 
 @blueprint.route("/sdapi/v1/jobs/{job_id}", methods=["GET"])
+@openapi.document(
+    operation_id="get_job", summary="Get a job: state, progress, result", tags=["jobs"],
+    description="While queued: `queue_position`. While running: `progress` with A1111's live preview. "
+                "Once completed: `result` in A1111's response shape (`images` raw base64, `info` a JSON string) "
+                "and `image_urls`. After an error: `error`.",
+    parameters=(JOB_ID,), responses={200: openapi.Reply("The job.", model=schemas.JobDetail)},
+    errors=(404, 503))
 @http.handler
 def get_job(job_id: str) -> chalice.Response:
     owner = http.owner_of(blueprint.current_request)
@@ -53,12 +141,19 @@ def get_job(job_id: str) -> chalice.Response:
 
 
 @blueprint.route("/sdapi/v1/jobs/{job_id}/cancel", methods=["POST"])
+@openapi.document(
+    operation_id="cancel_job", summary="Cancel a job", tags=["jobs"], description=CANCEL_DESCRIPTION,
+    parameters=(JOB_ID,), responses=CANCEL_REPLIES, errors=(404, 409, 503))
 @http.handler
 def cancel_job(job_id: str) -> chalice.Response:
     return _cancel(job_id)
 
 
 @blueprint.route("/sdapi/v1/jobs/{job_id}", methods=["DELETE"])
+@openapi.document(
+    operation_id="delete_job", summary="Cancel a job (as DELETE)", tags=["jobs"],
+    description=CANCEL_DESCRIPTION + " The job's record stays.",
+    parameters=(JOB_ID,), responses=CANCEL_REPLIES, errors=(404, 409, 503))
 @http.handler
 def delete_job(job_id: str) -> chalice.Response:
     return _cancel(job_id)
@@ -71,6 +166,15 @@ def _cancel(job_id: str) -> chalice.Response:
 
 
 @blueprint.route("/sdapi/v1/jobs/{job_id}/images/{n}", methods=["GET"])
+@openapi.document(
+    operation_id="get_job_image", summary="Download one image of a job", tags=["jobs"],
+    description="Image `n` (from 0) of the job's result as a file. The request's `Accept` header must name the "
+                "image's type or `*/*` (browsers and curl send one); without it the answer is 400.",
+    parameters=(JOB_ID, openapi.path_param("n", "the image's index, from 0",
+                                           schema={"type": "integer", "minimum": 0}, example=0)),
+    responses={200: openapi.Reply("The image.", media_types=("image/png", "image/jpeg", "image/webp"),
+                                  headers={"Cache-Control": "the image never changes"})},
+    errors=(400, 404, 503))
 @http.handler
 def get_image(job_id: str, n: str) -> chalice.Response:
     owner = http.owner_of(blueprint.current_request)

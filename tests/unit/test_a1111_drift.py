@@ -163,3 +163,42 @@ def test_a_required_field_is_detected(schemas):
     schema = copy.deepcopy(schemas["StableDiffusionProcessingImg2Img"])
     schema["required"] = ["init_images"]
     assert drift(schema, models.StableDiffusionProcessingImg2Img) == ["the document requires ['init_images']"]
+
+
+# --- Our OpenAPI document uses A1111's names for A1111's schemas, and A1111's operationIds ---------
+
+SHARED_SCHEMAS = ["StableDiffusionProcessingTxt2Img", "StableDiffusionProcessingImg2Img", "TextToImageResponse",
+                  "ImageToImageResponse", "ValidationError", "HTTPValidationError"]
+
+
+@pytest.fixture(scope="module")
+def a1111_document(schemas) -> dict:
+    return json.loads(OPENAPI_PATH.read_text())
+
+
+@pytest.fixture(scope="module")
+def our_document() -> dict:
+    from app import app
+    from chalicelib import openapi
+    return openapi.build_document(app)
+
+
+@pytest.mark.parametrize("name", SHARED_SCHEMAS)
+def test_document_schema_has_a1111s_fields_under_a1111s_name(schemas, our_document, name):
+    # given A1111's schema and ours of the same name
+    theirs, ours = document_fields(schemas[name]), document_fields(our_document["components"]["schemas"][name])
+    # then every A1111 field is ours with the same type, items, nullability, title and default
+    assert {field: ours.get(field) for field in theirs} == theirs
+    # and we add fields only where we extend A1111's shape on purpose (our errors carry `error`)
+    assert set(ours) - set(theirs) == ({"error"} if name == "HTTPValidationError" else set())
+    # and we never make optional what A1111 requires
+    assert set(schemas[name].get("required", [])) <= set(our_document["components"]["schemas"][name].get("required", []))
+
+
+def test_a1111_routes_keep_a1111s_operation_ids(a1111_document, our_document):
+    shared = [(path, method) for path, item in our_document["paths"].items() for method in item
+              if method in a1111_document["paths"].get(path, {})]
+    assert ("/sdapi/v1/txt2img", "post") in shared and ("/sdapi/v1/img2img", "post") in shared
+    for path, method in shared:
+        assert (our_document["paths"][path][method]["operationId"]
+                == a1111_document["paths"][path][method]["operationId"]), f"{method} {path}"

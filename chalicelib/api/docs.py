@@ -1,0 +1,116 @@
+"""`GET /openapi.json` and Swagger UI at `GET /doc`, with no token and no CDN.
+
+Swagger UI's files come from the installed swagger-ui-bundle package and are served by this app,
+so the page works offline, behind a firewall and in Lambda. Every URL in the page is relative, so
+it also works under an API Gateway stage prefix (`/api/doc`).
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import json
+
+import chalice
+import swagger_ui_bundle
+
+from chalicelib import openapi
+from chalicelib.api import http
+
+blueprint = chalice.Blueprint(__name__)
+
+DOCUMENT_PATH = "/openapi.json"
+SWAGGER_UI_VERSION = swagger_ui_bundle.swagger_ui_path.name.removeprefix("swagger-ui-")
+ASSETS = {  # the only files served from the package: name → Content-Type
+    "swagger-ui-bundle.js": "application/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+}
+UI_CONFIG = {
+    "url": DOCUMENT_PATH.lstrip("/"),
+    "dom_id": "#swagger-ui",
+    "deepLinking": True,
+    "persistAuthorization": True,
+    "displayRequestDuration": True,
+    "validatorUrl": None,  # never ask validator.swagger.io
+}
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} - Swagger UI</title>
+<link rel="icon" type="image/png" href="data:image/png;base64,{favicon}">
+<link rel="stylesheet" href="doc/swagger-ui.css?v={version}">
+<style>body {{ margin: 0; background: #fafafa; }}</style>
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="doc/swagger-ui-bundle.js?v={version}"></script>
+<script>
+window.ui = SwaggerUIBundle(Object.assign({config}, {{
+  presets: [SwaggerUIBundle.presets.apis],
+  layout: "BaseLayout"
+}}));
+</script>
+</body>
+</html>
+"""
+
+
+@blueprint.route(DOCUMENT_PATH, methods=["GET"])
+@openapi.document(
+    operation_id="get_openapi", summary="This OpenAPI 3.0 document", tags=["docs"], public=True,
+    description="Generated from the routes and the pydantic models they use. Feed it to a client generator.",
+    responses={200: openapi.Reply("The document.", schema={"type": "object"})})
+@http.handler
+def get_openapi() -> chalice.Response:
+    request = blueprint.current_request
+    path = (request.context or {}).get("path") or DOCUMENT_PATH
+    prefix = path[:-len(DOCUMENT_PATH)] if path.endswith(DOCUMENT_PATH) else ""
+    return http.json_response(dict(_document(blueprint.current_app), servers=[{"url": prefix or "/"}]))
+
+
+@blueprint.route("/doc", methods=["GET"])
+@openapi.document(
+    operation_id="get_swagger_ui", summary="Swagger UI", tags=["docs"], public=True,
+    description="Browse the API and try it: \"Authorize\" with your token, then \"Try it out\".",
+    responses={200: openapi.Reply("The page.", media_types=("text/html",), schema={"type": "string"})})
+@http.handler
+def get_swagger_ui() -> chalice.Response:
+    return chalice.Response(body=_page(blueprint.current_app.app_name), status_code=200,
+                            headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache"})
+
+
+@blueprint.route("/doc/{asset}", methods=["GET"])
+@openapi.document(
+    operation_id="get_swagger_ui_asset", summary="A file of Swagger UI", tags=["docs"], public=True,
+    parameters=(openapi.path_param("asset", "the file's name", schema={"type": "string", "enum": sorted(ASSETS)},
+                                   example="swagger-ui.css"),),
+    responses={200: openapi.Reply("The file, from the installed swagger-ui-bundle package.",
+                                  media_types=tuple(sorted(set(ASSETS.values()))), schema={"type": "string"})},
+    errors=(404,))
+@http.handler
+def get_swagger_ui_asset(asset: str) -> chalice.Response:
+    if asset not in ASSETS:
+        return http.json_response({"error": "NotFound", "detail": f"no Swagger UI file {asset!r}"}, status=404)
+    return chalice.Response(body=_asset(asset), status_code=200,
+                            headers={"Content-Type": ASSETS[asset],
+                                     "Cache-Control": "public, max-age=604800, immutable"})
+
+
+@functools.lru_cache(maxsize=1)
+def _document(app: chalice.Chalice) -> dict:
+    """Built once per process, on the first request for it."""
+    return openapi.build_document(app)
+
+
+@functools.lru_cache(maxsize=1)
+def _page(title: str) -> str:
+    favicon = base64.b64encode((swagger_ui_bundle.swagger_ui_path / "favicon-32x32.png").read_bytes()).decode()
+    return PAGE.format(title=html.escape(title), favicon=favicon, version=SWAGGER_UI_VERSION,
+                       config=json.dumps(UI_CONFIG))
+
+
+@functools.lru_cache(maxsize=len(ASSETS))
+def _asset(name: str) -> str:
+    return (swagger_ui_bundle.swagger_ui_path / name).read_text(encoding="utf-8")
