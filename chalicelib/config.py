@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 
 import pydantic
 import pydantic_settings
@@ -68,7 +67,7 @@ class Settings(pydantic_settings.BaseSettings):
     webhook_claim_seconds: float = pydantic.Field(60.0, gt=0)
     public_base_url: str = ""
 
-    # Later features (documented now so the contract is complete)
+    # Civitai enrichment of the model lists
     civitai_enabled: bool = False
     civitai_api_key: str = ""
     civitai_base_url: str = "https://civitai.com/api/v1"
@@ -102,9 +101,6 @@ class Settings(pydantic_settings.BaseSettings):
         """WEBHOOK_RETRY_SCHEDULE in seconds: the wait before retry 1, 2, ..."""
         return parse_durations(self.webhook_retry_schedule)
 
-    def a1111_urls(self) -> list[str]:
-        return [u.strip().rstrip("/") for u in self.a1111_base_url.split(",") if u.strip()]
-
 
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
@@ -131,11 +127,3 @@ def parse_durations(text: str) -> list[float]:
             raise ValueError(f"{item!r} must be a finite duration >= 0")
         delays.append(seconds)
     return delays
-
-
-def data_dir_for(url: str) -> str | None:
-    """Directory that must exist for a `sqlite:///path` URL (None for other schemes)."""
-    if not url.startswith("sqlite:///"):
-        return None
-    path = url[len("sqlite:///"):]
-    return os.path.dirname(os.path.abspath(path))

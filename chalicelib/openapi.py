@@ -20,7 +20,6 @@ import chalice
 import pydantic
 from pydantic import json_schema as pydantic_json_schema
 
-from chalicelib import models
 from chalicelib import schemas
 
 OPENAPI_VERSION = "3.0.3"
