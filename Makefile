@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-server.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
+PACKAGE_DIR ?= build/package
 
-.PHONY: setup run demo test unit bench clean
+.PHONY: setup run demo test unit bench package image clean
 
 setup: $(STAMP)
 
@@ -17,10 +18,10 @@ $(STAMP): requirements.txt requirements-server.txt requirements-dev.txt
 	touch $@
 
 run: setup  ## API (waitress) + worker on the embedded SQLite default
-	$(PY) scripts/serve_all.py
+	$(PY) scripts/serve_all.py --dev-token
 
 demo: setup  ## the whole service against the A1111 simulator
-	$(PY) scripts/serve_all.py --with-simulator
+	$(PY) scripts/serve_all.py --dev-token --with-simulator
 
 test: setup  ## every test
 	bash scripts/ensure_chromium.sh
@@ -31,6 +32,16 @@ unit: setup
 
 bench: setup
 	$(PY) bench/core.py
+
+package: setup  ## deployable template + code: $(PACKAGE_DIR)/sam.yaml and deployment.zip (see README, AWS)
+	rm -rf $(PACKAGE_DIR)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(VENV)/bin/chalice package --stage prod \
+		--merge-template infra/template.yaml $(PACKAGE_DIR)
+	$(PY) infra/add_bytecode.py $(PACKAGE_DIR)
+	$(VENV)/bin/cfn-lint $(PACKAGE_DIR)/sam.yaml
+
+image:  ## the container image (API + worker; see README, Containers); needs a Docker engine
+	docker build -t a1111-async:latest .
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -1,27 +1,47 @@
 """WSGI entry for containers: `application` runs the Chalice app behind waitress or gunicorn.
 
 It adapts WSGI to Chalice's own API Gateway emulator (chalice.local.LocalGateway), so routing,
-binary responses and the event shape are exactly what `chalice local` and Lambda see.
-`python wsgi.py` serves it with waitress on $HOST:$PORT.
+binary responses and the event shape are exactly what `chalice local` and Lambda see, and writes
+one JSON access-log line per request. `python wsgi.py` serves it with waitress on $HOST:$PORT and
+stops gracefully on SIGTERM or SIGINT (see `serve`).
 """
 from __future__ import annotations
 
 import base64
 import http
 import json
+import logging
+import re
+import signal
+import time
 import urllib.parse
 
 from chalice import config as chalice_config
 from chalice import local
+from waitress import server as waitress_server
+from waitress import wasyncore
 
 from app import app
 from chalicelib import config
+from chalicelib import context
+from chalicelib import errors
+from chalicelib import logs
+
+log = logging.getLogger("wsgi")
+access_log = logging.getLogger("access")
+
+# Probes and scrapes log at DEBUG, so that every-few-seconds traffic does not bury the rest.
+QUIET_PATHS = frozenset({"/health", "/metrics"})
+JOB_PATH = re.compile(r"^/sdapi/v1/jobs/([^/]+)")
+SERVER_THREADS = 16
+CUT_WAIT_SECONDS = 1.0  # past the grace: how long the exit waits for request threads before cutting them
 
 _gateway = local.LocalGateway(app, chalice_config.Config.create(chalice_stage="prod", chalice_app=app,
                                                                 app_name=app.app_name))
 
 
-def application(environ: dict, start_response) -> list[bytes]:
+def gateway_application(environ: dict, start_response) -> list[bytes]:
+    """The Chalice app as a WSGI application (without the access log)."""
     settings = config.get_settings()
     length = int(environ.get("CONTENT_LENGTH") or 0)
     if length > settings.max_body_bytes:
@@ -76,14 +96,114 @@ def _json(start_response, code: int, body: dict) -> list[bytes]:
     return [payload]
 
 
-if __name__ == "__main__":
-    import waitress
+def with_access_log(wsgi_app):
+    """`wsgi_app` writing one access-log line per request: method, path (never the query string or
+    a header, so never a token), status, duration, bytes, and `job_id` when the request names one."""
+    def logged(environ: dict, start_response) -> list[bytes]:
+        started = time.perf_counter()
+        answer: dict = {}
 
-    from chalicelib import context
-    from chalicelib import logs
+        def recording_start_response(status: str, headers: list, exc_info=None):
+            answer.update(status=int(status.split(" ", 1)[0]), headers=headers)
+            return start_response(status, headers, exc_info)
 
+        body = wsgi_app(environ, recording_start_response)
+        method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+        extra = {"method": method, "path": path, "status": answer.get("status"),
+                 "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                 "bytes": sum(map(len, body)) if isinstance(body, list) else None,
+                 "remote_addr": environ.get("REMOTE_ADDR")}
+        job_id = _job_id(path, answer.get("headers") or [])
+        if job_id:
+            extra["job_id"] = job_id
+        access_log.log(logging.DEBUG if path in QUIET_PATHS else logging.INFO, "%s %s %s", method, path,
+                       answer.get("status"), extra=extra)
+        return body
+    return logged
+
+
+def _job_id(path: str, headers: list) -> str | None:
+    """The job a request is about: in its path, or in the Location of a submit's answer."""
+    location = next((value for name, value in headers if name.lower() == "location"), "")
+    match = JOB_PATH.match(path) or JOB_PATH.match(location)
+    return urllib.parse.unquote(match.group(1)) if match else None
+
+
+application = with_access_log(gateway_application)
+
+
+def serve(wsgi_app, *, host: str, port: int, grace: float, **adjustments) -> None:
+    """Serve `wsgi_app` with waitress until SIGTERM or SIGINT, then stop gracefully.
+
+    Stopping closes the listening sockets at once (new connections are refused) and idle keep-alive
+    connections; requests in flight run to the end and their answers are sent, for at most `grace`
+    seconds, after which what is left is cut. waitress's request threads only queue an answer: its
+    event loop sends it, so the loop keeps running until the last connection has closed.
+    """
+    socket_map: dict = {}
+    server = waitress_server.create_server(wsgi_app, map=socket_map, host=host, port=port, **adjustments)
+    listeners = [item for item in socket_map.values() if isinstance(item, waitress_server.BaseWSGIServer)]
+    adj = listeners[0].adj
+    received: list[str] = []  # the signals that asked to stop
+
+    def on_signal(signum: int, _frame) -> None:  # no logging here: the main thread may hold its lock
+        received.append(signal.Signals(signum).name)
+        listeners[0].pull_trigger()  # wakes the loop's poll at once
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    server.print_listen("Serving on http://{}:{}")
+    while not received:
+        wasyncore.loop(timeout=adj.asyncore_loop_timeout, map=socket_map, use_poll=adj.asyncore_use_poll, count=1)
+    log.info("stopping: new connections are refused; requests in flight may finish",
+             extra={"signal": received[0], "grace_seconds": grace})
+    cut = _drain(socket_map, listeners, grace=grace)
+    listeners[0].task_dispatcher.shutdown(cancel_pending=True, timeout=CUT_WAIT_SECONDS if cut else 5)
+    wasyncore.close_all(socket_map)
+    if cut:
+        log.warning("stopped with requests still running after the grace period; they were cut",
+                    extra={"connections_cut": cut, "grace_seconds": grace})
+    else:
+        log.info("stopped: every request in flight was answered")
+
+
+def _drain(socket_map: dict, listeners: list, *, grace: float) -> int:
+    """Close the listeners, then run the loop until every connection is closed or `grace` runs out.
+
+    A connection is busy while it has a request received, running or partly read, or an answer not
+    yet sent; an idle one is closed. Returns the number of connections still busy at the end.
+    """
+    for listener in listeners:
+        wasyncore.dispatcher.close(listener)  # the socket only: the loop's trigger stays registered
+    adj = listeners[0].adj
+    deadline = time.monotonic() + grace
+    while True:
+        busy = 0
+        channels = [channel for listener in listeners for channel in list(listener.active_channels.values())]
+        for channel in channels:
+            if channel.requests or channel.request is not None or channel.total_outbufs_len:
+                busy += 1
+            else:
+                channel.will_close = True  # closed by the loop's next pass
+        remaining = deadline - time.monotonic()
+        if not channels or remaining <= 0:
+            return busy
+        wasyncore.loop(timeout=min(adj.asyncore_loop_timeout, remaining), map=socket_map,
+                       use_poll=adj.asyncore_use_poll, count=1)
+
+
+def main() -> None:
     settings = config.get_settings()
     logs.configure(settings.log_level)
-    context.get_context()  # migrate before the first request
-    waitress.serve(application, host=settings.host, port=settings.port, threads=16,
-                   max_request_body_size=settings.max_body_bytes + 1024, ident="a1111-async")
+    try:
+        context.get_context()  # migrate before the first request
+    except errors.StoreUnavailable as exc:
+        # Serve anyway: /health says 503 and each request retries, so a database that starts late
+        # or restarts does not put the API into a crash loop.
+        log.warning("the job store is unavailable; the API answers 503 until it is back: %s", exc)
+    serve(application, host=settings.host, port=settings.port, grace=settings.api_shutdown_grace,
+          threads=SERVER_THREADS, max_request_body_size=settings.max_body_bytes + 1024, ident="a1111-async")
+
+
+if __name__ == "__main__":
+    main()

@@ -43,6 +43,7 @@ from chalicelib import context as context_module  # noqa: E402
 from chalicelib import store as store_module  # noqa: E402
 from chalicelib.store import base  # noqa: E402
 from chalicelib.store import postgres as postgres_store  # noqa: E402
+from chalicelib.store import sqlite as sqlite_store  # noqa: E402
 from tests.e2e import conftest as harness  # noqa: E402
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -53,7 +54,7 @@ OWNER_SHARES = [("alice", 0.60), ("bob", 0.30)] + [(f"owner{i}", 0.0125) for i i
 STATUS_SHARES = [("completed", 0.90), ("error", 0.06), ("cancelled", 0.028), ("queued", 0.01),
                  ("processing", 0.002)]
 # A queue is FIFO: what still waits is what came last. `--scatter-queued` spreads the queued and
-# processing jobs over the whole history instead (the worst case for queue_position).
+# processing jobs over the whole history instead (the worst case for queue positions).
 RECENT_SHARES = {"queued": 0.01, "processing": 0.002}
 SEED_COLUMNS = ("id", "owner", "kind", "status", "priority", "request", "options", "attempts", "result",
                 "image_count", "result_attempt", "available_at", "created_at", "started_at",
@@ -196,7 +197,7 @@ def bench_list(url: str, *, jobs: int, requests: int, scatter: bool) -> tuple[li
         "page in the middle (cursor)": (f"/sdapi/v1/jobs?cursor={cursor_for(middle)}", ALICE),
         "limit 100": ("/sdapi/v1/jobs?limit=100", ALICE),
         "status=completed": ("/sdapi/v1/jobs?status=completed", ALICE),
-        "status=queued (queue_position each)": ("/sdapi/v1/jobs?status=queued", ALICE),
+        "status=queued (queue positions, one query)": ("/sdapi/v1/jobs?status=queued", ALICE),
         "owner with 1.25 % of the jobs": ("/sdapi/v1/jobs", SMALL_OWNER),
     }
     os.environ.update(DATABASE_URL=url, API_TOKENS=TOKENS, A1111_BASE_URL="http://127.0.0.1:9",
@@ -219,18 +220,19 @@ def bench_list(url: str, *, jobs: int, requests: int, scatter: bool) -> tuple[li
                             "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
                             "max_ms": round(max(latencies) * 1000, 2)})
     context_module.reset_context()
-    newest_queued = job_store.list_jobs("alice", status="queued", limit=50, before=None).jobs
-    plans = explain(job_store, middle=middle, last_queued=min(newest_queued, key=lambda j: (j.priority, -j.seq)))
+    newest_queued = job_store.list_jobs("alice", status="queued", limit=100, before=None).jobs
+    plans = explain(job_store, middle=middle, queued_page=newest_queued)
     job_store.database.close()
     return results, plans
 
 
-def explain(job_store, *, middle: int, last_queued: base.Job) -> dict:
-    """The plans of the list, queue-position (of the job at the back of the queue) and claim
-    statements on the seeded data."""
+def explain(job_store, *, middle: int, queued_page: list[base.Job]) -> dict:
+    """The plans of the list, queue-positions (of a page of the newest queued jobs, at the back of
+    the queue) and claim statements on the seeded data."""
+    window = base.queue_window(queued_page)
     params = {"owner": "alice", "small_owner": "owner3", "status": "completed", "rare_status": "queued",
-              "before": middle, "limit": 21, "priority": last_queued.priority,
-              "seq": last_queued.seq, "now": 1_900_000_000.0, "worker": "explain", "instance": "gpu0",
+              "before": middle, "limit": 21, "last_priority": window["last_priority"],
+              "last_seq": window["last_seq"], "now": 1_900_000_000.0, "worker": "explain", "instance": "gpu0",
               "expires": 1_900_000_060.0}
     if job_store.backend == "postgres":
         statements = {
@@ -240,9 +242,10 @@ def explain(job_store, *, middle: int, last_queued: base.Job) -> dict:
             "list, rare status": postgres_store.LIST_JOBS.format(
                 where="owner = %(owner)s AND status = %(rare_status)s"),
             "list, small owner": postgres_store.LIST_JOBS.format(where="owner = %(small_owner)s"),
-            "queue position": postgres_store.QUEUE_POSITION,
+            "queue positions": postgres_store.QUEUE_POSITIONS,
             "claim": postgres_store.CLAIM_NEXT,
         }
+        params["ids"] = window["ids"]
         plans = {}
         with job_store.database.connection() as conn:
             for name, sql in statements.items():
@@ -260,11 +263,12 @@ def explain(job_store, *, middle: int, last_queued: base.Job) -> dict:
         "list, rare status": f"SELECT {columns} FROM jobs WHERE owner = :owner AND status = :rare_status "
                              "ORDER BY seq DESC LIMIT :limit",
         "list, small owner": f"SELECT {columns} FROM jobs WHERE owner = :small_owner ORDER BY seq DESC LIMIT :limit",
-        "queue position": "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND (priority > :priority OR "
-                          "(priority = :priority AND seq < :seq))",
+        "queue positions": sqlite_store.QUEUE_POSITIONS.format(
+            marks=", ".join(f":id{n}" for n in range(len(window["ids"])))),
         "claim (candidate)": "SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= :now "
                              "ORDER BY priority DESC, seq LIMIT 1",
     }
+    params.update({f"id{n}": job_id for n, job_id in enumerate(window["ids"])})
     return {name: [row["detail"] for row in job_store.database.query(f"EXPLAIN QUERY PLAN {sql}", params)]
             for name, sql in statements.items()}
 

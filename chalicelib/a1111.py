@@ -94,6 +94,10 @@ class A1111Client:
         """Ask A1111 to end the running generation; the blocked call returns the images made so far."""
         self._call("POST", "/sdapi/v1/interrupt", timeout=timeout, parse=False)
 
+    def get_json(self, path: str, *, timeout: float) -> object:
+        """GET a read-only endpoint (`/sdapi/v1/sd-models`, `samplers`, ...): its JSON, list or object."""
+        return self._call("GET", path, timeout=timeout, any_json=True)
+
     def ping(self, *, timeout: float = 2.0) -> bool:
         """True if the API answers. Uses progress, as /internal/ping is missing in --nowebui mode."""
         try:
@@ -120,8 +124,9 @@ class A1111Client:
         return session
 
     def _call(self, method: str, path: str, *, timeout: float, payload: dict | None = None,
-              params: dict | None = None, parse: bool = True) -> dict | None:
-        """One request; the JSON object it answers (None when `parse` is false), or an A1111Error."""
+              params: dict | None = None, parse: bool = True, any_json: bool = False) -> object:
+        """One request; the JSON object it answers (None when `parse` is false; any JSON value when
+        `any_json`), or an A1111Error."""
         where = f"A1111 at {self.name}"
         request = f"{method} {path}"
         try:
@@ -147,7 +152,7 @@ class A1111Client:
         except ValueError:
             raise errors.A1111Unavailable(f"{where} answered {status} to {request} with a body that is "
                                           f"not JSON", status=status) from None
-        if not isinstance(body, dict):
+        if not isinstance(body, dict) and not any_json:
             raise errors.A1111Unavailable(f"{where} answered {status} to {request} with JSON that is "
                                           f"not an object", status=status, detail=body)
         return body

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 
 import pydantic
 import pydantic_settings
@@ -17,8 +18,23 @@ class Settings(pydantic_settings.BaseSettings):
 
     model_config = pydantic_settings.SettingsConfigDict(case_sensitive=False, extra="ignore")
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        """The environment first, then (when named) SSM Parameter Store and Secrets Manager, so that
+        secrets such as DATABASE_URL and API_TOKENS never sit in a template or the repo."""
+        sources = [init_settings, env_settings]
+        if os.environ.get("CONFIG_SSM_PATH"):
+            sources.append(pydantic_settings.AWSSystemsManagerSettingsSource(
+                settings_cls, ssm_path=os.environ["CONFIG_SSM_PATH"], case_sensitive=False))
+        if os.environ.get("CONFIG_SECRET_ID"):
+            sources.append(pydantic_settings.AWSSecretsManagerSettingsSource(
+                settings_cls, secret_id=os.environ["CONFIG_SECRET_ID"], case_sensitive=False))
+        return (*sources, dotenv_settings, file_secret_settings)
+
     # Auth
     api_tokens: str = ""
+    metrics_token: pydantic.SecretStr = pydantic.SecretStr("")  # opens GET /metrics only (README, "Metrics")
 
     # Backends
     database_url: str = "sqlite:///data/jobs.db"
@@ -37,6 +53,7 @@ class Settings(pydantic_settings.BaseSettings):
     # Serving
     host: str = "127.0.0.1"
     port: int = 8000
+    api_shutdown_grace: float = pydantic.Field(8.0, ge=0)  # seconds for requests in flight at SIGTERM
 
     # Jobs and workers
     job_max_attempts: int = pydantic.Field(3, ge=1)
@@ -67,10 +84,28 @@ class Settings(pydantic_settings.BaseSettings):
     webhook_claim_seconds: float = pydantic.Field(60.0, gt=0)
     public_base_url: str = ""
 
-    # Civitai enrichment of the model lists
+    # Models, LoRAs and A1111 discovery (README, "Models, LoRAs and discovery")
+    catalog_ttl: float = pydantic.Field(30.0, ge=0)
+    catalog_timeout: float = pydantic.Field(10.0, gt=0)
+
+    # Civitai enrichment of the model lists (README, "Models, LoRAs and discovery")
     civitai_enabled: bool = False
-    civitai_api_key: str = ""
+    civitai_api_key: pydantic.SecretStr = pydantic.SecretStr("")  # never in a repr or a log line
     civitai_base_url: str = "https://civitai.com/api/v1"
+    civitai_budget: float = pydantic.Field(1.5, gt=0)
+    civitai_timeout: float = pydantic.Field(10.0, gt=0)
+    civitai_concurrency: int = pydantic.Field(3, ge=1, le=16)
+    civitai_cache_ttl: float = pydantic.Field(7 * 24 * 3600.0, ge=0)
+    civitai_not_found_ttl: float = pydantic.Field(24 * 3600.0, ge=0)
+
+    # AWS (README, "Deploying to AWS")
+    config_ssm_path: str = ""  # settings under this SSM path (e.g. /a1111-async/prod/DATABASE_URL)
+    config_secret_id: str = ""  # a Secrets Manager secret whose JSON keys are settings
+    image_url_expiry_seconds: float = pydantic.Field(3600.0, gt=0, le=7 * 24 * 3600)
+    max_response_bytes: int = pydantic.Field(6_000_000, gt=0)  # AWS Lambda answers at most 6 MB
+    submissions_owner: str = pydantic.Field("sqs", min_length=1)
+    lambda_time_reserve_seconds: float = pydantic.Field(20.0, ge=0)
+    lambda_min_generation_seconds: float = pydantic.Field(30.0, ge=0)
 
     log_level: str = "INFO"
 

@@ -49,6 +49,12 @@ class ValidationFailed(ServiceError):
         return cls([{"loc": loc, "msg": msg, "type": type_}])
 
 
+class BadGateway(ServiceError):
+    """502: no A1111 instance answered a call passed through to it, and nothing was cached."""
+
+    status, name = 502, "BadGateway"
+
+
 class StoreUnavailable(ServiceError):
     """The job store cannot be reached; raised by backends in place of driver errors."""
 

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 MAX_RETRY_DELAY = 300.0
 STALE_QUEUED_SECONDS = 30.0
 STALE_RERING_LIMIT = 10
+TIMED_OUT_FRACTION = 0.98  # a call that fails after this share of its time limit ran out of time
 
 
 def retry_delay(attempt: int, *, base: float) -> float:
@@ -35,12 +36,16 @@ def retry_delay(attempt: int, *, base: float) -> float:
 
 
 def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111.Instance,
-                 client: a1111.A1111Client, on_claim=None) -> str | None:
+                 client: a1111.A1111Client, on_claim=None, time_limit: float | None = None) -> str | None:
     """Claim the most urgent queued job and run it to an outcome. Returns its id, or None if idle.
 
     The caller must hold a slot of `instance`, so the instance never runs two of our jobs at once.
+    `time_limit` (a Lambda invocation's remaining time, less a reserve) caps the A1111 call, so the
+    outcome is always recorded before the invocation ends; a generation cut off by it ends the job
+    in `error` at once (it would be cut off again on every attempt).
     """
     settings = ctx.settings
+    timeout = settings.a1111_timeout if time_limit is None else min(settings.a1111_timeout, time_limit)
     job = ctx.store.claim_next(worker_id=worker_id, instance=instance.name,
                                lease_seconds=settings.job_lease_seconds, now=time.time())
     if job is None:
@@ -55,15 +60,20 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
         return job.id
     tracker = ProgressTracker(ctx, job=job, worker_id=worker_id, client=client)
     tracker.start()
+    started = time.monotonic()
     try:
         payload = dict(job.request, force_task_id=job.id)
-        response = client.generate(job.kind, payload, timeout=settings.a1111_timeout)
+        response = client.generate(job.kind, payload, timeout=timeout)
     except errors.A1111Rejected as exc:
         tracker.stop()
         _end_rejected(ctx, job, worker_id, exc)
     except errors.A1111Unavailable as exc:
         tracker.stop()
-        _end_unavailable(ctx, job, worker_id, exc, cancelled=tracker.cancel_sent)
+        if (timeout < settings.a1111_timeout and not tracker.cancel_sent
+                and time.monotonic() - started >= timeout * TIMED_OUT_FRACTION):
+            _end_out_of_time(ctx, job, worker_id, client, timeout=timeout)
+        else:
+            _end_unavailable(ctx, job, worker_id, exc, cancelled=tracker.cancel_sent)
     else:
         tracker.stop()
         _end_generated(ctx, job, worker_id, response, cancelled=tracker.cancel_sent)
@@ -122,6 +132,20 @@ def _end_unavailable(ctx: context_module.Context, job: store_base.Job, worker_id
         log.warning("A1111 unavailable; job requeued",
                     extra={"job_id": job.id, "worker_id": worker_id, "delay": round(delay, 2),
                            "reason": exc.message})
+
+
+def _end_out_of_time(ctx: context_module.Context, job: store_base.Job, worker_id: str,
+                     client: a1111.A1111Client, *, timeout: float) -> None:
+    """The generation outlasted the time this invocation had: stop A1111 (its slot is ours) and
+    end the job, since every attempt would be cut off the same way instead of looping."""
+    try:
+        client.interrupt()
+    except errors.A1111Error as exc:
+        log.warning("interrupt after the time limit failed: %s", exc.message, extra={"job_id": job.id})
+    _fail(ctx, job, worker_id, "time_limit_exceeded",
+          f"the generation did not finish within the {timeout:.0f} s this AWS Lambda invocation had left "
+          f"(a Lambda function runs at most 15 minutes); A1111 was interrupted. Ask for fewer steps, "
+          f"images or pixels, or run such jobs on a `python -m worker_fn` worker, which has no time limit")
 
 
 def _fail(ctx: context_module.Context, job: store_base.Job, worker_id: str, code: str,

@@ -32,7 +32,11 @@ TAGS = {
     "generation": "A1111's generation endpoints, answered at once with a queued job (202).",
     "jobs": "The jobs you submitted: state, progress, results, images, cancel.",
     "webhooks": "The webhook deliveries of a job.",
+    "models": "Checkpoints and LoRAs of every A1111 instance, in A1111's shapes, with Civitai's metadata.",
+    "discovery": "A1111's read-only lists (samplers, schedulers, VAEs, upscalers, scripts, options, "
+                 "embeddings), passed through from an instance.",
     "health": "The service at a glance (no token).",
+    "metrics": "Prometheus metrics (METRICS_TOKEN or an API token).",
     "docs": "This document and Swagger UI (no token).",
 }
 
@@ -57,6 +61,7 @@ ERROR_DESCRIPTIONS = {
     413: "The body is larger than MAX_BODY_BYTES.",
     415: "Unsupported Content-Type for the body.",
     422: "Invalid request: every problem at once, FastAPI's shape.",
+    502: "No A1111 instance answered, and none has answered this before (nothing cached to serve).",
     503: "The job store cannot be reached.",
 }
 
@@ -68,6 +73,8 @@ ERROR_EXAMPLES = {
                                         "processing jobs can be cancelled"},
     413: {"error": "PayloadTooLarge", "detail": "the body is 40000000 bytes; the limit is 33554432 (MAX_BODY_BYTES)"},
     415: {"error": "UnsupportedMediaType", "detail": "Unsupported media type: application/xml"},
+    502: {"error": "BadGateway", "detail": "no A1111 instance answered GET /sdapi/v1/samplers: A1111 at "
+                                          "http://127.0.0.1:7860 refused the connection (GET /sdapi/v1/samplers)"},
     503: {"error": "StoreUnavailable", "detail": "the job store cannot be reached"},
 }
 

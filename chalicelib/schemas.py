@@ -127,6 +127,7 @@ class JobDetail(JobSummary):
         "result": {"images": ["iVBORw0KGgo..."], "parameters": {"prompt": "a lighthouse at dusk", "steps": 20},
                    "info": "{\"prompt\": \"a lighthouse at dusk\", \"seed\": 1234}"},
         "image_urls": [f"/sdapi/v1/jobs/{EXAMPLE_JOB_ID}/images/0"],
+        "image_delivery": "base64", "image_delivery_note": None,
         "runs": [{"attempt": 1, "worker_id": "worker-1", "instance": "http://127.0.0.1:7860",
                   "started_at": "2026-11-26T07:10:00.456Z", "finished_at": "2026-11-26T07:10:04.789Z",
                   "outcome": "completed", "detail": None}],
@@ -142,7 +143,15 @@ class JobDetail(JobSummary):
     instance: str | None = pydantic.Field(description="the A1111 instance that ran it")
     result: TextToImageResponse | ImageToImageResponse | None = pydantic.Field(
         description="A1111's response (images as raw base64, `info` a JSON string), once it has one")
-    image_urls: list[str] = pydantic.Field(description="each image as a file (relative URLs)")
+    image_urls: list[str] = pydantic.Field(
+        description="each image as a file: relative URLs of this API, or (with `image_delivery` `urls` and "
+                    "IMAGE_STORE=s3://...) presigned S3 URLs valid for IMAGE_URL_EXPIRY_SECONDS")
+    image_delivery: typing.Literal["base64", "urls"] = pydantic.Field(
+        description="`base64`: the images are in `result.images`, as A1111 answers them. `urls`: `result.images` "
+                    "is empty and `image_urls` is where they are (asked for with `?images=urls`, or chosen by the "
+                    "server when inline images would make the answer larger than MAX_RESPONSE_BYTES)")
+    image_delivery_note: str | None = pydantic.Field(
+        description="why the server answered with URLs although base64 was asked for; null otherwise")
     runs: list[JobRun]
 
 
@@ -302,3 +311,199 @@ class WebhookDeliveryList(pydantic.BaseModel):
     webhook_url: str | None
     deliveries: list[WebhookDelivery]
     next_cursor: str | None
+
+
+# --- Models, LoRAs and A1111 discovery -----------------------------------------------------------
+# A1111's shapes under A1111's names (shared/a1111/openapi.json), open to extra keys: what an instance
+# answers is passed on as it is. Checkpoints and LoRAs add `instances`, `stale` and `civitai`.
+
+EXAMPLE_INSTANCE = "http://127.0.0.1:7860"
+
+
+class CivitaiImage(pydantic.BaseModel):
+    """One preview image of the model version on Civitai."""
+
+    model_config = _CLOSED
+
+    url: str
+    nsfw_level: int | None = pydantic.Field(description="1 PG, 2 PG-13, 4 R, 8 X, 16 XXX")
+    width: int | None
+    height: int | None
+    type: str | None = pydantic.Field(description="image or video")
+
+
+class CivitaiInfo(pydantic.BaseModel):
+    """What Civitai knows of the file, looked up by its best hash (only when CIVITAI_ENABLED)."""
+
+    model_config = _example({
+        "status": "found", "hash": "bf82986f8597", "hash_type": "AutoV3", "fetched_at": EXAMPLE_CREATED_AT,
+        "model_id": 1117241, "model_name": "Enchanted Whimsy style (Flux)", "version_id": 1255556,
+        "version_name": "v1.0", "type": "LORA", "base_model": "Flux.1 D", "trained_words": ["in the style of ppWhimsy"],
+        "nsfw": False, "nsfw_level": None, "air": "urn:air:flux1:lora:civitai:1117241@1255556",
+        "page_url": "https://civitai.com/models/1117241?modelVersionId=1255556",
+        "download_url": "https://civitai.com/api/download/models/1255556",
+        "preview_images": [{"url": "https://image.civitai.com/xG1nkqKTMzGDvpLrqFT7WA/707aef9b-36fb-46c2-ac41-"
+                                   "adcab539d3a6/width=832/50270101.jpeg",
+                            "nsfw_level": 1, "width": 832, "height": 1216, "type": "image"}],
+    })
+
+    status: typing.Literal["found", "not_found", "no_hash", "unavailable"] = pydantic.Field(
+        description="found; not_found (Civitai has no file with this hash); no_hash (A1111 shows no hash for "
+                    "the file yet: A1111 hashes a checkpoint when it is first loaded); unavailable (Civitai did "
+                    "not answer within CIVITAI_BUDGET: asked again on a later request)")
+    hash: str | None = pydantic.Field(description="the hash looked up (lower-case hex)")
+    hash_type: typing.Literal["SHA256", "AutoV2", "AutoV3"] | None
+    fetched_at: datetime.datetime | None = pydantic.Field(description="when Civitai gave this answer")
+    model_id: int | None
+    model_name: str | None
+    version_id: int | None
+    version_name: str | None
+    type: str | None = pydantic.Field(description="Checkpoint, LORA, LoCon, TextualInversion, ...")
+    base_model: str | None = pydantic.Field(description="SD 1.5, SDXL 1.0, Pony, Flux.1 D, ...")
+    trained_words: list[str] = pydantic.Field(description="trigger words")
+    nsfw: bool | None
+    nsfw_level: int | None
+    air: str | None = pydantic.Field(description="Civitai's AIR URN of the version")
+    page_url: str | None
+    download_url: str | None
+    preview_images: list[CivitaiImage]
+
+
+_ITEM_EXTRAS_DOC = {
+    "instances": "the A1111 instances that have it (A1111_BASE_URL names)",
+    "stale": "every instance that has it is unreachable: this is their last answer",
+    "civitai": "Civitai's metadata (only when CIVITAI_ENABLED)",
+}
+
+
+class SDModelItem(pydantic.BaseModel):
+    """A1111's checkpoint entry (`hash` and `sha256` are null until A1111 loaded the file once)."""
+
+    model_config = pydantic.ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "title": "v1-5-pruned-emaonly.safetensors [6ce0161689]", "model_name": "v1-5-pruned-emaonly",
+        "hash": "6ce0161689", "sha256": "6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa",
+        "filename": "/stable-diffusion-webui/models/Stable-diffusion/v1-5-pruned-emaonly.safetensors",
+        "config": None, "instances": [EXAMPLE_INSTANCE], "stale": False}]})
+
+    title: str = pydantic.Field(title="Title")
+    model_name: str = pydantic.Field(title="Model Name")
+    hash: str | None = pydantic.Field(None, title="Short hash")
+    sha256: str | None = pydantic.Field(None, title="sha256 hash")
+    filename: str = pydantic.Field(title="Filename")
+    config: str | None = pydantic.Field(None, title="Config file")
+    instances: list[str] = pydantic.Field(description=_ITEM_EXTRAS_DOC["instances"])
+    stale: bool = pydantic.Field(description=_ITEM_EXTRAS_DOC["stale"])
+    civitai: CivitaiInfo | None = pydantic.Field(None, description=_ITEM_EXTRAS_DOC["civitai"])
+
+
+class LoraItem(pydantic.BaseModel):
+    """A1111's LoRA entry; its hash is only in `metadata.sshs_model_hash`, when kohya wrote one."""
+
+    model_config = pydantic.ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "name": "pp-enchanted-whimsy", "alias": "pp-enchanted-whimsy",
+        "path": "/stable-diffusion-webui/models/Lora/pp-enchanted-whimsy.safetensors",
+        "metadata": {"ss_output_name": "pp-enchanted-whimsy", "sshs_model_hash": "bf82986f8597" + "0" * 52},
+        "instances": [EXAMPLE_INSTANCE], "stale": False,
+        "civitai": CivitaiInfo.model_config["json_schema_extra"]["examples"][0]}]})
+
+    name: str = pydantic.Field(description="the file name without extension (no subfolder)")
+    alias: str | None = pydantic.Field(None, description="metadata.ss_output_name, else name")
+    path: str | None = None
+    metadata: dict[str, typing.Any] = pydantic.Field(default_factory=dict,
+                                                     description="the safetensors header's __metadata__")
+    instances: list[str] = pydantic.Field(description=_ITEM_EXTRAS_DOC["instances"])
+    stale: bool = pydantic.Field(description=_ITEM_EXTRAS_DOC["stale"])
+    civitai: CivitaiInfo | None = pydantic.Field(None, description=_ITEM_EXTRAS_DOC["civitai"])
+
+
+def _list_of(item: type[pydantic.BaseModel], name: str, doc: str) -> type[pydantic.RootModel]:
+    example = item.model_config["json_schema_extra"]["examples"][0]
+    model = pydantic.create_model(name, __base__=pydantic.RootModel[list[item]], __doc__=doc)
+    model.model_config = pydantic.ConfigDict(json_schema_extra={"examples": [[example]]})
+    model.model_rebuild(force=True)
+    return model
+
+
+class SamplerItem(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"name": "Euler a", "aliases": ["k_euler_a", "k_euler_ancestral"], "options": {"uses_ensd": "True"}}]})
+
+    name: str = pydantic.Field(title="Name")
+    aliases: list[str] = pydantic.Field(title="Aliases")
+    options: dict[str, str] = pydantic.Field(title="Options")
+
+
+class SchedulerItem(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0, "need_inner_model": None}]})
+
+    name: str = pydantic.Field(title="Name")
+    label: str = pydantic.Field(title="Label")
+    aliases: list[str] | None = pydantic.Field(None, title="Aliases")
+    default_rho: float | None = pydantic.Field(None, title="Default Rho")
+    need_inner_model: bool | None = pydantic.Field(None, title="Needs Inner Model")
+
+
+class SDVaeItem(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"model_name": "vae-ft-mse-840000-ema-pruned.safetensors",
+         "filename": "/stable-diffusion-webui/models/VAE/vae-ft-mse-840000-ema-pruned.safetensors"}]})
+
+    model_name: str = pydantic.Field(title="Model Name")
+    filename: str = pydantic.Field(title="Filename")
+
+
+class UpscalerItem(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"name": "R-ESRGAN 4x+", "model_name": "R-ESRGAN 4x+", "model_path": None, "model_url": None,
+         "scale": 4.0}]})
+
+    name: str = pydantic.Field(title="Name")
+    model_name: str | None = pydantic.Field(None, title="Model Name")
+    model_path: str | None = pydantic.Field(None, title="Path")
+    model_url: str | None = pydantic.Field(None, title="URL")
+    scale: float | None = pydantic.Field(None, title="Scale")
+
+
+class ScriptsList(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"txt2img": ["prompt matrix", "x/y/z plot"], "img2img": ["img2img alternative test", "x/y/z plot"]}]})
+
+    txt2img: list[typing.Any] | None = pydantic.Field(None, title="Txt2img", description="Titles of scripts (txt2img)")
+    img2img: list[typing.Any] | None = pydantic.Field(None, title="Img2img", description="Titles of scripts (img2img)")
+
+
+class EmbeddingItem(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    step: int | None = pydantic.Field(None, title="Step")
+    sd_checkpoint: str | None = pydantic.Field(None, title="SD Checkpoint")
+    sd_checkpoint_name: str | None = pydantic.Field(None, title="SD Checkpoint Name")
+    shape: int = pydantic.Field(title="Shape")
+    vectors: int = pydantic.Field(title="Vectors")
+
+
+class EmbeddingsResponse(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "loaded": {"easynegative": {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": 768,
+                                    "vectors": 8}}, "skipped": {}}]})
+
+    loaded: dict[str, EmbeddingItem] = pydantic.Field(title="Loaded")
+    skipped: dict[str, EmbeddingItem] = pydantic.Field(title="Skipped")
+
+
+class Options(pydantic.BaseModel):
+    """A1111's settings (about 300 keys), as the instance answers them."""
+
+    model_config = pydantic.ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "sd_model_checkpoint": "v1-5-pruned-emaonly.safetensors [6ce0161689]",
+        "sd_checkpoint_hash": "6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa",
+        "sd_vae": "Automatic", "CLIP_stop_at_last_layers": 1, "samples_format": "png"}]})
+
+
+SDModelList = _list_of(SDModelItem, "SDModelList", "A1111's checkpoints, of every instance")
+LoraList = _list_of(LoraItem, "LoraList", "A1111's LoRAs, of every instance")
+SamplerList = _list_of(SamplerItem, "SamplerList", "A1111's samplers")
+SchedulerList = _list_of(SchedulerItem, "SchedulerList", "A1111's schedulers")
+SDVaeList = _list_of(SDVaeItem, "SDVaeList", "A1111's VAEs")
+UpscalerList = _list_of(UpscalerItem, "UpscalerList", "A1111's upscalers")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import time
 import uuid
 
@@ -18,12 +19,15 @@ from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
 
+log = logging.getLogger(__name__)
+
 MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 20
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 CANCEL_RACE_TRIES = 5
 MAX_DELIVERY_LIST_LIMIT = 100
 DEFAULT_DELIVERY_LIST_LIMIT = 50
+IMAGE_DELIVERIES = (views.IMAGES_BASE64, views.IMAGES_URLS)
 
 
 def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: object,
@@ -49,16 +53,46 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
     )
     job, created = ctx.store.create_job(new_job, now=time.time())
     if created:
-        # A lost doorbell is harmless: the worker's sweep re-rings jobs left waiting.
-        ctx.queue.send(queue_base.JOBS, {"job_id": job.id})
+        # A lost doorbell is harmless: the sweep re-rings jobs left waiting. So a queue that cannot
+        # be reached (SQS) must not fail a submit whose job is already stored.
+        try:
+            ctx.queue.send(queue_base.JOBS, {"job_id": job.id})
+        except errors.StoreUnavailable:
+            log.warning("job doorbell not sent; the sweep rings it later", exc_info=True, extra={"job_id": job.id})
     return views.job_summary(job, queue_position=_queue_position(ctx, job)), created
 
 
-def get_job(ctx: context_module.Context, job_id: str, *, owner: str) -> dict:
+def get_job(ctx: context_module.Context, job_id: str, *, owner: str, images: str | None = None) -> dict:
+    """The job's detail, with its images inline as base64 (A1111's shape) unless `images` is "urls",
+    or unless inline they would make the answer larger than MAX_RESPONSE_BYTES (AWS Lambda answers
+    at most 6 MB): then `image_urls` say where they are and `image_delivery_note` says why."""
+    delivery = images or views.IMAGES_BASE64
+    if delivery not in IMAGE_DELIVERIES:
+        raise errors.ValidationFailed.single(["query", "images"], "must be base64 or urls", "enum")
     job = _owned_job(ctx, job_id, owner=owner)
-    images = ctx.images.get_all(job.id, job.result_attempt) if job.result_attempt else None
-    return views.job_detail(job, queue_position=_queue_position(ctx, job),
-                            runs=ctx.store.list_runs(job.id), images=images, base_path="")
+    position, runs = _queue_position(ctx, job), ctx.store.list_runs(job.id)
+    note = None
+    if delivery == views.IMAGES_BASE64:
+        data = ctx.images.get_all(job.id, job.result_attempt) if job.result_attempt else None
+        detail = views.job_detail(job, queue_position=position, runs=runs, images=data, base_path="")
+        size, limit = len(json.dumps(detail)), ctx.settings.max_response_bytes
+        if size <= limit or not data:
+            return detail
+        note = (f"inline, the {len(data)} images would make this answer {size} bytes, more than the {limit} "
+                "an answer may have (MAX_RESPONSE_BYTES; AWS Lambda answers at most 6 MB): download them "
+                "from image_urls")
+    return views.job_detail(job, queue_position=position, runs=runs, images=None, base_path="",
+                            image_urls=_image_urls(ctx, job), image_delivery=views.IMAGES_URLS,
+                            image_delivery_note=note)
+
+
+def _image_urls(ctx: context_module.Context, job: store_base.Job) -> list[str]:
+    """Direct links where the image store has them (S3: presigned), else this API's image route."""
+    if job.result_attempt is None:
+        return []
+    expires_in = ctx.settings.image_url_expiry_seconds
+    return [ctx.images.url(job.id, job.result_attempt, n, expires_in=expires_in)
+            or f"/sdapi/v1/jobs/{job.id}/images/{n}" for n in range(job.image_count)]
 
 
 def list_jobs(ctx: context_module.Context, *, owner: str, status: str | None, limit: str | None,
@@ -74,8 +108,9 @@ def list_jobs(ctx: context_module.Context, *, owner: str, status: str | None, li
     if problems:
         raise errors.ValidationFailed(problems)
     page = ctx.store.list_jobs(owner, status=status, limit=size, before=before)
+    positions = ctx.store.queue_positions(page.jobs)  # one query for the page, none without queued jobs
     return {
-        "jobs": [views.job_summary(job, queue_position=_queue_position(ctx, job)) for job in page.jobs],
+        "jobs": [views.job_summary(job, queue_position=positions.get(job.id)) for job in page.jobs],
         "next_cursor": _encode_cursor(page.next_cursor),
     }
 
@@ -150,9 +185,8 @@ def _owned_job(ctx: context_module.Context, job_id: str, *, owner: str) -> store
 
 
 def _queue_position(ctx: context_module.Context, job: store_base.Job) -> int | None:
-    if job.status != models.JobStatus.queued.value:
-        return None
-    return ctx.store.queue_position(job)
+    """None unless queued (also when the job left the queue since it was read)."""
+    return ctx.store.queue_positions([job]).get(job.id)
 
 
 def _check_webhook_options(ctx: context_module.Context, options: models.JobOptions) -> None:

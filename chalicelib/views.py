@@ -44,9 +44,19 @@ def job_summary(job: base.Job, *, queue_position: int | None) -> dict:
     }
 
 
+IMAGES_BASE64 = "base64"
+IMAGES_URLS = "urls"
+
+
 def job_detail(job: base.Job, *, queue_position: int | None, runs: list[base.JobRun],
-               images: list[bytes] | None, base_path: str) -> dict:
-    """Summary + request + result in A1111's response shape (raw base64 images, `info` string)."""
+               images: list[bytes] | None, base_path: str, image_urls: list[str] | None = None,
+               image_delivery: str = IMAGES_BASE64, image_delivery_note: str | None = None) -> dict:
+    """Summary + request + result in A1111's response shape (raw base64 images, `info` string).
+
+    With `image_delivery` "urls", `result.images` stays empty and `image_urls` (direct links, e.g.
+    presigned S3 URLs, when given) are where the images are; `image_delivery_note` says why when the
+    server chose it.
+    """
     detail = job_summary(job, queue_position=queue_position)
     if detail["progress"] is not None:
         detail["progress"]["current_image"] = job.preview
@@ -63,7 +73,10 @@ def job_detail(job: base.Job, *, queue_position: int | None, runs: list[base.Job
         "webhook_events": job.options.get("webhook_events"),
         "instance": job.instance,
         "result": result,
-        "image_urls": [f"{base_path}/sdapi/v1/jobs/{job.id}/images/{n}" for n in range(job.image_count)],
+        "image_urls": image_urls if image_urls is not None else [
+            f"{base_path}/sdapi/v1/jobs/{job.id}/images/{n}" for n in range(job.image_count)],
+        "image_delivery": image_delivery,
+        "image_delivery_note": image_delivery_note,
         "runs": [{
             "attempt": run.attempt,
             "worker_id": run.worker_id,

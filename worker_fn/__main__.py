@@ -1,4 +1,4 @@
-"""Command line: `python -m worker_fn [run|migrate]`."""
+"""Command line: `python -m worker_fn [run|migrate|submit|rejected]`."""
 from __future__ import annotations
 
 import argparse
@@ -11,17 +11,26 @@ from chalicelib import config
 from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import logs
+from worker_fn import rejected
+from worker_fn import submit
 from worker_fn import worker as worker_module
 
 log = logging.getLogger("worker_fn")
 
+TOOLS = {"submit": submit.main, "rejected": rejected.main}
 START_RETRY_FIRST = 0.5
 START_RETRY_MAX = 30.0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOLS:  # tools with arguments of their own (see each module)
+        return TOOLS[argv[0]](argv[1:])
     parser = argparse.ArgumentParser(prog="python -m worker_fn",
-                                     description="Run jobs from the queue against A1111.")
+                                     description="Run jobs from the queue against A1111.",
+                                     epilog="Other commands: `submit FILE.jsonl (--queue-url URL | --api URL "
+                                            "--token T)` sends job submissions; `rejected [--limit N]` lists "
+                                            "the submissions the intake rejected. Each has its own --help.")
     parser.add_argument("command", nargs="?", default="run", choices=["run", "migrate"],
                         help="run: the worker loop (default); migrate: apply schema migrations and exit")
     parser.add_argument("--worker-id", help="stable id for this worker (default: host-pid-random)")

@@ -1,10 +1,12 @@
-"""The long-running worker: plays SQS's part outside AWS by draining the local doorbell queue.
+"""The long-running worker: plays Lambda's part outside AWS by draining the doorbell queue (the
+local table, or SQS with QUEUE_BACKEND=sqs: the same calls of the queue port, long polls included).
 
 One runner thread per A1111 instance slot. A runner first leases its slot in the store (so no two
 workers, threads or processes ever run two jobs at once on one instance), then drains queued jobs
 and waits on the doorbell queue when there are none. A housekeeping thread writes the heartbeat,
 renews the slot leases and sweeps expired job leases. WEBHOOK_DISPATCHER_THREADS dispatcher threads
-deliver webhooks from the outbox, apart from the runners, so no receiver can hold up a job.
+deliver webhooks from the outbox, apart from the runners, so no receiver can hold up a job. With
+SUBMISSIONS_QUEUE_URL set, an intake thread turns queued submissions into jobs (handlers.py).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import uuid
 
 from chalicelib import a1111
 from chalicelib import context as context_module
+from chalicelib import handlers
 from chalicelib import jobrunner
 from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
@@ -24,6 +27,7 @@ from chalicelib.queue import base as queue_base
 log = logging.getLogger(__name__)
 
 DOORBELL_WAIT = 1.0
+INTAKE_WAIT = 5.0  # seconds a receive from the submissions queue waits (an SQS long poll)
 SLOT_RETRY = 1.0
 
 
@@ -96,6 +100,28 @@ class Dispatcher(threading.Thread):
                 _guarded(lambda: ctx.queue.delete(queue_base.WEBHOOKS, message.receipt))
 
 
+class Intake(threading.Thread):
+    """Takes job submissions from the submissions queue (SUBMISSIONS_QUEUE_URL) with the very
+    handler the Lambda intake runs, then settles the batch as Lambda's poller would: handled
+    messages are deleted; failed ones come back after the backoff the handler set."""
+
+    def __init__(self, worker: "Worker") -> None:
+        super().__init__(name="intake", daemon=True)
+        self.worker = worker
+
+    def run(self) -> None:
+        ctx, stopping = self.worker.ctx, self.worker.stopping
+        while not stopping.is_set():
+            messages = _guarded(lambda: ctx.queue.receive(queue_base.SUBMISSIONS, max_messages=10,
+                                                          wait_seconds=INTAKE_WAIT))
+            if not messages:
+                continue
+            records = [handlers.record_of_message(message) for message in messages]
+            result = _guarded(lambda: handlers.handle_submissions(ctx, records))
+            if result is not None:
+                _guarded(lambda: handlers.settle(ctx, queue_base.SUBMISSIONS, records, result))
+
+
 class Worker:
     """A worker process: runners, webhook dispatchers, heartbeat, sweeper and a graceful stop."""
 
@@ -108,6 +134,7 @@ class Worker:
             ctx.store.ensure_slots(instance.name, instance.capacity)
             self.runners += [Runner(self, instance, index) for index in range(instance.capacity)]
         self.dispatchers = [Dispatcher(self, index) for index in range(ctx.settings.webhook_dispatcher_threads)]
+        self.intake = Intake(self) if ctx.settings.submissions_queue_url else None
         self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper", daemon=True)
 
     def start(self) -> None:
@@ -117,6 +144,8 @@ class Worker:
             runner.start()
         for dispatcher in self.dispatchers:
             dispatcher.start()
+        if self.intake is not None:
+            self.intake.start()
         log.info("worker started", extra={"worker_id": self.worker_id,
                                           "instances": [i.name for i in self.ctx.instances]})
 

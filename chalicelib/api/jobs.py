@@ -36,6 +36,10 @@ IDEMPOTENCY_KEY = openapi.Param(  # no example: Swagger UI would send it with ev
     description="e.g. `order-42`. The same key from the same token returns the first job (with "
                 "`Idempotent-Replayed: true`) and creates no second one, whatever the body.",
     schema={"type": "string", "minLength": 1, "maxLength": service.MAX_IDEMPOTENCY_KEY_LENGTH})
+IMAGES = openapi.Param(
+    "images", "query", "`base64` (default): images inline in `result.images`, as A1111 answers; `urls`: links in "
+    "`image_urls` instead (presigned S3 URLs with IMAGE_STORE=s3://...)",
+    {"type": "string", "enum": list(service.IMAGE_DELIVERIES), "default": "base64"})
 JOB_LINKS = {
     "GetJob": {"operationId": "get_job", "parameters": {"job_id": "$response.body#/job_id"},
                "description": "the job's state, progress and result"},
@@ -131,13 +135,18 @@ def list_jobs() -> chalice.Response:
     operation_id="get_job", summary="Get a job: state, progress, result", tags=["jobs"],
     description="While queued: `queue_position`. While running: `progress` with A1111's live preview. "
                 "Once completed: `result` in A1111's response shape (`images` raw base64, `info` a JSON string) "
-                "and `image_urls`. After an error: `error`.",
-    parameters=(JOB_ID,), responses={200: openapi.Reply("The job.", model=schemas.JobDetail)},
-    errors=(404, 503))
+                "and `image_urls`. After an error: `error`. With `?images=urls`, `result.images` is empty and "
+                "`image_urls` are links to the files (presigned S3 URLs when images are kept in S3); the server "
+                "answers so by itself, and says why in `image_delivery_note`, when inline images would make the "
+                "answer larger than MAX_RESPONSE_BYTES (AWS Lambda answers at most 6 MB).",
+    parameters=(JOB_ID, IMAGES), responses={200: openapi.Reply("The job.", model=schemas.JobDetail)},
+    errors=(404, 422, 503))
 @http.handler
 def get_job(job_id: str) -> chalice.Response:
-    owner = http.owner_of(blueprint.current_request)
-    return http.json_response(service.get_job(context_module.get_context(), job_id, owner=owner))
+    request = blueprint.current_request
+    owner = http.owner_of(request)
+    return http.json_response(service.get_job(context_module.get_context(), job_id, owner=owner,
+                                              images=http.query_param(request, "images")))
 
 
 @blueprint.route("/sdapi/v1/jobs/{job_id}/cancel", methods=["POST"])

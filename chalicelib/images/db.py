@@ -26,3 +26,6 @@ class DbImageStore:
         rows = self.database.query("SELECT data FROM images WHERE job_id = ? AND attempt = ? ORDER BY n",
                                    [job_id, attempt])
         return [row["data"] for row in rows]
+
+    def url(self, job_id: str, attempt: int, n: int, *, expires_in: float) -> str | None:
+        return None  # rows have no URL of their own: GET /sdapi/v1/jobs/{job_id}/images/{n} serves them

@@ -35,3 +35,6 @@ class PostgresImageStore:
     def get_all(self, job_id: str, attempt: int) -> list[bytes]:
         rows = self.database.query(SELECT_ATTEMPT, {"job_id": job_id, "attempt": attempt})
         return [bytes(row["data"]) for row in rows]
+
+    def url(self, job_id: str, attempt: int, n: int, *, expires_in: float) -> str | None:
+        return None  # rows have no URL of their own: GET /sdapi/v1/jobs/{job_id}/images/{n} serves them

@@ -6,6 +6,7 @@ import typing
 
 JOBS = "jobs"
 WEBHOOKS = "webhooks"  # doorbells for the webhook dispatcher: {"job_id": ...}
+SUBMISSIONS = "submissions"  # whole job submissions from other systems (SQS only; see intake.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14,6 +15,7 @@ class Message:
     body: dict
     receipt: str
     receive_count: int
+    raw: str | None = None  # the body as sent, when the backend has it (SQS: may not be JSON)
 
 
 class Queue(typing.Protocol):

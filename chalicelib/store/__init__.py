@@ -1,11 +1,13 @@
-"""Job store port: `make_store()` is the one place that picks a backend from DATABASE_URL."""
+"""Job store port: `make_store()` is the one place that picks a backend from DATABASE_URL, and
+`make_cache()` and `make_stats()` put the cache and the /metrics ports on the same database.
+
+Each branch imports its backend itself, so importing app.py (a Lambda cold start) loads neither
+psycopg nor sqlite-utils, and a Postgres deployment never loads sqlite-utils (bench/cold_start.py)."""
 from __future__ import annotations
 
 from chalicelib.store import base
-from chalicelib.store import postgres
-from chalicelib.store import postgres_db
-from chalicelib.store import sqlite
-from chalicelib.store import sqlite_db
+from chalicelib.store import cache
+from chalicelib.store import stats
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -13,8 +15,34 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 def make_store(database_url: str) -> base.JobStore:
     """A store for the URL; it connects on first use, so building one never fails on a down database."""
     if database_url.startswith("sqlite:///"):
+        from chalicelib.store import sqlite
+        from chalicelib.store import sqlite_db
         return sqlite.SqliteJobStore(sqlite_db.SqliteDatabase.from_url(database_url))
     if database_url.startswith(POSTGRES_SCHEMES):
+        from chalicelib.store import postgres
+        from chalicelib.store import postgres_db
         return postgres.PostgresJobStore(postgres_db.PostgresDatabase.from_url(database_url))
     raise ValueError(f"unsupported DATABASE_URL scheme: {database_url.split(':', 1)[0]!r} "
                      "(supported: sqlite:///path, postgresql://user:password@host:port/dbname)")
+
+
+def make_cache(job_store: base.JobStore) -> cache.Cache:
+    """The cache on the job store's own database (table `cache_entries`); cheap, holds no connection."""
+    if job_store.backend == "sqlite":
+        from chalicelib.store import sqlite_cache
+        return sqlite_cache.SqliteCache(job_store.database)
+    if job_store.backend == "postgres":
+        from chalicelib.store import postgres_cache
+        return postgres_cache.PostgresCache(job_store.database)
+    raise ValueError(f"no cache for a {job_store.backend!r} store")
+
+
+def make_stats(job_store: base.JobStore) -> stats.JobStats:
+    """Read-only aggregates for /metrics on the job store's own database; cheap, holds no connection."""
+    if job_store.backend == "sqlite":
+        from chalicelib.store import sqlite_stats
+        return sqlite_stats.SqliteJobStats(job_store.database)
+    if job_store.backend == "postgres":
+        from chalicelib.store import postgres_stats
+        return postgres_stats.PostgresJobStats(job_store.database)
+    raise ValueError(f"no stats for a {job_store.backend!r} store")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import uuid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,24 @@ class Page:
     next_cursor: int | None
 
 
+def keyset_page(items: list, *, limit: int) -> tuple[list, int | None]:
+    """The first `limit` of up to `limit + 1` items fetched newest first (each with a `seq`), and the
+    cursor of the next page: None when the extra item was not there (this is the last page)."""
+    page = items[:limit]
+    return page, (page[-1].seq if len(items) > limit else None)
+
+
+def queue_window(jobs: list[Job]) -> dict | None:
+    """What `JobStore.queue_positions` binds, or None when none of `jobs` is queued: the ids of the
+    queued ones, and the last of them in queue order (priority DESC, seq), where numbering the
+    queue can stop; the work is bounded by the furthest position asked for, not the queue's length."""
+    queued = [job for job in jobs if job.status == "queued"]
+    if not queued:
+        return None
+    last = max(queued, key=lambda job: (-job.priority, job.seq))
+    return {"ids": [job.id for job in queued], "last_priority": last.priority, "last_seq": last.seq}
+
+
 # --- Webhook outbox ------------------------------------------------------------------------------
 #
 # Each guarded change below writes its webhook delivery row in its own transaction, when the job
@@ -123,6 +142,61 @@ def wants_event(options: dict, event_type: str) -> bool:
 def event_snapshot(job: dict, runs: list[dict]) -> dict:
     """The job row (JSON columns decoded) and its run rows as of an event, minus the excluded fields."""
     return {"job": {k: v for k, v in job.items() if k not in SNAPSHOT_EXCLUDED}, "runs": runs}
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaseExpiry:
+    """Where `expire_leases` sends a job whose worker stopped renewing its lease, and why."""
+
+    status: str
+    detail: str
+    event_type: str | None
+
+
+def lease_expiry(*, attempts: int, cancel_requested: bool, max_attempts: int) -> LeaseExpiry:
+    """Cancelled if a cancel was requested, error once the attempts are spent, else back to the queue
+    (which reports no event: the job goes on)."""
+    if cancel_requested:
+        return LeaseExpiry("cancelled", "cancelled while its worker was lost", EVENT_CANCELLED)
+    if attempts >= max_attempts:
+        return LeaseExpiry("error", f"the worker running attempt {attempts} of {max_attempts} stopped "
+                                    "renewing its lease (crashed or timed out); no attempts left", EVENT_ERROR)
+    return LeaseExpiry("queued", "the worker stopped renewing its lease (crashed or timed out); requeued", None)
+
+
+def new_delivery_id() -> str:
+    """A `webhook-id`: unique per delivery, the same on each of its attempts."""
+    return f"msg_{uuid.uuid4().hex}"
+
+
+class EventWriter(typing.Protocol):
+    """The statements `write_event` needs, run by a backend inside the state change's transaction."""
+
+    def last_event_at(self, job_id: str, event_type: str) -> float | None: ...
+
+    def snapshot_rows(self, job_id: str) -> tuple[dict, list[dict]]:
+        """The job row (snapshot columns, JSON decoded) and its run rows, as of now."""
+
+    def insert_delivery(self, values: dict) -> None:
+        """Insert a pending delivery: id, job_id, event_type, event_at, snapshot (a dict), body,
+        redelivery_of, now."""
+
+
+def write_event(writer: EventWriter, job_id: str, event_type: str, *, options: dict, now: float) -> bool:
+    """After a guarded change, in its transaction: write the delivery of `event_type` if the job
+    wants it (job.progress at most once per PROGRESS_EVENT_INTERVAL), with a snapshot of the job as
+    the change left it. False when nothing was written."""
+    if not wants_event(options, event_type):
+        return False
+    if event_type == EVENT_PROGRESS:
+        last = writer.last_event_at(job_id, event_type)
+        if last is not None and now - last < PROGRESS_EVENT_INTERVAL:
+            return False
+    job, runs = writer.snapshot_rows(job_id)
+    writer.insert_delivery({"id": new_delivery_id(), "job_id": job_id, "event_type": event_type, "event_at": now,
+                            "snapshot": event_snapshot(job, runs), "body": None, "redelivery_of": None,
+                            "now": now})
+    return True
 
 
 def job_from_snapshot(snapshot: dict, *, request: dict) -> tuple[Job, list[JobRun]]:
@@ -189,6 +263,14 @@ class DeliveryPage:
     next_cursor: int | None
 
 
+def group_attempts(delivery_ids: list[str], rows: list[dict]) -> dict[str, list[WebhookAttempt]]:
+    """`list_attempts`' answer from its rows (ordered by delivery and attempt): every id a key."""
+    attempts: dict[str, list[WebhookAttempt]] = {delivery_id: [] for delivery_id in delivery_ids}
+    for row in rows:
+        attempts[row["delivery_id"]].append(WebhookAttempt(**row))
+    return attempts
+
+
 class JobStore(typing.Protocol):
     """Durable job state. Every state change is a guarded update: False/None means someone else won."""
 
@@ -201,7 +283,10 @@ class JobStore(typing.Protocol):
     def create_job(self, job: NewJob, *, now: float) -> tuple[Job, bool]: ...
     def get_job(self, job_id: str, *, owner: str | None = None) -> Job | None: ...
     def list_jobs(self, owner: str, *, status: str | None, limit: int, before: int | None) -> Page: ...
-    def queue_position(self, job: Job) -> int: ...
+    def queue_positions(self, jobs: list[Job]) -> dict[str, int]:
+        """Where each of `jobs` that is queued stands in the queue (1 = runs next; priority DESC,
+        then first in, first out), in one query. Jobs not queued (by their record, or any more by
+        the time of the query) are left out."""
     def cancel_queued(self, job_id: str, *, now: float) -> bool: ...
     def request_cancel(self, job_id: str, *, now: float) -> bool: ...
     def list_runs(self, job_id: str) -> list[JobRun]: ...

@@ -4,9 +4,16 @@ Every state change is one guarded statement; under READ COMMITTED a statement th
 lock re-checks its guard on the row's newest version, so of two racing changes exactly one applies.
 Claims take the next row with FOR UPDATE SKIP LOCKED, so concurrent workers never queue up behind
 each other's candidate row, and record the run in the same statement.
+
+A change that reports a webhook event runs in a transaction: the guarded statement returns the job's
+options, and `base.write_event` adds the delivery row (with the job as the change left it) before
+the commit. Dispatchers claim due deliveries with SKIP LOCKED too.
 """
 from __future__ import annotations
 
+import uuid
+
+import psycopg
 from psycopg.types import json as psycopg_json
 
 from chalicelib.store import base
@@ -15,6 +22,7 @@ from chalicelib.store import postgres_db
 JOB_FIELDS = tuple(base.Job.__dataclass_fields__)
 JOB_COLUMNS = ", ".join(JOB_FIELDS)
 CLAIMED_COLUMNS = ", ".join(f"jobs.{name}" for name in JOB_FIELDS)
+SNAPSHOT_COLUMNS = ", ".join(name for name in JOB_FIELDS if name not in base.SNAPSHOT_EXCLUDED)
 
 INSERT_JOB = f"""
 INSERT INTO jobs (id, owner, kind, status, priority, request, options, webhook_secret,
@@ -36,14 +44,21 @@ SELECT_OWNED_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %(id)s AND owner 
 LIST_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs WHERE {{where}} ORDER BY seq DESC LIMIT %(limit)s"
 LIST_FILTERS = {"status": "status = %(status)s", "before": "seq < %(before)s"}
 
-QUEUE_POSITION = """
-SELECT COUNT(*) AS ahead FROM jobs
-WHERE status = 'queued' AND (priority > %(priority)s OR (priority = %(priority)s AND seq < %(seq)s))
+# The queue numbered in claim order up to the last job asked about (base.queue_window), read in
+# order from jobs_queued; the ids are filtered after numbering.
+QUEUE_POSITIONS = """
+SELECT id, position FROM (
+    SELECT id, ROW_NUMBER() OVER (ORDER BY priority DESC, seq) AS position FROM jobs
+    WHERE status = 'queued' AND priority >= %(last_priority)s
+      AND (priority > %(last_priority)s OR seq <= %(last_seq)s)
+) AS queue
+WHERE id = ANY(%(ids)s)
 """
 
 CANCEL_QUEUED = """
 UPDATE jobs SET status = 'cancelled', finished_at = %(now)s, updated_at = %(now)s
 WHERE id = %(id)s AND status = 'queued'
+RETURNING options
 """
 
 REQUEST_CANCEL = """
@@ -87,14 +102,24 @@ UPDATE job_runs SET finished_at = %(now)s, outcome = %(outcome)s, detail = %(det
 WHERE job_id = %(id)s AND worker_id = %(worker)s AND finished_at IS NULL
 """
 
+# Also returns the progress it replaced (from the statement's snapshot; only the lease owner writes
+# progress), so a changed progress can be reported.
 RECORD_PROGRESS = """
-UPDATE jobs SET progress = %(progress)s, preview = COALESCE(%(preview)s, preview),
+WITH before AS (
+    SELECT id, progress FROM jobs WHERE id = %(id)s AND status = 'processing' AND lease_owner = %(worker)s
+)
+UPDATE jobs SET progress = %(progress)s, preview = COALESCE(%(preview)s, jobs.preview),
        lease_expires_at = %(expires)s, updated_at = %(now)s
-WHERE id = %(id)s AND status = 'processing' AND lease_owner = %(worker)s
-RETURNING cancel_requested
+FROM before
+WHERE jobs.id = before.id AND jobs.status = 'processing' AND jobs.lease_owner = %(worker)s
+RETURNING jobs.cancel_requested, jobs.options, before.progress AS progress_before
 """
 
-OWNED = "WHERE id = %(id)s AND status = 'processing' AND lease_owner = %(worker)s"
+# The guarded changes of a running job by its lease owner; each returns the options (for its event).
+OWNED = """
+WHERE id = %(id)s AND status = 'processing' AND lease_owner = %(worker)s
+RETURNING options
+"""
 
 COMPLETE = f"""
 UPDATE jobs SET status = 'completed', result = %(result)s, image_count = %(image_count)s,
@@ -135,6 +160,7 @@ WHERE status = 'processing' AND lease_expires_at < %(now)s
 
 EXPIRED_GUARD = """
 WHERE id = %(id)s AND status = 'processing' AND lease_owner = %(worker)s AND lease_expires_at < %(now)s
+RETURNING options
 """
 
 EXPIRE_TO_QUEUED = f"""
@@ -155,6 +181,8 @@ UPDATE jobs SET status = 'cancelled', preview = NULL, finished_at = %(now)s, lea
        lease_expires_at = NULL, updated_at = %(now)s
 {EXPIRED_GUARD}
 """
+
+EXPIRE_TO = {"queued": EXPIRE_TO_QUEUED, "error": EXPIRE_TO_ERROR, "cancelled": EXPIRE_TO_CANCELLED}
 
 STALE_QUEUED = """
 SELECT id FROM jobs WHERE status = 'queued' AND available_at <= %(cutoff)s
@@ -205,6 +233,89 @@ REMOVE_WORKER = "DELETE FROM workers WHERE id = %(id)s"
 PRUNE_WORKERS = "DELETE FROM workers WHERE heartbeat_at < %(cutoff)s"
 SELECT_WORKERS = "SELECT id, started_at, heartbeat_at, info FROM workers ORDER BY id"
 
+# -- webhook outbox ---------------------------------------------------------------------------
+
+DELIVERY_FIELDS = tuple(name for name in base.WebhookDelivery.__dataclass_fields__
+                        if name not in ("snapshot", "body"))
+DELIVERY_COLUMNS = ", ".join(DELIVERY_FIELDS)
+CLAIMED_DELIVERY_COLUMNS = ", ".join(f"webhook_deliveries.{name}" for name in DELIVERY_FIELDS)
+
+EVENT_JOB = f"SELECT {SNAPSHOT_COLUMNS} FROM jobs WHERE id = %(id)s"
+
+LAST_EVENT_AT = """
+SELECT MAX(event_at) AS last FROM webhook_deliveries WHERE job_id = %(id)s AND event_type = %(event_type)s
+"""
+
+INSERT_DELIVERY = """
+INSERT INTO webhook_deliveries (id, job_id, event_type, status, event_at, snapshot, body, attempts,
+                                next_attempt_at, redelivery_of, created_at, updated_at)
+VALUES (%(id)s, %(job_id)s, %(event_type)s, 'pending', %(event_at)s, %(snapshot)s, %(body)s, 0, %(now)s,
+        %(redelivery_of)s, %(now)s, %(now)s)
+"""
+
+# One statement: take the most overdue pending delivery nobody else holds, push it past the claim's
+# lease, close any attempt an earlier claim left open, and open this attempt.
+CLAIM_DELIVERY = f"""
+WITH candidate AS (
+    SELECT seq FROM webhook_deliveries
+    WHERE status = 'pending' AND next_attempt_at <= %(now)s
+    ORDER BY next_attempt_at, seq LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE webhook_deliveries SET attempts = attempts + 1, claim_token = %(token)s,
+           next_attempt_at = %(lease_until)s, updated_at = %(now)s
+    FROM candidate
+    WHERE webhook_deliveries.seq = candidate.seq AND webhook_deliveries.status = 'pending'
+    RETURNING {CLAIMED_DELIVERY_COLUMNS}, webhook_deliveries.snapshot, webhook_deliveries.body
+), lost AS (
+    UPDATE webhook_attempts SET finished_at = %(now)s, error = %(lost_attempt)s
+    FROM claimed
+    WHERE webhook_attempts.delivery_id = claimed.id AND webhook_attempts.finished_at IS NULL
+), attempt AS (
+    INSERT INTO webhook_attempts (delivery_id, attempt, dispatcher_id, started_at)
+    SELECT id, attempts, %(dispatcher)s, %(now)s FROM claimed
+)
+SELECT {DELIVERY_COLUMNS}, snapshot, body FROM claimed
+"""
+
+# One statement: record the attempt's answer (always), then move the delivery on if the claim is
+# still ours.
+FINISH_DELIVERY = """
+WITH attempt AS (
+    UPDATE webhook_attempts SET finished_at = %(now)s, status_code = %(status_code)s,
+           response = %(response)s, error = %(error)s
+    WHERE delivery_id = %(id)s AND attempt = %(attempt)s
+)
+UPDATE webhook_deliveries SET status = %(status)s, next_attempt_at = %(next_attempt_at)s, claim_token = NULL,
+       body = COALESCE(body, %(body)s), updated_at = %(now)s,
+       finished_at = CASE WHEN %(status)s = 'pending' THEN NULL ELSE %(now)s END
+WHERE id = %(id)s AND claim_token = %(token)s AND status = 'pending'
+"""
+
+LIST_DELIVERIES = f"""
+SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
+WHERE job_id = %(job_id)s AND (%(before)s::bigint IS NULL OR seq < %(before)s::bigint)
+ORDER BY seq DESC LIMIT %(limit)s
+"""
+
+LIST_ATTEMPTS = """
+SELECT delivery_id, attempt, dispatcher_id, started_at, finished_at, status_code, response, error
+FROM webhook_attempts WHERE delivery_id = ANY(%(ids)s) ORDER BY delivery_id, attempt
+"""
+
+# A copy of the job's latest delivery under a new id: same event, snapshot and (frozen) body.
+REDELIVER_LATEST = f"""
+INSERT INTO webhook_deliveries (id, job_id, event_type, status, event_at, snapshot, body, attempts,
+                                next_attempt_at, redelivery_of, created_at, updated_at)
+SELECT %(id)s, job_id, event_type, 'pending', event_at, snapshot, body, 0, %(now)s, id, %(now)s, %(now)s
+FROM webhook_deliveries WHERE job_id = %(job_id)s ORDER BY seq DESC LIMIT 1
+RETURNING {DELIVERY_COLUMNS}, snapshot, body
+"""
+
+COUNT_DUE_DELIVERIES = """
+SELECT COUNT(*) AS n FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= %(now)s
+"""
+
 
 class PostgresJobStore:
     """`JobStore` on Postgres (see postgres_db for connections and error wrapping)."""
@@ -245,16 +356,22 @@ class PostgresJobStore:
         where = " AND ".join(["owner = %(owner)s"] + [
             clause for name, clause in LIST_FILTERS.items() if params[name] is not None])
         rows = self.database.query(LIST_JOBS.format(where=where), params)
-        jobs = [_job(row) for row in rows[:limit]]
-        next_cursor = jobs[-1].seq if len(rows) > limit else None
+        jobs, next_cursor = base.keyset_page([_job(row) for row in rows], limit=limit)
         return base.Page(jobs=jobs, next_cursor=next_cursor)
 
-    def queue_position(self, job: base.Job) -> int:
-        row = self.database.query_one(QUEUE_POSITION, {"priority": job.priority, "seq": job.seq})
-        return row["ahead"] + 1
+    def queue_positions(self, jobs: list[base.Job]) -> dict[str, int]:
+        window = base.queue_window(jobs)
+        if window is None:
+            return {}
+        return {row["id"]: row["position"] for row in self.database.query(QUEUE_POSITIONS, window)}
 
     def cancel_queued(self, job_id: str, *, now: float) -> bool:
-        return self.database.execute(CANCEL_QUEUED, {"id": job_id, "now": now}) == 1
+        with self.database.transaction() as conn:
+            row = conn.execute(CANCEL_QUEUED, {"id": job_id, "now": now}).fetchone()
+            if row is None:
+                return False
+            _add_event(conn, job_id, base.EVENT_CANCELLED, options=row["options"], now=now)
+        return True
 
     def request_cancel(self, job_id: str, *, now: float) -> bool:
         return self.database.execute(REQUEST_CANCEL, {"id": job_id, "now": now}) == 1
@@ -269,32 +386,42 @@ class PostgresJobStore:
 
     def claim_next(self, *, worker_id: str, instance: str, lease_seconds: float,
                    now: float) -> base.Job | None:
-        row = self.database.query_one(CLAIM_NEXT, {"worker": worker_id, "instance": instance,
-                                                   "expires": now + lease_seconds, "now": now})
-        return _job(row) if row else None
+        with self.database.transaction() as conn:
+            row = conn.execute(CLAIM_NEXT, {"worker": worker_id, "instance": instance,
+                                            "expires": now + lease_seconds, "now": now}).fetchone()
+            if row is None:
+                return None
+            _add_event(conn, row["id"], base.EVENT_STARTED, options=row["options"], now=now)
+        return _job(row)
 
     def record_progress(self, job_id: str, *, worker_id: str, progress: dict, preview: str | None,
                         lease_seconds: float, now: float) -> bool | None:
-        row = self.database.query_one(RECORD_PROGRESS, {
-            "id": job_id, "worker": worker_id, "progress": _json(progress), "preview": preview,
-            "expires": now + lease_seconds, "now": now})
-        return None if row is None else row["cancel_requested"]
+        with self.database.transaction() as conn:
+            row = conn.execute(RECORD_PROGRESS, {
+                "id": job_id, "worker": worker_id, "progress": _json(progress), "preview": preview,
+                "expires": now + lease_seconds, "now": now}).fetchone()
+            if row is None:
+                return None
+            if row["progress_before"] != progress:
+                _add_event(conn, job_id, base.EVENT_PROGRESS, options=row["options"], now=now)
+        return row["cancel_requested"]
 
     def complete(self, job_id: str, *, worker_id: str, result: dict, image_count: int,
                  now: float) -> bool:
         progress = {"progress": 1.0, "eta_relative": 0.0}
         return self._finish(COMPLETE, job_id, worker_id, now, "completed", None, {
-            "result": _json(result), "image_count": image_count, "progress": _json(progress)})
+            "result": _json(result), "image_count": image_count, "progress": _json(progress)},
+            event_type=base.EVENT_COMPLETED)
 
     def finish_cancelled(self, job_id: str, *, worker_id: str, result: dict | None, image_count: int,
                          now: float) -> bool:
         return self._finish(FINISH_CANCELLED, job_id, worker_id, now, "cancelled", None, {
-            "result": _json(result), "image_count": image_count})
+            "result": _json(result), "image_count": image_count}, event_type=base.EVENT_CANCELLED)
 
     def fail(self, job_id: str, *, worker_id: str, code: str, message: str, now: float) -> bool:
         message = _text(message)
         return self._finish(FAIL, job_id, worker_id, now, "error", message,
-                            {"code": code, "message": message})
+                            {"code": code, "message": message}, event_type=base.EVENT_ERROR)
 
     def retry_later(self, job_id: str, *, worker_id: str, delay: float, reason: str,
                     now: float) -> bool:
@@ -309,21 +436,16 @@ class PostgresJobStore:
         """Jobs whose worker vanished go back to the queue, or end once attempts are spent."""
         changed = []
         for row in self.database.query(EXPIRED_LEASES, {"now": now}):
-            params = {"id": row["id"], "worker": row["lease_owner"], "now": now}
-            if row["cancel_requested"]:
-                sql, status, detail = EXPIRE_TO_CANCELLED, "cancelled", "cancelled while its worker was lost"
-            elif row["attempts"] >= max_attempts:
-                sql, status = EXPIRE_TO_ERROR, "error"
-                detail = (f"the worker running attempt {row['attempts']} of {max_attempts} stopped "
-                          "renewing its lease (crashed or timed out); no attempts left")
-                params["message"] = detail
-            else:
-                sql, status = EXPIRE_TO_QUEUED, "queued"
-                detail = "the worker stopped renewing its lease (crashed or timed out); requeued"
+            expiry = base.lease_expiry(attempts=row["attempts"], cancel_requested=row["cancel_requested"],
+                                       max_attempts=max_attempts)
+            params = {"id": row["id"], "worker": row["lease_owner"], "now": now, "message": expiry.detail}
             with self.database.transaction() as conn:
-                if conn.execute(sql, params).rowcount:
-                    conn.execute(FINISH_RUN, {**params, "outcome": "lost", "detail": detail})
-                    changed.append((row["id"], status))
+                expired = conn.execute(EXPIRE_TO[expiry.status], params).fetchone()
+                if expired is not None:
+                    conn.execute(FINISH_RUN, {**params, "outcome": "lost", "detail": expiry.detail})
+                    if expiry.event_type is not None:
+                        _add_event(conn, row["id"], expiry.event_type, options=expired["options"], now=now)
+                    changed.append((row["id"], expiry.status))
         return changed
 
     def stale_queued(self, *, older_than: float, now: float, limit: int) -> list[str]:
@@ -363,23 +485,85 @@ class PostgresJobStore:
         self.database.execute(PRUNE_WORKERS, {"cutoff": now - keep_seconds})
         return [base.Worker(**row) for row in self.database.query(SELECT_WORKERS)]
 
+    # -- webhook outbox ---------------------------------------------------------------------
+
+    def claim_delivery(self, *, dispatcher_id: str, lease_seconds: float,
+                       now: float) -> base.WebhookDelivery | None:
+        row = self.database.query_one(CLAIM_DELIVERY, {
+            "token": uuid.uuid4().hex, "lease_until": now + lease_seconds, "now": now,
+            "dispatcher": dispatcher_id, "lost_attempt": base.LOST_ATTEMPT})
+        return base.WebhookDelivery(**row) if row else None
+
+    def finish_delivery(self, delivery_id: str, *, claim_token: str, attempt: int,
+                        result: base.AttemptResult, status: str, next_attempt_at: float | None,
+                        body: str | None, now: float) -> bool:
+        return self.database.execute(FINISH_DELIVERY, {
+            "id": delivery_id, "attempt": attempt, "token": claim_token, "status": status,
+            "status_code": result.status_code, "response": _text(result.response),
+            "error": _text(result.error), "next_attempt_at": next_attempt_at, "body": body, "now": now}) == 1
+
+    def list_deliveries(self, job_id: str, *, limit: int, before: int | None) -> base.DeliveryPage:
+        rows = self.database.query(LIST_DELIVERIES, {"job_id": job_id, "before": before, "limit": limit + 1})
+        deliveries, next_cursor = base.keyset_page([base.WebhookDelivery(**row) for row in rows], limit=limit)
+        return base.DeliveryPage(deliveries=deliveries, next_cursor=next_cursor)
+
+    def list_attempts(self, delivery_ids: list[str]) -> dict[str, list[base.WebhookAttempt]]:
+        if not delivery_ids:
+            return {}
+        rows = self.database.query(LIST_ATTEMPTS, {"ids": list(delivery_ids)})
+        return base.group_attempts(delivery_ids, rows)
+
+    def redeliver_latest(self, job_id: str, *, now: float) -> base.WebhookDelivery | None:
+        row = self.database.query_one(REDELIVER_LATEST, {"id": base.new_delivery_id(), "job_id": job_id,
+                                                         "now": now})
+        return base.WebhookDelivery(**row) if row else None
+
+    def count_due_deliveries(self, *, now: float) -> int:
+        return self.database.query_one(COUNT_DUE_DELIVERIES, {"now": now})["n"]
+
     # -- helpers ----------------------------------------------------------------------------
 
     def _finish(self, sql: str, job_id: str, worker_id: str, now: float, outcome: str,
-                detail: str | None, extra: dict) -> bool:
-        """A guarded state change by the lease owner, with its run row closed in the same commit."""
+                detail: str | None, extra: dict, *, event_type: str | None = None) -> bool:
+        """A guarded state change by the lease owner, with its run row closed (and its webhook
+        delivery written) in the same commit."""
         with self.database.transaction() as conn:
-            if not conn.execute(sql, {"id": job_id, "worker": worker_id, "now": now, **extra}).rowcount:
+            row = conn.execute(sql, {"id": job_id, "worker": worker_id, "now": now, **extra}).fetchone()
+            if row is None:
                 return False
             conn.execute(FINISH_RUN, {"id": job_id, "worker": worker_id, "now": now,
                                       "outcome": outcome, "detail": detail})
+            if event_type is not None:
+                _add_event(conn, job_id, event_type, options=row["options"], now=now)
         return True
 
 
-def _text(value: str) -> str:
-    """Free text from outside (A1111's error messages) minus NUL, which a Postgres text value cannot
-    hold; otherwise the job's outcome could never be recorded."""
-    return value.replace("\x00", "\ufffd")
+def _add_event(conn: psycopg.Connection, job_id: str, event_type: str, *, options: dict, now: float) -> bool:
+    """Inside the caller's transaction: `base.write_event` for the job as the change left it."""
+    return base.write_event(_EventWriter(conn), job_id, event_type, options=options, now=now)
+
+
+class _EventWriter:
+    """`base.EventWriter` on the connection of a transaction (rows are dicts, JSON decoded)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    def last_event_at(self, job_id: str, event_type: str) -> float | None:
+        return self.conn.execute(LAST_EVENT_AT, {"id": job_id, "event_type": event_type}).fetchone()["last"]
+
+    def snapshot_rows(self, job_id: str) -> tuple[dict, list[dict]]:
+        return (self.conn.execute(EVENT_JOB, {"id": job_id}).fetchone(),
+                self.conn.execute(SELECT_RUNS, {"id": job_id}).fetchall())
+
+    def insert_delivery(self, values: dict) -> None:
+        self.conn.execute(INSERT_DELIVERY, {**values, "snapshot": _json(values["snapshot"])})
+
+
+def _text(value: str | None) -> str | None:
+    """Free text from outside (A1111's error messages, a webhook receiver's answer) minus NUL, which
+    a Postgres text value cannot hold; otherwise the outcome could never be recorded."""
+    return None if value is None else value.replace("\x00", "\ufffd")
 
 
 def _json(value: object) -> psycopg_json.Json | None:

@@ -94,4 +94,62 @@ MIGRATIONS = [
         PRIMARY KEY (instance, slot)
     );
     """,
+    # 2: the webhook outbox. A delivery row is written in the transaction of the job state change it
+    # reports (with a snapshot of the job as of that change); the dispatcher claims due rows (SKIP
+    # LOCKED) by pushing next_attempt_at past a lease and records every attempt in webhook_attempts.
+    """
+    CREATE TABLE webhook_deliveries (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        job_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+        event_at DOUBLE PRECISION NOT NULL,
+        snapshot JSON NOT NULL,
+        body TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at DOUBLE PRECISION,
+        claim_token TEXT,
+        redelivery_of TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        finished_at DOUBLE PRECISION
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at, seq) WHERE status = 'pending';
+    CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id, seq);
+
+    CREATE TABLE webhook_attempts (
+        delivery_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        dispatcher_id TEXT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        finished_at DOUBLE PRECISION,
+        status_code INTEGER,
+        response TEXT,
+        error TEXT,
+        PRIMARY KEY (delivery_id, attempt)
+    );
+    """,
+    # 3: the cache port (chalicelib/store/cache.py): A1111's lists and Civitai's answers, as JSON, with
+    # the time each was stored; readers decide what is fresh.
+    """
+    CREATE TABLE cache_entries (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value JSON NOT NULL,
+        stored_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (namespace, key)
+    );
+    """,
+    # 4: submissions the queue intake rejected, and why (chalicelib/rejections.py); one row per message.
+    """
+    CREATE TABLE rejected_submissions (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        message_id TEXT NOT NULL UNIQUE,
+        received_at DOUBLE PRECISION NOT NULL,
+        reason TEXT NOT NULL,
+        problems JSON NOT NULL,
+        excerpt TEXT NOT NULL
+    );
+    """,
 ]

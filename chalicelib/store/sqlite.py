@@ -23,9 +23,14 @@ VALUES (:id, :owner, :kind, 'queued', :priority, :request, :options, :webhook_se
 
 SELECT_BY_IDEMPOTENCY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ? AND idempotency_key = ?"
 
-QUEUE_POSITION = """
-SELECT COUNT(*) AS ahead FROM jobs
-WHERE status = 'queued' AND (priority > :priority OR (priority = :priority AND seq < :seq))
+# The queue numbered in claim order up to the last job asked about (base.queue_window), served in
+# order by jobs_queued; {marks} is one bound parameter per id.
+QUEUE_POSITIONS = """
+SELECT id, position FROM (
+    SELECT id, ROW_NUMBER() OVER (ORDER BY priority DESC, seq) AS position FROM jobs
+    WHERE status = 'queued' AND priority >= :last_priority AND (priority > :last_priority OR seq <= :last_seq)
+) AS queue
+WHERE id IN ({marks})
 """
 
 CANCEL_QUEUED = """
@@ -125,6 +130,8 @@ UPDATE jobs SET status = 'cancelled', preview = NULL, finished_at = :now, lease_
 {EXPIRED_GUARD}
 """
 
+EXPIRE_TO = {"queued": EXPIRE_TO_QUEUED, "error": EXPIRE_TO_ERROR, "cancelled": EXPIRE_TO_CANCELLED}
+
 STALE_QUEUED = """
 SELECT id FROM jobs WHERE status = 'queued' AND available_at <= :cutoff ORDER BY priority DESC, seq LIMIT :limit
 """
@@ -199,7 +206,7 @@ SELECT {DELIVERY_COLUMNS}, snapshot, body FROM webhook_deliveries WHERE job_id =
 ORDER BY seq DESC LIMIT 1
 """
 
-SELECT_DELIVERY = f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = :id"
+SELECT_DELIVERY = f"SELECT {DELIVERY_COLUMNS}, snapshot, body FROM webhook_deliveries WHERE id = :id"
 
 ANY_DUE_DELIVERY = """
 SELECT 1 AS due FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= :now LIMIT 1
@@ -268,13 +275,16 @@ class SqliteJobStore:
                "ORDER BY seq DESC LIMIT :limit")
         rows = self.database.query(sql, {"owner": owner, "status": status, "before": before,
                                          "limit": limit + 1})
-        jobs = [_job(row) for row in rows[:limit]]
-        next_cursor = jobs[-1].seq if len(rows) > limit else None
+        jobs, next_cursor = base.keyset_page([_job(row) for row in rows], limit=limit)
         return base.Page(jobs=jobs, next_cursor=next_cursor)
 
-    def queue_position(self, job: base.Job) -> int:
-        row = self.database.query_one(QUEUE_POSITION, {"priority": job.priority, "seq": job.seq})
-        return row["ahead"] + 1
+    def queue_positions(self, jobs: list[base.Job]) -> dict[str, int]:
+        window = base.queue_window(jobs)
+        if window is None:
+            return {}
+        ids = {f"id{n}": job_id for n, job_id in enumerate(window.pop("ids"))}
+        sql = QUEUE_POSITIONS.format(marks=", ".join(f":{name}" for name in ids))
+        return {row["id"]: row["position"] for row in self.database.query(sql, {**window, **ids})}
 
     def cancel_queued(self, job_id: str, *, now: float) -> bool:
         with self.database.write() as conn:
@@ -323,8 +333,7 @@ class SqliteJobStore:
                 "id": job_id, "worker": worker_id, "progress": encoded,
                 "preview": preview, "expires": now + lease_seconds, "now": now}).fetchone()
             if row is not None and before is not None and _changed(before[0], encoded):
-                _add_event(conn, job_id, base.EVENT_PROGRESS, now=now,
-                           min_interval=base.PROGRESS_EVENT_INTERVAL)
+                _add_event(conn, job_id, base.EVENT_PROGRESS, now=now)
         return None if row is None else bool(row[0])
 
     def complete(self, job_id: str, *, worker_id: str, result: dict, image_count: int,
@@ -357,25 +366,15 @@ class SqliteJobStore:
         """Jobs whose worker vanished go back to the queue, or end once attempts are spent."""
         changed = []
         for row in self.database.query(EXPIRED_LEASES, {"now": now}):
-            params = {"id": row["id"], "worker": row["lease_owner"], "now": now}
-            event_type = None
-            if row["cancel_requested"]:
-                sql, status, detail = EXPIRE_TO_CANCELLED, "cancelled", "cancelled while its worker was lost"
-                event_type = base.EVENT_CANCELLED
-            elif row["attempts"] >= max_attempts:
-                sql, status, event_type = EXPIRE_TO_ERROR, "error", base.EVENT_ERROR
-                detail = (f"the worker running attempt {row['attempts']} of {max_attempts} stopped "
-                          "renewing its lease (crashed or timed out); no attempts left")
-                params["message"] = detail
-            else:
-                sql, status = EXPIRE_TO_QUEUED, "queued"
-                detail = "the worker stopped renewing its lease (crashed or timed out); requeued"
+            expiry = base.lease_expiry(attempts=row["attempts"], cancel_requested=bool(row["cancel_requested"]),
+                                       max_attempts=max_attempts)
+            params = {"id": row["id"], "worker": row["lease_owner"], "now": now, "message": expiry.detail}
             with self.database.write() as conn:
-                if conn.execute(sql, params).rowcount:
-                    conn.execute(FINISH_RUN, {**params, "outcome": "lost", "detail": detail})
-                    if event_type is not None:
-                        _add_event(conn, row["id"], event_type, now=now)
-                    changed.append((row["id"], status))
+                if conn.execute(EXPIRE_TO[expiry.status], params).rowcount:
+                    conn.execute(FINISH_RUN, {**params, "outcome": "lost", "detail": expiry.detail})
+                    if expiry.event_type is not None:
+                        _add_event(conn, row["id"], expiry.event_type, now=now)
+                    changed.append((row["id"], expiry.status))
         return changed
 
     def stale_queued(self, *, older_than: float, now: float, limit: int) -> list[str]:
@@ -462,26 +461,22 @@ class SqliteJobStore:
 
     def list_deliveries(self, job_id: str, *, limit: int, before: int | None) -> base.DeliveryPage:
         rows = self.database.query(LIST_DELIVERIES, {"job_id": job_id, "before": before, "limit": limit + 1})
-        deliveries = [_delivery(row) for row in rows[:limit]]
-        next_cursor = deliveries[-1].seq if len(rows) > limit else None
+        deliveries, next_cursor = base.keyset_page([_delivery(row) for row in rows], limit=limit)
         return base.DeliveryPage(deliveries=deliveries, next_cursor=next_cursor)
 
     def list_attempts(self, delivery_ids: list[str]) -> dict[str, list[base.WebhookAttempt]]:
-        attempts: dict[str, list[base.WebhookAttempt]] = {delivery_id: [] for delivery_id in delivery_ids}
         if not delivery_ids:
-            return attempts
+            return {}
         marks = ", ".join("?" for _ in delivery_ids)
         rows = self.database.query(LIST_ATTEMPTS.format(marks=marks), list(delivery_ids))
-        for row in rows:
-            attempts[row["delivery_id"]].append(base.WebhookAttempt(**row))
-        return attempts
+        return base.group_attempts(delivery_ids, rows)
 
     def redeliver_latest(self, job_id: str, *, now: float) -> base.WebhookDelivery | None:
         with self.database.write() as conn:
             latest = _fetch_one(conn, LATEST_DELIVERY, {"job_id": job_id})
             if latest is None:
                 return None
-            new_id = new_delivery_id()
+            new_id = base.new_delivery_id()
             conn.execute(INSERT_DELIVERY, {
                 "id": new_id, "job_id": job_id, "event_type": latest["event_type"],
                 "event_at": latest["event_at"], "snapshot": latest["snapshot"], "body": latest["body"],
@@ -512,30 +507,29 @@ class SqliteJobStore:
         return True
 
 
-def new_delivery_id() -> str:
-    """A `webhook-id`: unique per delivery, the same on each of its attempts."""
-    return f"msg_{uuid.uuid4().hex}"
-
-
-def _add_event(conn: sqlite3.Connection, job_id: str, event_type: str, *, now: float,
-               min_interval: float | None = None) -> bool:
-    """Inside the caller's transaction: write the delivery of `event_type` if the job wants it,
-    with a snapshot of the job as the change left it."""
+def _add_event(conn: sqlite3.Connection, job_id: str, event_type: str, *, now: float) -> bool:
+    """Inside the caller's transaction: `base.write_event` for the job as the change left it."""
     row = conn.execute(EVENT_OPTIONS, {"id": job_id}).fetchone()
-    if row is None or not base.wants_event(json.loads(row[0]), event_type):
-        return False
-    if min_interval is not None:
-        last = conn.execute(LAST_EVENT_AT, {"id": job_id, "event_type": event_type}).fetchone()[0]
-        if last is not None and now - last < min_interval:
-            return False
-    job = _decode_json(_fetch_one(conn, EVENT_JOB, {"id": job_id}))
-    job["cancel_requested"] = bool(job["cancel_requested"])
-    runs = _fetch_all(conn, EVENT_RUNS, {"id": job_id})
-    conn.execute(INSERT_DELIVERY, {
-        "id": new_delivery_id(), "job_id": job_id, "event_type": event_type, "event_at": now,
-        "snapshot": json.dumps(base.event_snapshot(job, runs)), "body": None, "redelivery_of": None,
-        "now": now})
-    return True
+    return row is not None and base.write_event(_EventWriter(conn), job_id, event_type,
+                                                options=json.loads(row[0]), now=now)
+
+
+class _EventWriter:
+    """`base.EventWriter` on the connection of a write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def last_event_at(self, job_id: str, event_type: str) -> float | None:
+        return self.conn.execute(LAST_EVENT_AT, {"id": job_id, "event_type": event_type}).fetchone()[0]
+
+    def snapshot_rows(self, job_id: str) -> tuple[dict, list[dict]]:
+        job = _decode_json(_fetch_one(self.conn, EVENT_JOB, {"id": job_id}))
+        job["cancel_requested"] = bool(job["cancel_requested"])
+        return job, _fetch_all(self.conn, EVENT_RUNS, {"id": job_id})
+
+    def insert_delivery(self, values: dict) -> None:
+        self.conn.execute(INSERT_DELIVERY, {**values, "snapshot": json.dumps(values["snapshot"])})
 
 
 def _changed(before: str | None, after: str) -> bool:

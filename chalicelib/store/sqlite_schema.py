@@ -116,4 +116,26 @@ MIGRATIONS = [
         PRIMARY KEY (delivery_id, attempt)
     )
     """,
+    # 3: the cache port (chalicelib/store/cache.py): A1111's lists and Civitai's answers, as JSON, with
+    # the time each was stored; readers decide what is fresh.
+    """
+    CREATE TABLE cache_entries (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        stored_at REAL NOT NULL,
+        PRIMARY KEY (namespace, key)
+    )
+    """,
+    # 4: submissions the queue intake rejected, and why (chalicelib/rejections.py); one row per message.
+    """
+    CREATE TABLE rejected_submissions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id TEXT NOT NULL UNIQUE,
+        received_at REAL NOT NULL,
+        reason TEXT NOT NULL,
+        problems TEXT NOT NULL,
+        excerpt TEXT NOT NULL
+    )
+    """,
 ]

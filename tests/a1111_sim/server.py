@@ -19,8 +19,11 @@ It is a real HTTP/1.1 server (keep-alive, one thread per connection) on 127.0.0.
   routes, which keep FastAPI's `{"detail": ...}`.
 - `--auth user:pass[,user2:pass2]` protects `/sdapi/v1/*` except `loras`/`refresh-loras` with HTTP
   Basic; a 401 carries no `WWW-Authenticate` header, so clients must send credentials pre-emptively.
-- Also served: `GET /sdapi/v1/{sd-models,loras,options,samplers,schedulers,scripts}`,
-  `POST /sdapi/v1/{options,refresh-checkpoints,refresh-loras}`, `GET /internal/ping`.
+- Also served: `GET /sdapi/v1/{sd-models,loras,options,samplers,schedulers,scripts,sd-vae,upscalers,
+  embeddings}`, `POST /sdapi/v1/{options,refresh-checkpoints,refresh-loras}`, `GET /internal/ping`.
+  `--catalog second` serves other lists (CATALOGS), to play a second instance: one checkpoint and one
+  LoRA in common with the default (the checkpoint not hashed yet there), one of each of its own, fewer
+  samplers. Generation always resolves models and LoRAs against the default lists.
 
 Deliberate simplifications (A1111 differs): a request field sent as `null` falls back to its default,
 except `steps`, `width`, `height`, `batch_size`, `n_iter` and `cfg_scale`, which answer 500 as A1111
@@ -242,6 +245,19 @@ LORAS = (
     },
 )
 
+# Its 12-hex prefix is the real AutoV3 of Civitai's sample (shared/civitai/); the rest is made up.
+WHIMSY_LORA = {
+    "name": "pp-enchanted-whimsy",
+    "alias": "pp-enchanted-whimsy",
+    "path": f"{_MODELS_DIR}/Lora/pp-enchanted-whimsy.safetensors",
+    "metadata": {
+        "ss_output_name": "pp-enchanted-whimsy",
+        "ss_base_model_version": "flux1",
+        "sshs_model_hash": "bf82986f8597" + hashlib.sha256(b"sim-lora:pp-enchanted-whimsy").hexdigest()[12:],
+    },
+}
+LORAS = LORAS + (WHIMSY_LORA,)
+
 SAMPLERS = (
     {"name": "DPM++ 2M", "aliases": ["k_dpmpp_2m"], "options": {}},
     {"name": "DPM++ SDE", "aliases": ["k_dpmpp_sde"], "options": {"brownian_noise": "True"}},
@@ -263,6 +279,51 @@ SCHEDULERS = (
     {"name": "sgm_uniform", "label": "SGM Uniform", "aliases": ["SGMUniform"], "default_rho": None,
      "need_inner_model": True},
 )
+
+SD_VAE = (
+    {"model_name": "vae-ft-mse-840000-ema-pruned.safetensors",
+     "filename": f"{_MODELS_DIR}/VAE/vae-ft-mse-840000-ema-pruned.safetensors"},
+)
+
+UPSCALERS = (
+    {"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 4.0},
+    {"name": "Lanczos", "model_name": None, "model_path": None, "model_url": None, "scale": 4.0},
+    {"name": "R-ESRGAN 4x+", "model_name": "R-ESRGAN 4x+", "model_path": None, "model_url": None, "scale": 4.0},
+)
+
+EMBEDDINGS = {
+    "loaded": {"easynegative": {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": 768,
+                                "vectors": 8}},
+    "skipped": {},
+}
+
+CATALOGS = {
+    "default": {"sd-models": SD_MODELS, "loras": LORAS, "samplers": SAMPLERS, "schedulers": SCHEDULERS,
+                "sd-vae": SD_VAE, "upscalers": UPSCALERS, "embeddings": EMBEDDINGS},
+    "second": {
+        "sd-models": (
+            {   # the same file as the default's first checkpoint, not loaded (so not hashed) here yet
+                "title": "v1-5-pruned-emaonly.safetensors", "model_name": "v1-5-pruned-emaonly", "hash": None,
+                "sha256": None, "filename": f"{_MODELS_DIR}/Stable-diffusion/v1-5-pruned-emaonly.safetensors",
+                "config": None,
+            },
+            {
+                "title": "dreamshaper_8.safetensors [879db523c3]", "model_name": "dreamshaper_8",
+                "hash": "879db523c3",
+                "sha256": "879db523c3" + hashlib.sha256(b"sim-model:dreamshaper_8").hexdigest()[10:],
+                "filename": f"{_MODELS_DIR}/Stable-diffusion/dreamshaper_8.safetensors", "config": None,
+            },
+        ),
+        "loras": (
+            LORAS[0],
+            {"name": "ghibli_style", "alias": "ghibli_style", "path": f"{_MODELS_DIR}/Lora/ghibli_style.safetensors",
+             "metadata": {"ss_output_name": "ghibli_style",
+                          "sshs_model_hash": hashlib.sha256(b"sim-lora:ghibli_style").hexdigest()}},
+        ),
+        "samplers": SAMPLERS[:3], "schedulers": SCHEDULERS, "sd-vae": (), "upscalers": UPSCALERS[:2],
+        "embeddings": {"loaded": {}, "skipped": {}},
+    },
+}
 
 DEFAULT_OPTIONS = {
     "sd_model_checkpoint": SD_MODELS[0]["title"],
@@ -536,7 +597,11 @@ class SimulatedA1111:
     """The simulator: `start()` serves it on a background thread, `stop()` ends every thread."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, gen_seconds: float = 0.5,
-                 auth: str = "", hang_seconds: float = 300.0, verbose: bool = False) -> None:
+                 auth: str = "", hang_seconds: float = 300.0, verbose: bool = False,
+                 catalog: str = "default") -> None:
+        if catalog not in CATALOGS:
+            raise ValueError(f"unknown catalog {catalog!r}; known: {sorted(CATALOGS)}")
+        self._catalog = CATALOGS[catalog]
         self.host, self._requested_port = host, port
         self.verbose = verbose
         self._credentials = _parse_credentials(auth)
@@ -729,16 +794,25 @@ class SimulatedA1111:
         return _json_reply(200, {})
 
     def _get_sd_models(self, **_):
-        return _json_reply(200, list(SD_MODELS))
+        return _json_reply(200, list(self._catalog["sd-models"]))
 
     def _get_loras(self, **_):
-        return _json_reply(200, list(LORAS))
+        return _json_reply(200, list(self._catalog["loras"]))
 
     def _get_samplers(self, **_):
-        return _json_reply(200, list(SAMPLERS))
+        return _json_reply(200, list(self._catalog["samplers"]))
 
     def _get_schedulers(self, **_):
-        return _json_reply(200, list(SCHEDULERS))
+        return _json_reply(200, list(self._catalog["schedulers"]))
+
+    def _get_sd_vae(self, **_):
+        return _json_reply(200, list(self._catalog["sd-vae"]))
+
+    def _get_upscalers(self, **_):
+        return _json_reply(200, list(self._catalog["upscalers"]))
+
+    def _get_embeddings(self, **_):
+        return _json_reply(200, self._catalog["embeddings"])
 
     def _get_scripts(self, **_):
         return _json_reply(200, {"txt2img": [], "img2img": []})
@@ -1223,6 +1297,9 @@ _ROUTES = {
     "/sdapi/v1/samplers": {"GET": ("_get_samplers", True)},
     "/sdapi/v1/schedulers": {"GET": ("_get_schedulers", True)},
     "/sdapi/v1/scripts": {"GET": ("_get_scripts", True)},
+    "/sdapi/v1/sd-vae": {"GET": ("_get_sd_vae", True)},
+    "/sdapi/v1/upscalers": {"GET": ("_get_upscalers", True)},
+    "/sdapi/v1/embeddings": {"GET": ("_get_embeddings", True)},
     "/_sim/faults": {"GET": ("_sim_get_faults", False), "POST": ("_sim_post_faults", False)},
     "/_sim/reset": {"POST": ("_sim_post_reset", False)},
     "/_sim/stats": {"GET": ("_sim_get_stats", False)},

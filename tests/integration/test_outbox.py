@@ -16,7 +16,6 @@ import pytest
 from chalicelib import config
 from chalicelib import context as context_module
 from chalicelib import errors
-from chalicelib import store as store_module
 from chalicelib import webhooks
 from chalicelib.store import base
 from tests import webhook_receiver
@@ -24,13 +23,6 @@ from tests import webhook_receiver
 NOW = 1_800_000_000.0
 HOOK = "https://hooks.example.com/sd"
 SECRET = "s3cret-value"
-
-
-@pytest.fixture(autouse=True)
-def outbox_backend(database_url):
-    """Skips a backend whose store has no outbox yet (the Postgres port follows the SQLite one)."""
-    if not hasattr(store_module.make_store(database_url), "claim_delivery"):
-        pytest.skip("the webhook outbox is not ported to this store backend yet")
 
 
 def add(job_store, *, events=None, url=HOOK, now=NOW) -> base.Job:
@@ -171,15 +163,18 @@ def test_a_change_that_loses_its_guard_writes_no_delivery(job_store):
 
 
 def test_the_delivery_commits_or_rolls_back_with_the_state_change(job_store):
-    if job_store.backend != "sqlite":
-        pytest.skip("breaks the outbox table with backend-specific SQL")
     job = add(job_store)
     claim(job_store)
-    with job_store.database.write() as conn:
-        conn.execute("ALTER TABLE webhook_deliveries RENAME TO webhook_deliveries_gone")
+    break_outbox = "ALTER TABLE webhook_deliveries RENAME TO webhook_deliveries_gone"
+    if job_store.backend == "sqlite":
+        with job_store.database.write() as conn:
+            conn.execute(break_outbox)
+    else:
+        job_store.database.execute(break_outbox)
     with pytest.raises(errors.StoreUnavailable):
         job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=NOW)
     assert job_store.get_job(job.id).status == "processing"
+    assert [run.finished_at for run in job_store.list_runs(job.id)] == [None]
 
 
 # --- claiming and finishing deliveries -----------------------------------------------------------
@@ -217,6 +212,25 @@ def test_a_dispatcher_that_died_mid_attempt_loses_nothing(job_store):
     assert second.status_code == 200 and second.finished_at == NOW + 33
     [delivery] = job_store.list_deliveries(again.job_id, limit=5, before=None).deliveries
     assert delivery.status == "delivered" and delivery.finished_at == NOW + 33
+
+
+def test_dispatchers_claiming_at_once_never_take_the_same_delivery(job_store):
+    # given: 40 due deliveries
+    for i in range(40):
+        ended_job(job_store, now=NOW + i)
+    claimed: list[str] = []
+
+    def dispatch(name):
+        while (delivery := claim_delivery(job_store, now=NOW + 100, dispatcher=name)) is not None:
+            claimed.append(delivery.id)
+
+    # when: four dispatcher threads claim until nothing is due
+    threads = [threading.Thread(target=dispatch, args=(f"d{n}",)) for n in range(4)]
+    [thread.start() for thread in threads]
+    [thread.join(timeout=60) for thread in threads]
+    # then: every delivery was claimed exactly once
+    assert len(claimed) == 40 and len(set(claimed)) == 40
+    assert job_store.count_due_deliveries(now=NOW + 100) == 0
 
 
 def test_a_lost_attempt_is_marked_when_the_delivery_is_claimed_again(job_store):

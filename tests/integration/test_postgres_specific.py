@@ -451,3 +451,46 @@ def test_an_error_message_with_a_nul_byte_is_still_recorded(postgres_url, databa
     assert job_store.fail(job.id, worker_id="w1", code="a1111_rejected", message="bad\x00byte", now=NOW)
     assert job_store.get_job(job.id).error_message == "bad\ufffdbyte"
     job_store.database.close()
+
+
+# -- webhook outbox ---------------------------------------------------------------------------
+
+
+def hooked_job() -> base.NewJob:
+    return base.NewJob(id=str(uuid.uuid4()), owner="alice", kind="txt2img", priority=0,
+                       request={"prompt": "a cat"}, options={"webhook_url": "https://hooks.example.com/sd"},
+                       webhook_secret="s3cret", idempotency_key=None)
+
+
+def ended_hooked_job(job_store, *, now: float) -> base.Job:
+    job, _ = job_store.create_job(hooked_job(), now=now)
+    job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=now)
+    assert job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=now)
+    return job
+
+
+def test_delivery_claim_skips_a_delivery_another_transaction_has_locked_instead_of_waiting(database,
+                                                                                            postgres_url):
+    job_store = store_module.make_store(postgres_url)
+    first = ended_hooked_job(job_store, now=NOW)
+    second = ended_hooked_job(job_store, now=NOW + 1)
+    with psycopg.connect(postgres_url, autocommit=True) as other, other.transaction():
+        other.execute("SELECT 1 FROM webhook_deliveries WHERE job_id = %s FOR UPDATE", [first.id])
+        started = time.monotonic()
+        claimed = job_store.claim_delivery(dispatcher_id="d1", lease_seconds=30, now=NOW + 2)
+        assert time.monotonic() - started < 0.5
+    assert claimed.job_id == second.id
+    assert job_store.claim_delivery(dispatcher_id="d1", lease_seconds=30, now=NOW + 2).job_id == first.id
+    job_store.database.close()
+
+
+def test_a_receiver_answer_with_a_nul_byte_is_still_recorded(database, postgres_url):
+    job_store = store_module.make_store(postgres_url)
+    ended_hooked_job(job_store, now=NOW)
+    delivery = job_store.claim_delivery(dispatcher_id="d1", lease_seconds=30, now=NOW)
+    answer = base.AttemptResult(status_code=500, response="bad\x00byte", error="reset\x00")
+    assert job_store.finish_delivery(delivery.id, claim_token=delivery.claim_token, attempt=1, result=answer,
+                                     status="pending", next_attempt_at=NOW + 60, body="{}", now=NOW + 1)
+    [attempt] = job_store.list_attempts([delivery.id])[delivery.id]
+    assert (attempt.response, attempt.error) == ("bad\ufffdbyte", "reset\ufffd")
+    job_store.database.close()

@@ -81,13 +81,47 @@ def test_claim_takes_higher_priority_first_then_fifo(job_store):
     assert claim(job_store, now=NOW + 1) is None
 
 
+def position(job_store, job) -> int | None:
+    return job_store.queue_positions([job_store.get_job(job.id)]).get(job.id)
+
+
 def test_queue_position_counts_jobs_ahead(job_store):
     a = add(job_store)
     b = add(job_store)
     urgent = add(job_store, priority=9)
-    assert job_store.queue_position(job_store.get_job(urgent.id)) == 1
-    assert job_store.queue_position(job_store.get_job(a.id)) == 2
-    assert job_store.queue_position(job_store.get_job(b.id)) == 3
+    assert position(job_store, urgent) == 1
+    assert position(job_store, a) == 2
+    assert position(job_store, b) == 3
+
+
+def test_batch_queue_positions_equal_the_single_ones_for_a_mix_of_priorities(job_store):
+    # given: a queue of mixed priorities, some of its jobs already claimed, cancelled or in backoff
+    priorities = [0, 5, -3, 5, 0, 9, -3, 0, 5, 100, -100, 0]
+    jobs = [add(job_store, priority=p, now=NOW + i) for i, p in enumerate(priorities)]
+    claimed = claim(job_store, now=NOW + 20)  # the priority-100 job
+    job_store.cancel_queued(jobs[4].id, now=NOW + 20)
+    backoff = claim(job_store, now=NOW + 20)  # the priority-9 job, back in the queue but not yet due
+    job_store.retry_later(backoff.id, worker_id="w1", delay=60, reason="down", now=NOW + 20)
+    current = [job_store.get_job(job.id) for job in jobs]
+    # when: the positions of all of them are asked for at once, and one by one
+    batch = job_store.queue_positions(current)
+    singles = {job.id: job_store.queue_positions([job]).get(job.id) for job in current}
+    # then: the same numbers, the claim order (priority first, then first in, first out), queued only
+    assert batch == {job_id: n for job_id, n in singles.items() if n is not None}
+    queued = sorted((job for job in current if job.status == "queued"), key=lambda job: (-job.priority, job.seq))
+    assert batch == {job.id: n for n, job in enumerate(queued, start=1)}
+    assert claimed.id not in batch and jobs[4].id not in batch and batch[backoff.id] == 1
+    assert job_store.queue_positions([]) == {}
+    # and: a page of the newest jobs numbers each the same as the whole queue does
+    page = job_store.list_jobs("alice", status=None, limit=5, before=None).jobs
+    assert job_store.queue_positions(page) == {job.id: batch[job.id] for job in page if job.id in batch}
+
+
+def test_a_job_that_left_the_queue_since_it_was_read_has_no_position(job_store):
+    job = add(job_store)
+    read = job_store.get_job(job.id)
+    claim(job_store)
+    assert job_store.queue_positions([read]) == {}
 
 
 def test_claim_sets_lease_counts_attempt_and_records_run(job_store):

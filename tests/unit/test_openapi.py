@@ -46,6 +46,18 @@ STABLE_OPERATION_IDS = {
     "GET /sdapi/v1/jobs/{job_id}/images/{n}": "get_job_image",
     "GET /sdapi/v1/jobs/{job_id}/webhooks": "list_webhook_deliveries",
     "POST /sdapi/v1/jobs/{job_id}/webhooks/redeliver": "redeliver_webhook",
+    "GET /metrics": "get_metrics",
+    "GET /sdapi/v1/sd-models": "get_sd_models_sdapi_v1_sd_models_get",
+    "GET /sdapi/v1/sd-models/{name}": "get_sd_model",
+    "GET /sdapi/v1/loras": "get_loras_sdapi_v1_loras_get",
+    "GET /sdapi/v1/loras/{name}": "get_lora",
+    "GET /sdapi/v1/samplers": "get_samplers_sdapi_v1_samplers_get",
+    "GET /sdapi/v1/schedulers": "get_schedulers_sdapi_v1_schedulers_get",
+    "GET /sdapi/v1/sd-vae": "get_sd_vaes_sdapi_v1_sd_vae_get",
+    "GET /sdapi/v1/upscalers": "get_upscalers_sdapi_v1_upscalers_get",
+    "GET /sdapi/v1/scripts": "get_scripts_list_sdapi_v1_scripts_get",
+    "GET /sdapi/v1/options": "get_config_sdapi_v1_options_get",
+    "GET /sdapi/v1/embeddings": "get_embeddings_sdapi_v1_embeddings_get",
 }
 PUBLIC_OPERATIONS = {"GET /openapi.json", "GET /doc", "GET /doc/{asset}", "GET /health"}
 # Routes whose `@openapi.document` is still to be written in their own module. Strict: once one is

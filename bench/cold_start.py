@@ -1,0 +1,174 @@
+"""What a Lambda cold start costs this app, measured on this machine (a proxy: Lambda's CPU share at
+512 MB is smaller than one core here).
+
+    .venv/bin/python bench/cold_start.py [--runs 15] [--package DIR]
+
+1. Import time of app.py in a fresh interpreter: `python -c "import app"` against `python -c pass`,
+   `--runs` times each (after a warm-up run, so the OS file cache is warm as on a reused host);
+   the difference of the medians is app.py's own import.
+2. The same from the deployment package as Lambda runs it: unpacked, read-only, no site-packages,
+   nothing written; with the bytecode `make package` adds, and without it (as Chalice ships it).
+3. The first request after it: building the context (store, queue, image store) on SQLite, with
+   QUEUE_BACKEND=local and with the SQS/S3 adapters (no network: building them makes no request).
+4. What dominates the import: `python -X importtime`, self time summed per top-level package.
+5. The deployment package: `make package` (or the given directory's deployment.zip), zipped and
+   unzipped size, per top-level entry.
+
+Writes bench/results/cold_start.json and prints Markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+FIRST_USE = """
+import time, app
+from chalicelib import context
+started = time.perf_counter()
+context.get_context()
+print(time.perf_counter() - started)
+"""
+
+
+def clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "CONFIG_", "QUEUE_", "IMAGE_", "DATABASE_", "JOBS_", "WEBHOOKS_",
+                                "SUBMISSIONS_"))}
+    env.update(extra)
+    return env
+
+
+def wall(code: str, *, runs: int, env: dict) -> list[float]:
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)  # warm-up
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def from_package(archive: pathlib.Path, *, runs: int, bytecode: bool) -> list[float]:
+    """`import app` from the unpacked package only (Lambda: /var/task, read-only, no site-packages).
+    Without `bytecode`, an empty pycache prefix hides the package's .pyc files."""
+    with tempfile.TemporaryDirectory() as task:
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(task)
+        code = f"import sys; sys.path.insert(0, {task!r}); import app"
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        times = []
+        for _ in range(runs + 1):  # the first is a warm-up
+            flags = ["-S", "-B"] if bytecode else ["-S", "-B", "-X", f"pycache_prefix={tempfile.mkdtemp()}"]
+            started = time.perf_counter()
+            subprocess.run([sys.executable, *flags, "-c", code], cwd=task, env=env, check=True)
+            times.append(time.perf_counter() - started)
+        return times[1:]
+
+
+def first_use(*, runs: int, env: dict) -> list[float]:
+    return [float(subprocess.run([sys.executable, "-c", FIRST_USE], cwd=ROOT, env=env, check=True,
+                                 capture_output=True, text=True).stdout) for _ in range(runs)]
+
+
+def import_breakdown(env: dict) -> list[tuple[str, float]]:
+    """Self import time (ms) per top-level package, largest first."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import app"], cwd=ROOT, env=env,
+                            check=True, capture_output=True, text=True)
+    totals: collections.Counter[str] = collections.Counter()
+    for line in result.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, _cumulative, name = (part.strip() for part in line[len("import time:"):].split("|"))
+        totals[name.split(".")[0]] += int(self_us) / 1000
+    return totals.most_common()
+
+
+def package_sizes(directory: pathlib.Path | None) -> dict:
+    if directory is None:
+        directory = pathlib.Path(tempfile.mkdtemp(prefix="package-"))
+        subprocess.run(["make", "-s", "-o", "setup", "package", f"PACKAGE_DIR={directory}"], cwd=ROOT, check=True,
+                       env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
+    archive = directory / "deployment.zip"
+    zipped: collections.Counter[str] = collections.Counter()
+    unzipped: collections.Counter[str] = collections.Counter()
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            top = info.filename.split("/")[0]
+            top = top.split("-")[0] if top.endswith((".dist-info", ".libs")) else top
+            zipped[top] += info.compress_size
+            unzipped[top] += info.file_size
+    return {"archive": str(archive), "zip_bytes": archive.stat().st_size, "unzipped_bytes": sum(unzipped.values()),
+            "by_entry": [(name, zipped[name], unzipped[name]) for name, _ in unzipped.most_common()]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--package", type=pathlib.Path, help="a `make package` output directory to measure")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        env = clean_env(DATABASE_URL=f"sqlite:///{scratch}/jobs.db")
+        bare = wall("pass", runs=args.runs, env=env)
+        with_app = wall("import app", runs=args.runs, env=env)
+        local = first_use(runs=max(args.runs // 3, 3), env=env)
+        aws_env = clean_env(DATABASE_URL=f"sqlite:///{scratch}/jobs-aws.db", QUEUE_BACKEND="sqs",
+                            JOBS_QUEUE_URL="https://sqs.us-east-1.amazonaws.com/123456789012/jobs",
+                            WEBHOOKS_QUEUE_URL="https://sqs.us-east-1.amazonaws.com/123456789012/webhooks",
+                            IMAGE_STORE="s3://bucket/images", AWS_DEFAULT_REGION="us-east-1",
+                            AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
+        aws = first_use(runs=max(args.runs // 3, 3), env=aws_env)
+        breakdown = import_breakdown(env)
+    package = package_sizes(args.package)
+    archive = pathlib.Path(package["archive"])
+    shipped = from_package(archive, runs=args.runs, bytecode=True)
+    source_only = from_package(archive, runs=args.runs, bytecode=False)
+
+    result = {
+        "python": sys.version.split()[0],
+        "interpreter_ms": {"median": statistics.median(bare) * 1000, "min": min(bare) * 1000},
+        "import_app_ms": {"median": statistics.median(with_app) * 1000, "min": min(with_app) * 1000},
+        "app_import_only_ms": (statistics.median(with_app) - statistics.median(bare)) * 1000,
+        "package_import_app_ms": {"with_bytecode": statistics.median(shipped) * 1000,
+                                  "source_only": statistics.median(source_only) * 1000},
+        "first_use_context_ms": {"local_sqlite": statistics.median(local) * 1000,
+                                 "sqs_s3_sqlite": statistics.median(aws) * 1000},
+        "import_self_ms_by_package": breakdown[:15],
+        "package": package,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "cold_start.json").write_text(json.dumps(result, indent=2))
+
+    print(f"| measure ({args.runs} runs, median) | ms |\n|---|---|")
+    print(f"| `python -c pass` (interpreter alone) | {result['interpreter_ms']['median']:.0f} |")
+    print(f"| `python -c 'import app'` | {result['import_app_ms']['median']:.0f} |")
+    print(f"| app.py's own import (difference) | {result['app_import_only_ms']:.0f} |")
+    print(f"| `import app` from deployment.zip as Lambda runs it, with the bytecode `make package` adds | "
+          f"{result['package_import_app_ms']['with_bytecode']:.0f} |")
+    print(f"| the same, sources only (as `chalice package` ships them) | "
+          f"{result['package_import_app_ms']['source_only']:.0f} |")
+    print(f"| first use: build the context, local queue + DB images | {result['first_use_context_ms']['local_sqlite']:.0f} |")
+    print(f"| first use: build the context, SQS + S3 adapters | {result['first_use_context_ms']['sqs_s3_sqlite']:.0f} |")
+    print("\n| package (self import time) | ms |\n|---|---|")
+    for name, ms in breakdown[:12]:
+        print(f"| {name} | {ms:.1f} |")
+    print(f"\ndeployment.zip: {package['zip_bytes'] / 1e6:.1f} MB zipped, "
+          f"{package['unzipped_bytes'] / 1e6:.1f} MB unzipped\n\n| entry | zipped MB | unzipped MB |\n|---|---|---|")
+    for name, zipped_size, unzipped_size in package["by_entry"][:12]:
+        print(f"| {name} | {zipped_size / 1e6:.2f} | {unzipped_size / 1e6:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The container image and compose file, tested without a Docker engine."""
