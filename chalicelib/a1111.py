@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import json
 import re
 import socket
 import threading
@@ -34,26 +35,77 @@ _MAX_DETAIL_CHARS = 500
 
 @dataclasses.dataclass(frozen=True)
 class Instance:
-    """One A1111 server; `url` may carry credentials, `name` never does."""
+    """One A1111 server; `url` may carry credentials, `name` never does. `capacity` is how many jobs
+    it may run at once (A1111 itself runs one); `labels` are shown by /sdapi/v1/instances."""
 
     url: str
     name: str
     capacity: int = 1
+    labels: tuple[str, ...] = ()
 
 
 def parse_instances(value: str) -> list[Instance]:
-    """`A1111_BASE_URL`: one or more base URLs separated by commas."""
-    instances: list[Instance] = []
+    """`A1111_BASE_URL`: one or more base URLs separated by commas, each optionally followed by
+    `;capacity=N` and `;labels=a+b` (e.g. `http://gpu1:7860;capacity=2;labels=sdxl+fast`)."""
+    specs = []
     for item in (part.strip() for part in value.split(",")):
         if not item:
             continue
-        url = item.rstrip("/")
+        url, *options = (piece.strip() for piece in item.split(";"))
+        spec: dict = {"url": url}
+        for option in filter(None, options):
+            key, sep, text = option.partition("=")
+            if not sep or key not in ("capacity", "labels"):
+                raise ValueError(f"A1111_BASE_URL option {key!r} is unknown (use capacity=N or labels=a+b)")
+            spec[key] = text.split("+") if key == "labels" else text
+        specs.append(spec)
+    return instances_from_specs(specs, source="A1111_BASE_URL")
+
+
+def load_instances(base_url: str, *, instances_file: str = "") -> list[Instance]:
+    """The instances of the settings: the JSON (or, when PyYAML is installed, YAML) file named by
+    `A1111_INSTANCES` if set, else `A1111_BASE_URL`. The file holds a list of
+    `{"url", "capacity"?, "labels"?}` objects (or `{"instances": [...]}`)."""
+    if not instances_file:
+        return parse_instances(base_url)
+    with open(instances_file, encoding="utf-8") as handle:
+        text = handle.read()
+    if instances_file.endswith((".yaml", ".yml")):
+        import yaml  # optional: only a YAML file needs it
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if isinstance(data, dict):
+        data = data.get("instances")
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise ValueError("A1111_INSTANCES must hold a list of objects with a url (or {\"instances\": [...]})")
+    return instances_from_specs(data, source="A1111_INSTANCES")
+
+
+def instances_from_specs(specs: list[dict], *, source: str) -> list[Instance]:
+    """Check and build instances from `{"url", "capacity", "labels"}` mappings."""
+    instances: list[Instance] = []
+    for spec in specs:
+        unknown = set(spec) - {"url", "capacity", "labels"}
+        if unknown:
+            raise ValueError(f"{source}: unknown instance keys {sorted(unknown)}")
+        url = str(spec.get("url") or "").strip().rstrip("/")
         name, _user, _password = _split_credentials(url)
+        try:
+            capacity = int(spec.get("capacity", 1))
+        except (TypeError, ValueError):
+            capacity = 0
+        if capacity < 1:
+            raise ValueError(f"{source}: capacity of {name} must be a whole number ≥ 1")
+        labels = spec.get("labels") or []
+        if isinstance(labels, str):
+            labels = labels.split("+")
+        labels = tuple(str(label).strip() for label in labels if str(label).strip())
         if any(instance.name == name for instance in instances):
-            raise ValueError(f"A1111_BASE_URL lists {name} twice")
-        instances.append(Instance(url=url, name=name))
+            raise ValueError(f"{source} lists {name} twice")
+        instances.append(Instance(url=url, name=name, capacity=capacity, labels=labels))
     if not instances:
-        raise ValueError("A1111_BASE_URL is empty: give at least one base URL, e.g. http://127.0.0.1:7860")
+        raise ValueError(f"{source} is empty: give at least one base URL, e.g. http://127.0.0.1:7860")
     return instances
 
 

@@ -46,6 +46,7 @@ class Settings(pydantic_settings.BaseSettings):
 
     # A1111
     a1111_base_url: str = "http://127.0.0.1:7860"
+    a1111_instances: str = ""  # JSON (or YAML) file of instances; overrides A1111_BASE_URL
     a1111_auth: str = ""
     a1111_timeout: float = pydantic.Field(600.0, gt=0)
     a1111_connect_timeout: float = pydantic.Field(5.0, gt=0)

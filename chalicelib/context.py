@@ -31,7 +31,8 @@ def build_context(settings: config.Settings) -> Context:
         store=job_store,
         queue=queue.make_queue(settings, store=job_store),
         images=images.make_image_store(settings.image_store, store=job_store),
-        instances=a1111.parse_instances(settings.a1111_base_url),
+        instances=a1111.load_instances(settings.a1111_base_url,
+                                         instances_file=settings.a1111_instances),
     )
 
 

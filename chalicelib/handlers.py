@@ -25,6 +25,7 @@ import typing
 from chalicelib import a1111
 from chalicelib import config
 from chalicelib import context as context_module
+from chalicelib import instance_health
 from chalicelib import intake
 from chalicelib import jobrunner
 from chalicelib import logs
@@ -174,8 +175,10 @@ def handle_job_doorbells(ctx: context_module.Context, records: list[Record], *, 
                 time_limit = None
                 if budget.limited:
                     time_limit = budget.remaining() - settings.lambda_time_reserve_seconds
-                jobrunner.run_next_job(ctx, worker_id=worker_id, instance=instance,
-                                       client=client_for(ctx, instance), time_limit=time_limit)
+                client = client_for(ctx, instance)
+                jobrunner.run_next_job(ctx, worker_id=worker_id, instance=instance, client=client,
+                                       time_limit=time_limit,
+                                       on_unavailable=instance_health.of(instance, client).mark_failed)
         except Exception:  # noqa: BLE001 - one record's failure must not fail the batch
             log.exception("job doorbell failed; retried later", extra={"message_id": record.message_id})
             _retry(ctx, queue_base.JOBS, record, result, delay=backoff(record.receive_count))
@@ -185,11 +188,14 @@ def handle_job_doorbells(ctx: context_module.Context, records: list[Record], *, 
 @contextlib.contextmanager
 def held_slot(ctx: context_module.Context, *, holder: str) -> typing.Iterator[a1111.Instance | None]:
     """A free slot of some A1111 instance, held (and its lease renewed) for the block; None if every
-    slot is taken. The Lambda counterpart of a worker runner's slot: one job per slot, always."""
+    slot is free (healthy instances only, unless all are down). The Lambda counterpart of a worker runner's slot: one job per slot, always."""
     settings = ctx.settings
     instances = list(ctx.instances)
     random.shuffle(instances)  # spread invocations over equally free instances
-    for instance in instances:
+    # An instance that is down is skipped until its backoff has passed, so no job's attempt is
+    # burnt on it while another is healthy; when all are down, jobs are tried (and end by the retry rules).
+    usable = [i for i in instances if instance_health.of(i, client_for(ctx, i)).usable()]
+    for instance in usable or instances:
         _ensure_slots(ctx, instance)
         slot_holder = f"{holder}/{instance.name}"
         slot = ctx.store.acquire_slot(instance.name, holder=slot_holder,

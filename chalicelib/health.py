@@ -8,6 +8,8 @@ import time
 from chalicelib import a1111
 from chalicelib import context as context_module
 from chalicelib import errors
+from chalicelib import instance_health
+from chalicelib import store
 from chalicelib.queue import base as queue_base
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,8 @@ def check(ctx: context_module.Context) -> tuple[dict, bool]:
         ctx.store.ping()
         counts = ctx.store.count_by_status()
         workers = ctx.store.list_workers(now=now, keep_seconds=WORKER_ROW_KEEP_SECONDS)
-        busy = ctx.store.busy_instances()
         doorbells = ctx.queue.depth(queue_base.JOBS)
+        found = instances(ctx)
     except errors.StoreUnavailable:
         # The reason goes to the log only: /health answers without a token.
         log.exception("the job store cannot be reached")
@@ -37,16 +39,27 @@ def check(ctx: context_module.Context) -> tuple[dict, bool]:
                   "doorbells": doorbells},
         "workers": [{"id": w.id, "heartbeat_age_seconds": round(now - w.heartbeat_at, 1),
                      "current_jobs": w.info.get("current_jobs", [])} for w in workers],
-        "instances": _instances(ctx, busy),
+        "instances": found,
     }, True
 
 
-def _instances(ctx: context_module.Context, busy: dict[str, int]) -> list[dict]:
+def instances(ctx: context_module.Context) -> list[dict]:
+    """Each instance: probed now (in parallel, at most PING_TIMEOUT each) and what ran on it."""
+    facts = store.make_instance_stats(ctx.store)
+    running, done, failures = facts.running(), facts.jobs_done(), facts.last_errors()
+
     def probe(instance: a1111.Instance) -> dict:
-        client = a1111.A1111Client(instance.url, auth=ctx.settings.a1111_auth)
-        return {"name": instance.name, "capacity": instance.capacity,
-                "reachable": client.ping(timeout=PING_TIMEOUT),
-                "busy": busy.get(instance.name, 0) > 0, "running_jobs": busy.get(instance.name, 0)}
+        client = a1111.A1111Client(instance.url, auth=ctx.settings.a1111_auth, connect_timeout=PING_TIMEOUT)
+        state = instance_health.InstanceHealth(client)
+        healthy = state.probe(timeout=PING_TIMEOUT)
+        snapshot = state.snapshot()
+        client.close()
+        current = running.get(instance.name, [])
+        return {"name": instance.name, "capacity": instance.capacity, "labels": list(instance.labels),
+                "reachable": healthy, "healthy": healthy, "busy": len(current) >= instance.capacity,
+                "running_jobs": len(current), "current_jobs": current, "loaded_model": snapshot.loaded_model,
+                "jobs_done": done.get(instance.name, 0),
+                "last_error": snapshot.last_error or failures.get(instance.name)}
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(len(ctx.instances), 1)) as pool:
         return list(pool.map(probe, ctx.instances))

@@ -36,13 +36,15 @@ def retry_delay(attempt: int, *, base: float) -> float:
 
 
 def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111.Instance,
-                 client: a1111.A1111Client, on_claim=None, time_limit: float | None = None) -> str | None:
+                 client: a1111.A1111Client, on_claim=None, on_unavailable=None,
+                 time_limit: float | None = None) -> str | None:
     """Claim the most urgent queued job and run it to an outcome. Returns its id, or None if idle.
 
     The caller must hold a slot of `instance`, so the instance never runs two of our jobs at once.
     `time_limit` (a Lambda invocation's remaining time, less a reserve) caps the A1111 call, so the
     outcome is always recorded before the invocation ends; a generation cut off by it ends the job
-    in `error` at once (it would be cut off again on every attempt).
+    in `error` at once (it would be cut off again on every attempt). `on_unavailable(message)` hears
+    that the instance failed the call, so the caller stops claiming for it until it answers again.
     """
     settings = ctx.settings
     timeout = settings.a1111_timeout if time_limit is None else min(settings.a1111_timeout, time_limit)
@@ -74,6 +76,8 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
             _end_out_of_time(ctx, job, worker_id, client, timeout=timeout)
         else:
             _end_unavailable(ctx, job, worker_id, exc, cancelled=tracker.cancel_sent)
+            if on_unavailable is not None:
+                on_unavailable(exc.message)
     else:
         tracker.stop()
         _end_generated(ctx, job, worker_id, response, cancelled=tracker.cancel_sent)

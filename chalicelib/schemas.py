@@ -218,11 +218,32 @@ class HealthWorker(pydantic.BaseModel):
 
 
 class HealthInstance(pydantic.BaseModel):
+    """One A1111 instance: probed now by the API, plus what the store says ran on it."""
+
     name: str
     capacity: int
-    reachable: bool
-    busy: bool
+    labels: list[str] = []
+    reachable: bool = pydantic.Field(description="same as healthy (kept for older clients)")
+    healthy: bool = pydantic.Field(description="answered GET /sdapi/v1/options just now")
+    busy: bool = pydantic.Field(description="runs as many jobs as its capacity")
     running_jobs: int
+    current_jobs: list[str] = pydantic.Field(description="ids of the jobs running on it")
+    loaded_model: str | None = pydantic.Field(description="its sd_model_checkpoint option, if it answered")
+    jobs_done: int = pydantic.Field(description="attempts it completed")
+    last_error: str | None = pydantic.Field(
+        description="why the probe failed, else the latest failed attempt on it (may be old)")
+
+
+class Instances(pydantic.BaseModel):
+    """Every configured A1111 instance (A1111_BASE_URL or A1111_INSTANCES)."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra={"examples": [{"instances": [{
+        "name": "http://127.0.0.1:7860", "capacity": 1, "labels": ["sdxl"], "reachable": True,
+        "healthy": True, "busy": True, "running_jobs": 1, "current_jobs": [EXAMPLE_JOB_ID],
+        "loaded_model": "v1-5-pruned-emaonly.safetensors [6ce0161689]", "jobs_done": 12,
+        "last_error": None}]}]})
+
+    instances: list[HealthInstance]
 
 
 class Health(pydantic.BaseModel):
@@ -236,8 +257,10 @@ class Health(pydantic.BaseModel):
         "queue": {"jobs": {"queued": 1, "processing": 1, "completed": 10, "error": 0, "cancelled": 2},
                   "doorbells": {"visible": 1, "in_flight_or_delayed": 1, "dead_letter": 0}},
         "workers": [{"id": "worker-1", "heartbeat_age_seconds": 0.8, "current_jobs": [EXAMPLE_JOB_ID]}],
-        "instances": [{"name": "http://127.0.0.1:7860", "capacity": 1, "reachable": True, "busy": True,
-                       "running_jobs": 1}],
+        "instances": [{"name": "http://127.0.0.1:7860", "capacity": 1, "labels": [], "reachable": True,
+                       "healthy": True, "busy": True, "running_jobs": 1, "current_jobs": [EXAMPLE_JOB_ID],
+                       "loaded_model": "v1-5-pruned-emaonly.safetensors [6ce0161689]", "jobs_done": 12,
+                       "last_error": None}],
     }]})
 
     status: typing.Literal["ok", "unavailable"]

@@ -20,15 +20,21 @@ import uuid
 from chalicelib import a1111
 from chalicelib import context as context_module
 from chalicelib import handlers
+from chalicelib import instance_health
 from chalicelib import jobrunner
+from chalicelib import store
 from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
+from chalicelib.store import instances as store_instances
 
 log = logging.getLogger(__name__)
 
 DOORBELL_WAIT = 1.0
 INTAKE_WAIT = 5.0  # seconds a receive from the submissions queue waits (an SQS long poll)
 SLOT_RETRY = 1.0
+HEALTH_WAIT = 0.5  # how often a runner of an unhealthy instance asks whether a re-probe is due
+DEFER_WAIT = 0.05
+MODEL_DEFER_SECONDS = 2.0
 
 
 def new_worker_id() -> str:
@@ -36,7 +42,7 @@ def new_worker_id() -> str:
 
 
 class Runner(threading.Thread):
-    """Runs jobs on one slot of one instance, one at a time."""
+    """Runs jobs on one slot of one instance, one at a time, and only while the instance answers."""
 
     def __init__(self, worker: "Worker", instance: a1111.Instance, index: int) -> None:
         super().__init__(name=f"runner-{instance.name}-{index}", daemon=True)
@@ -46,7 +52,9 @@ class Runner(threading.Thread):
         self.client = a1111.A1111Client(instance.url, auth=worker.ctx.settings.a1111_auth,
                                         connect_timeout=worker.ctx.settings.a1111_connect_timeout,
                                         timeout=worker.ctx.settings.a1111_timeout)
+        self.health = instance_health.of(instance, self.client)
         self.current_job: str | None = None
+        self.slot: int | None = None
 
     def run(self) -> None:
         ctx, stopping = self.worker.ctx, self.worker.stopping
@@ -57,17 +65,35 @@ class Runner(threading.Thread):
             if slot is None:
                 stopping.wait(SLOT_RETRY)
                 continue
+            self.slot = slot
             try:
                 self._drain_until_stopped()
             finally:
-                _guarded(lambda: ctx.store.release_slot(self.instance.name, slot, holder=self.holder))
+                self.release_slot()
+
+    def release_slot(self) -> None:
+        """Give the slot back (idempotent): at the end of the loop, or by `Worker.stop` for a
+        runner still stuck in a job, so a restarted worker need not wait for the lease to expire."""
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            ctx = self.worker.ctx
+            _guarded(lambda: ctx.store.release_slot(self.instance.name, slot, holder=self.holder))
 
     def _drain_until_stopped(self) -> None:
         ctx, stopping = self.worker.ctx, self.worker.stopping
         while not stopping.is_set():
+            if not self.health.usable() and self.worker.any_healthy():
+                # A dead instance claims nothing while another is healthy, so no job's attempts are
+                # burnt here; the health state re-probes it with backoff. When every instance is
+                # down, jobs are still tried, so they end in `error` by the retry rules, not wait forever.
+                stopping.wait(HEALTH_WAIT)
+                continue
+            if self._leave_to_another():
+                stopping.wait(DEFER_WAIT)
+                continue
             job_id = _guarded(lambda: jobrunner.run_next_job(
                 ctx, worker_id=self.worker.worker_id, instance=self.instance, client=self.client,
-                on_claim=self._set_current))
+                on_claim=self._set_current, on_unavailable=self.health.mark_failed))
             self.current_job = None
             if job_id is not None:
                 continue
@@ -75,6 +101,33 @@ class Runner(threading.Thread):
             for message in _guarded(lambda: ctx.queue.receive(
                     queue_base.JOBS, max_messages=1, wait_seconds=DOORBELL_WAIT)) or []:
                 _guarded(lambda: ctx.queue.delete(queue_base.JOBS, message.receipt))
+
+    def _leave_to_another(self) -> bool:
+        """Model-aware routing: leave the next job to an idle runner of this worker whose instance
+        has the checkpoint it names loaded (a model switch costs seconds), for at most
+        MODEL_DEFER_SECONDS per job so that nothing waits on a runner that does not come."""
+        mine = self.health.snapshot().loaded_model
+        if all(store_instances.same_model(runner.health.snapshot().loaded_model, mine)
+               for runner in self.worker.runners):
+            return False  # every instance has the same model: nothing to prefer (and no query)
+        head = _guarded(lambda: self.worker.instance_stats.next_job(now=time.time()))
+        if head is None or head[1] is None:
+            return False
+        job_id, model = head
+        if store_instances.same_model(model, mine):
+            return False
+        if not any(runner.idle_with(model) for runner in self.worker.runners if runner is not self):
+            return False
+        first_seen = self.worker.deferred.setdefault(job_id, time.monotonic())
+        if len(self.worker.deferred) > 1000:
+            self.worker.deferred.clear()
+        return time.monotonic() - first_seen < MODEL_DEFER_SECONDS
+
+    def idle_with(self, model: str) -> bool:
+        """Idle, healthy, holding its slot, and its instance has `model` loaded."""
+        snapshot = self.health.snapshot()
+        return (self.current_job is None and self.slot is not None and bool(snapshot.healthy)
+                and store_instances.same_model(model, snapshot.loaded_model))
 
     def _set_current(self, job_id: str) -> None:
         self.current_job = job_id
@@ -129,6 +182,8 @@ class Worker:
         self.ctx = ctx
         self.worker_id = worker_id or new_worker_id()
         self.stopping = threading.Event()
+        self.instance_stats = store.make_instance_stats(ctx.store)
+        self.deferred: dict[str, float] = {}  # job id → when a runner first left it to another
         self.runners: list[Runner] = []
         for instance in ctx.instances:
             ctx.store.ensure_slots(instance.name, instance.capacity)
@@ -136,6 +191,10 @@ class Worker:
         self.dispatchers = [Dispatcher(self, index) for index in range(ctx.settings.webhook_dispatcher_threads)]
         self.intake = Intake(self) if ctx.settings.submissions_queue_url else None
         self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper", daemon=True)
+
+    def any_healthy(self) -> bool:
+        """Whether some instance answered its last probe (as this process sees them)."""
+        return any(runner.health.snapshot().healthy for runner in self.runners)
 
     def start(self) -> None:
         self._heartbeat()
@@ -158,6 +217,8 @@ class Worker:
         for runner in self.runners:
             if runner.is_alive() and runner.current_job is not None:
                 self._release(runner)
+            if runner.is_alive():
+                runner.release_slot()
         # A delivery still in flight after the grace is retried once its claim runs out.
         for dispatcher in self.dispatchers:
             dispatcher.join(max(deadline - time.monotonic(), 0))

@@ -33,3 +33,17 @@ def get_health() -> chalice.Response:
         return http.json_response({"status": "unavailable", "store": {"ok": False}}, status=503)
     report, healthy = health.check(ctx)
     return http.json_response(report, status=200 if healthy else 503)
+
+
+@blueprint.route("/sdapi/v1/instances", methods=["GET"])
+@openapi.document(
+    operation_id="list_instances", summary="Each A1111 instance: health, load, model, jobs done", tags=["health"],
+    description="Every instance is probed now (GET /sdapi/v1/options, at most 1.5 s each, in parallel); "
+                "busy, current jobs, jobs done and the latest failure come from the job store.",
+    responses={200: openapi.Reply("The configured instances.", model=schemas.Instances)},
+    errors=(401, 503))
+@http.handler
+def list_instances() -> chalice.Response:
+    http.owner_of(blueprint.current_request)
+    ctx = context_module.get_context()
+    return http.json_response({"instances": health.instances(ctx)}, status=200)

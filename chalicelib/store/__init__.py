@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from chalicelib.store import base
 from chalicelib.store import cache
+from chalicelib.store import instances
 from chalicelib.store import stats
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -46,3 +47,14 @@ def make_stats(job_store: base.JobStore) -> stats.JobStats:
         from chalicelib.store import postgres_stats
         return postgres_stats.PostgresJobStats(job_store.database)
     raise ValueError(f"no stats for a {job_store.backend!r} store")
+
+
+def make_instance_stats(job_store: base.JobStore) -> instances.InstanceStats:
+    """Per-instance facts (routing, /sdapi/v1/instances) on the job store's own database."""
+    if job_store.backend == "sqlite":
+        from chalicelib.store import sqlite_instances
+        return sqlite_instances.SqliteInstanceStats(job_store.database)
+    if job_store.backend == "postgres":
+        from chalicelib.store import postgres_instances
+        return postgres_instances.PostgresInstanceStats(job_store.database)
+    raise ValueError(f"no instance stats for a {job_store.backend!r} store")

@@ -103,6 +103,23 @@ class Cluster:
         wait_until(lambda: _answers(f"{self.sim_url}/internal/ping"), timeout=15, what="the simulator")
         return self.sim_url
 
+    def start_simulators(self, count: int, *, gen_seconds: float = 0.5) -> list[str]:
+        """`count` simulators (processes simulator-0 …), all in A1111_BASE_URL; returns their URLs."""
+        urls = []
+        for index in range(count):
+            port = free_port()
+            self.start(f"simulator-{index}", [sys.executable, "-m", "tests.a1111_sim", "--host", "127.0.0.1",
+                                              "--port", str(port), "--gen-seconds", str(gen_seconds)])
+            urls.append(f"http://127.0.0.1:{port}")
+        for url in urls:
+            wait_until(lambda: _answers(f"{url}/internal/ping"), timeout=15, what=f"the simulator at {url}")
+        self.sim_url = urls[0]
+        self.env["A1111_BASE_URL"] = ",".join(urls)
+        return urls
+
+    def process(self, name: str) -> Process:
+        return next(process for process in self.processes if process.name == name)
+
     def start_api(self) -> str:
         port = free_port()
         self.start("api", [sys.executable, "wsgi.py"], PORT=str(port))

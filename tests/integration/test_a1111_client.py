@@ -288,3 +288,37 @@ def test_messages_never_contain_credentials(auth_sim, closed_port_url, sim):
     for failure in failures:
         assert PASSWORD not in f"{failure} {failure.detail!r} {failure.__cause__!r}"
         assert "alice" not in str(failure)
+
+
+def test_parse_instances_reads_capacity_and_labels():
+    instances = a1111.parse_instances("http://a:7860;capacity=2;labels=sdxl+fast, http://b:7860;labels=sd15")
+
+    assert instances == [
+        a1111.Instance(url="http://a:7860", name="http://a:7860", capacity=2, labels=("sdxl", "fast")),
+        a1111.Instance(url="http://b:7860", name="http://b:7860", capacity=1, labels=("sd15",)),
+    ]
+
+
+@pytest.mark.parametrize("value, complaint", [
+    ("http://a:7860;capacity=0", "capacity"),
+    ("http://a:7860;capacity=two", "capacity"),
+    ("http://a:7860;weight=3", "unknown"),
+])
+def test_parse_instances_refuses_bad_options(value, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        a1111.parse_instances(value)
+
+
+def test_load_instances_prefers_the_a1111_instances_file(tmp_path):
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps({"instances": [
+        {"url": "http://gpu1:7860/", "capacity": 2, "labels": ["sdxl"]},
+        {"url": "https://u:secret@gpu2:7860"},
+    ]}))
+
+    instances = a1111.load_instances("http://ignored:7860", instances_file=str(path))
+
+    assert [(i.name, i.capacity, i.labels) for i in instances] == [
+        ("http://gpu1:7860", 2, ("sdxl",)), ("https://gpu2:7860", 1, ())]
+    assert instances[1].url == "https://u:secret@gpu2:7860"
+    assert a1111.load_instances("http://a:7860", instances_file="") == a1111.parse_instances("http://a:7860")

@@ -37,6 +37,7 @@ STABLE_OPERATION_IDS = {
     "GET /doc": "get_swagger_ui",
     "GET /doc/{asset}": "get_swagger_ui_asset",
     "GET /health": "get_health",
+    "GET /sdapi/v1/instances": "list_instances",
     "POST /sdapi/v1/txt2img": "text2imgapi_sdapi_v1_txt2img_post",
     "POST /sdapi/v1/img2img": "img2imgapi_sdapi_v1_img2img_post",
     "GET /sdapi/v1/jobs": "list_jobs",

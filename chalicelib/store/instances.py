@@ -1,0 +1,80 @@
+"""Read-only per-instance facts for routing and GET /sdapi/v1/instances: a port of its own, so they
+never widen `JobStore` (and need no new table: jobs and job_runs already say where each ran).
+
+The SQL is the same on SQLite and Postgres except for the parameter style, which each backend gives.
+"""
+from __future__ import annotations
+
+import json
+import typing
+
+NEXT_QUEUED = """
+SELECT id, request FROM jobs WHERE status = 'queued' AND available_at <= {now}
+ORDER BY priority DESC, seq LIMIT 1
+"""
+RUNNING = "SELECT instance, id FROM jobs WHERE status = 'processing' AND instance IS NOT NULL ORDER BY seq"
+DONE = "SELECT instance, COUNT(*) AS n FROM job_runs WHERE outcome = 'completed' GROUP BY instance"
+# The latest failed attempt per instance (a retry or a final error), newest first.
+FAILURES = """
+SELECT instance, detail FROM job_runs
+WHERE outcome IN ('retry', 'error') AND detail IS NOT NULL ORDER BY finished_at DESC LIMIT 200
+"""
+
+
+class Database(typing.Protocol):
+    def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]: ...
+
+
+class InstanceStats:
+    """Facts about instances from the jobs and job_runs tables; subclasses set NOW (the
+    placeholder of a `now` parameter in their driver's style)."""
+
+    NOW = ""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def next_job(self, *, now: float) -> tuple[str, str | None] | None:
+        """(id, checkpoint it names or None) of the job `claim_next` would take now, or None."""
+        rows = self.database.query(NEXT_QUEUED.format(now=self.NOW), {"now": now})
+        if not rows:
+            return None
+        request = rows[0]["request"]
+        request = json.loads(request) if isinstance(request, str) else request
+        return rows[0]["id"], requested_model(request)
+
+    def running(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for row in self.database.query(RUNNING):
+            found.setdefault(row["instance"], []).append(row["id"])
+        return found
+
+    def jobs_done(self) -> dict[str, int]:
+        return {row["instance"]: int(row["n"]) for row in self.database.query(DONE)}
+
+    def last_errors(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for row in self.database.query(FAILURES):
+            found.setdefault(row["instance"], row["detail"])
+        return found
+
+
+def requested_model(request: object) -> str | None:
+    """The checkpoint a job asks for (`override_settings.sd_model_checkpoint`), or None."""
+    override = request.get("override_settings") if isinstance(request, dict) else None
+    model = override.get("sd_model_checkpoint") if isinstance(override, dict) else None
+    return model if isinstance(model, str) and model.strip() else None
+
+
+def same_model(one: str | None, other: str | None) -> bool:
+    """A1111 names a checkpoint by title (`name.safetensors [hash]`), file or model name: compare
+    the model name alone."""
+    return one is not None and other is not None and _model_key(one) == _model_key(other)
+
+
+def _model_key(name: str) -> str:
+    base = name.split(" [", 1)[0].strip().replace("\\", "/").rsplit("/", 1)[-1]
+    for suffix in (".safetensors", ".ckpt", ".pt"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    return base.lower()
