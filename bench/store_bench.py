@@ -245,7 +245,7 @@ def explain(job_store, *, middle: int, queued_page: list[base.Job]) -> dict:
             "queue positions": postgres_store.QUEUE_POSITIONS,
             "claim": postgres_store.CLAIM_NEXT,
         }
-        params["ids"] = window["ids"]
+        params["seqs"] = window["seqs"]
         plans = {}
         with job_store.database.connection() as conn:
             for name, sql in statements.items():
@@ -264,11 +264,11 @@ def explain(job_store, *, middle: int, queued_page: list[base.Job]) -> dict:
                              "ORDER BY seq DESC LIMIT :limit",
         "list, small owner": f"SELECT {columns} FROM jobs WHERE owner = :small_owner ORDER BY seq DESC LIMIT :limit",
         "queue positions": sqlite_store.QUEUE_POSITIONS.format(
-            marks=", ".join(f":id{n}" for n in range(len(window["ids"])))),
+            marks=", ".join(f":seq{n}" for n in range(len(window["seqs"])))),
         "claim (candidate)": "SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= :now "
                              "ORDER BY priority DESC, seq LIMIT 1",
     }
-    params.update({f"id{n}": job_id for n, job_id in enumerate(window["ids"])})
+    params.update({f"seq{n}": seq for n, seq in enumerate(window["seqs"])})
     return {name: [row["detail"] for row in job_store.database.query(f"EXPLAIN QUERY PLAN {sql}", params)]
             for name, sql in statements.items()}
 

@@ -94,14 +94,21 @@ def keyset_page(items: list, *, limit: int) -> tuple[list, int | None]:
 
 
 def queue_window(jobs: list[Job]) -> dict | None:
-    """What `JobStore.queue_positions` binds, or None when none of `jobs` is queued: the ids of the
-    queued ones, and the last of them in queue order (priority DESC, seq), where numbering the
-    queue can stop; the work is bounded by the furthest position asked for, not the queue's length."""
+    """What `JobStore.queue_positions` binds, or None when none of `jobs` is queued: the seqs of the
+    queued ones (the queue's index holds seq, so numbering reads the index alone), and the last of
+    them in queue order (priority DESC, seq), where numbering can stop: the work is bounded by the
+    furthest position asked for, not by the queue's length."""
     queued = [job for job in jobs if job.status == "queued"]
     if not queued:
         return None
     last = max(queued, key=lambda job: (-job.priority, job.seq))
-    return {"ids": [job.id for job in queued], "last_priority": last.priority, "last_seq": last.seq}
+    return {"seqs": [job.seq for job in queued], "last_priority": last.priority, "last_seq": last.seq}
+
+
+def positions_by_id(jobs: list[Job], rows: list[dict]) -> dict[str, int]:
+    """`queue_positions`' answer from the (seq, position) rows its query returned."""
+    ids = {job.seq: job.id for job in jobs}
+    return {ids[row["seq"]]: row["position"] for row in rows}
 
 
 # --- Webhook outbox ------------------------------------------------------------------------------
@@ -214,8 +221,9 @@ def job_from_snapshot(snapshot: dict, *, request: dict) -> tuple[Job, list[JobRu
 class WebhookDelivery:
     """One event for one job's webhook_url; `id` is the `webhook-id` on every attempt.
 
-    `snapshot` and `body` are loaded by `claim_delivery` only (lists leave them None): the body is
-    rendered from the snapshot at the first attempt and then kept, so retries send the same bytes.
+    `snapshot` and `body` are loaded by `claim_delivery` and `redeliver_latest` (lists leave them
+    None): the body is rendered from the snapshot at the first attempt and then kept, so retries
+    send the same bytes.
     While pending, `next_attempt_at` is when it is due (a claim pushes it past the claim's lease).
     """
 

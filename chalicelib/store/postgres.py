@@ -45,14 +45,14 @@ LIST_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs WHERE {{where}} ORDER BY seq DESC L
 LIST_FILTERS = {"status": "status = %(status)s", "before": "seq < %(before)s"}
 
 # The queue numbered in claim order up to the last job asked about (base.queue_window), read in
-# order from jobs_queued; the ids are filtered after numbering.
+# order from jobs_queued alone (an index-only scan); the seqs are picked out after numbering.
 QUEUE_POSITIONS = """
-SELECT id, position FROM (
-    SELECT id, ROW_NUMBER() OVER (ORDER BY priority DESC, seq) AS position FROM jobs
+SELECT seq, position FROM (
+    SELECT seq, ROW_NUMBER() OVER (ORDER BY priority DESC, seq) AS position FROM jobs
     WHERE status = 'queued' AND priority >= %(last_priority)s
       AND (priority > %(last_priority)s OR seq <= %(last_seq)s)
 ) AS queue
-WHERE id = ANY(%(ids)s)
+WHERE seq = ANY(%(seqs)s)
 """
 
 CANCEL_QUEUED = """
@@ -363,7 +363,7 @@ class PostgresJobStore:
         window = base.queue_window(jobs)
         if window is None:
             return {}
-        return {row["id"]: row["position"] for row in self.database.query(QUEUE_POSITIONS, window)}
+        return base.positions_by_id(jobs, self.database.query(QUEUE_POSITIONS, window))
 
     def cancel_queued(self, job_id: str, *, now: float) -> bool:
         with self.database.transaction() as conn:

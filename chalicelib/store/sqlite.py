@@ -23,14 +23,14 @@ VALUES (:id, :owner, :kind, 'queued', :priority, :request, :options, :webhook_se
 
 SELECT_BY_IDEMPOTENCY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ? AND idempotency_key = ?"
 
-# The queue numbered in claim order up to the last job asked about (base.queue_window), served in
-# order by jobs_queued; {marks} is one bound parameter per id.
+# The queue numbered in claim order up to the last job asked about (base.queue_window), read in
+# order from jobs_queued alone; {marks} is one bound parameter per seq.
 QUEUE_POSITIONS = """
-SELECT id, position FROM (
-    SELECT id, ROW_NUMBER() OVER (ORDER BY priority DESC, seq) AS position FROM jobs
+SELECT seq, position FROM (
+    SELECT seq, ROW_NUMBER() OVER (ORDER BY priority DESC, seq) AS position FROM jobs
     WHERE status = 'queued' AND priority >= :last_priority AND (priority > :last_priority OR seq <= :last_seq)
 ) AS queue
-WHERE id IN ({marks})
+WHERE seq IN ({marks})
 """
 
 CANCEL_QUEUED = """
@@ -282,9 +282,9 @@ class SqliteJobStore:
         window = base.queue_window(jobs)
         if window is None:
             return {}
-        ids = {f"id{n}": job_id for n, job_id in enumerate(window.pop("ids"))}
-        sql = QUEUE_POSITIONS.format(marks=", ".join(f":{name}" for name in ids))
-        return {row["id"]: row["position"] for row in self.database.query(sql, {**window, **ids})}
+        seqs = {f"seq{n}": seq for n, seq in enumerate(window.pop("seqs"))}
+        sql = QUEUE_POSITIONS.format(marks=", ".join(f":{name}" for name in seqs))
+        return base.positions_by_id(jobs, self.database.query(sql, {**window, **seqs}))
 
     def cancel_queued(self, job_id: str, *, now: float) -> bool:
         with self.database.write() as conn:
