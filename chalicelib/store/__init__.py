@@ -5,6 +5,8 @@ Each branch imports its backend itself, so importing app.py (a Lambda cold start
 psycopg nor sqlite-utils, and a Postgres deployment never loads sqlite-utils (bench/cold_start.py)."""
 from __future__ import annotations
 
+import importlib
+
 from chalicelib.store import base
 from chalicelib.store import cache
 from chalicelib.store import instances
@@ -29,32 +31,26 @@ def make_store(database_url: str) -> base.JobStore:
 
 def make_cache(job_store: base.JobStore) -> cache.Cache:
     """The cache on the job store's own database (table `cache_entries`); cheap, holds no connection."""
-    if job_store.backend == "sqlite":
-        from chalicelib.store import sqlite_cache
-        return sqlite_cache.SqliteCache(job_store.database)
-    if job_store.backend == "postgres":
-        from chalicelib.store import postgres_cache
-        return postgres_cache.PostgresCache(job_store.database)
-    raise ValueError(f"no cache for a {job_store.backend!r} store")
+    return _companion(job_store, "cache", sqlite=("sqlite_cache", "SqliteCache"),
+                      postgres=("postgres_cache", "PostgresCache"))
 
 
 def make_stats(job_store: base.JobStore) -> stats.JobStats:
     """Read-only aggregates for /metrics on the job store's own database; cheap, holds no connection."""
-    if job_store.backend == "sqlite":
-        from chalicelib.store import sqlite_stats
-        return sqlite_stats.SqliteJobStats(job_store.database)
-    if job_store.backend == "postgres":
-        from chalicelib.store import postgres_stats
-        return postgres_stats.PostgresJobStats(job_store.database)
-    raise ValueError(f"no stats for a {job_store.backend!r} store")
+    return _companion(job_store, "stats", sqlite=("sqlite_stats", "SqliteJobStats"),
+                      postgres=("postgres_stats", "PostgresJobStats"))
 
 
 def make_instance_stats(job_store: base.JobStore) -> instances.InstanceStats:
     """Per-instance facts (routing, /sdapi/v1/instances) on the job store's own database."""
-    if job_store.backend == "sqlite":
-        from chalicelib.store import sqlite_instances
-        return sqlite_instances.SqliteInstanceStats(job_store.database)
-    if job_store.backend == "postgres":
-        from chalicelib.store import postgres_instances
-        return postgres_instances.PostgresInstanceStats(job_store.database)
-    raise ValueError(f"no instance stats for a {job_store.backend!r} store")
+    return _companion(job_store, "instance stats", sqlite=("sqlite_instances", "SqliteInstanceStats"),
+                      postgres=("postgres_instances", "PostgresInstanceStats"))
+
+
+def _companion(job_store: base.JobStore, kind: str, **backends: tuple[str, str]):
+    """A port that shares the job store's database, its module imported only when used (cold start)."""
+    if job_store.backend not in backends:
+        raise ValueError(f"no {kind} for a {job_store.backend!r} store")
+    module_name, class_name = backends[job_store.backend]
+    module = importlib.import_module(f"chalicelib.store.{module_name}")
+    return getattr(module, class_name)(job_store.database)
