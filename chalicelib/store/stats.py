@@ -7,6 +7,8 @@ how it finds out whether a table exists (the webhook outbox may not be migrated 
 """
 from __future__ import annotations
 
+import abc
+
 import dataclasses
 import typing
 
@@ -98,14 +100,15 @@ def histogram_sql(value: str, *, rows: str, bounds: typing.Sequence[float], grou
     return f"SELECT {key} AS key, COUNT(*) AS n, SUM({value}) AS total, {buckets} FROM {rows}{grouping}"
 
 
-class SqlJobStats:
+class SqlJobStats(abc.ABC):
     """`JobStats` over either backend's database; subclasses say how to find a table."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
 
+    @abc.abstractmethod
     def has_table(self, name: str) -> bool:
-        raise NotImplementedError
+        """Whether the table exists (the webhook tables may not, before their migration)."""
 
     def jobs_by_status(self) -> dict[str, int]:
         return _counts(self.database.query(JOBS_BY_STATUS), "status", JOB_STATUSES)
