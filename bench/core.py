@@ -70,20 +70,25 @@ def bench_submit(*, clients: int, requests_per_client: int) -> dict:
             "p50_ms": percentile(latencies, 0.5) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000}
 
 
+def measure_dispatch(cluster: harness.Cluster, *, samples: int) -> dict:
+    """Submit → claim delay of jobs submitted one by one to an idle worker, in ms."""
+    delays = []
+    for _ in range(samples):
+        time.sleep(0.3)  # the worker is idle, waiting on the doorbell
+        job = cluster.submit({"prompt": "dispatch", "steps": 2})
+        done = cluster.wait_status(job["job_id"], {"completed"}, timeout=30)
+        delays.append(parse_time(done["started_at"]) - parse_time(done["created_at"]))
+    return {"samples": samples, "p50_ms": percentile(delays, 0.5) * 1000,
+            "p99_ms": percentile(delays, 0.99) * 1000, "max_ms": max(delays) * 1000}
+
+
 def bench_dispatch(*, samples: int) -> dict:
     with tempfile.TemporaryDirectory() as directory:
         cluster = cluster_in(directory, gen_seconds=0.05, worker=True)
         try:
-            delays = []
-            for _ in range(samples):
-                time.sleep(0.3)  # the worker is idle, waiting on the doorbell
-                job = cluster.submit({"prompt": "dispatch", "steps": 2})
-                done = cluster.wait_status(job["job_id"], {"completed"}, timeout=30)
-                delays.append(parse_time(done["started_at"]) - parse_time(done["created_at"]))
+            return measure_dispatch(cluster, samples=samples)
         finally:
             cluster.stop()
-    return {"samples": samples, "p50_ms": percentile(delays, 0.5) * 1000,
-            "p99_ms": percentile(delays, 0.99) * 1000, "max_ms": max(delays) * 1000}
 
 
 def bench_sequential(*, jobs: int, gen_seconds: float) -> dict:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import datetime
 import json
 import multiprocessing
 import os
@@ -44,6 +43,7 @@ from chalicelib import store as store_module  # noqa: E402
 from chalicelib.store import base  # noqa: E402
 from chalicelib.store import postgres as postgres_store  # noqa: E402
 from chalicelib.store import sqlite as sqlite_store  # noqa: E402
+from bench import core  # noqa: E402
 from tests.e2e import conftest as harness  # noqa: E402
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -59,11 +59,6 @@ RECENT_SHARES = {"queued": 0.01, "processing": 0.002}
 SEED_COLUMNS = ("id", "owner", "kind", "status", "priority", "request", "options", "attempts", "result",
                 "image_count", "result_attempt", "available_at", "created_at", "started_at",
                 "finished_at", "updated_at")
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
 
 
 # -- databases --------------------------------------------------------------------------------
@@ -216,8 +211,8 @@ def bench_list(url: str, *, jobs: int, requests: int, scatter: bool) -> tuple[li
                 latencies.append(time.perf_counter() - started)
                 assert response.status_code == 200 and response.json_body["jobs"], response.body
             results.append({"scenario": name, "path": path, "requests": requests,
-                            "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-                            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+                            "p50_ms": round(core.percentile(latencies, 0.5) * 1000, 2),
+                            "p99_ms": round(core.percentile(latencies, 0.99) * 1000, 2),
                             "max_ms": round(max(latencies) * 1000, 2)})
     context_module.reset_context()
     newest_queued = job_store.list_jobs("alice", status="queued", limit=100, before=None).jobs
@@ -276,10 +271,6 @@ def explain(job_store, *, middle: int, queued_page: list[base.Job]) -> dict:
 # -- dispatch ---------------------------------------------------------------------------------
 
 
-def parse_time(value: str) -> float:
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
 def bench_dispatch(url: str, *, samples: int) -> dict:
     fresh_store(url).database.close()
     with tempfile.TemporaryDirectory() as directory:
@@ -289,16 +280,10 @@ def bench_dispatch(url: str, *, samples: int) -> dict:
             cluster.start_simulator(gen_seconds=0.05)
             cluster.start_api()
             cluster.start_worker("bench-worker")
-            delays = []
-            for _ in range(samples):
-                time.sleep(0.3)  # the worker is idle, waiting on the doorbell
-                job = cluster.submit({"prompt": "dispatch", "steps": 2})
-                done = cluster.wait_status(job["job_id"], {"completed"}, timeout=30)
-                delays.append(parse_time(done["started_at"]) - parse_time(done["created_at"]))
+            measured = core.measure_dispatch(cluster, samples=samples)
         finally:
             cluster.stop()
-    return {"samples": samples, "p50_ms": round(percentile(delays, 0.5) * 1000, 1),
-            "p99_ms": round(percentile(delays, 0.99) * 1000, 1), "max_ms": round(max(delays) * 1000, 1)}
+    return {key: round(value, 1) for key, value in measured.items()}
 
 
 # -- report -----------------------------------------------------------------------------------

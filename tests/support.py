@@ -37,3 +37,26 @@ def in_background(fn):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, box
+
+
+def simulator_fixtures(*, gen_seconds: float, scope: str):
+    """(shared_sim, sim) fixtures: one in-process A1111 simulator per `scope`, reset around each test.
+
+    A test module binds them with `shared_sim, sim = support.simulator_fixtures(...)`.
+    """
+    import pytest
+
+    from tests.a1111_sim import server
+
+    @pytest.fixture(scope=scope)
+    def shared_sim():
+        with server.SimulatedA1111(gen_seconds=gen_seconds) as simulator:
+            yield simulator
+
+    @pytest.fixture
+    def sim(shared_sim):
+        shared_sim.reset()
+        yield shared_sim
+        shared_sim.reset()
+
+    return shared_sim, sim

@@ -10,7 +10,7 @@ import moto
 import pytest
 
 from chalicelib import aws as aws_module
-from tests.a1111_sim import server as a1111_sim
+from tests import support
 
 REGION = "us-east-1"
 HIDDEN = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS",
@@ -71,17 +71,7 @@ def bucket(s3) -> str:
     return BUCKET
 
 
-@pytest.fixture(scope="session")
-def shared_sim():
-    with a1111_sim.SimulatedA1111(gen_seconds=0.1) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(shared_sim):
-    shared_sim.reset()
-    yield shared_sim
-    shared_sim.reset()
+shared_sim, sim = support.simulator_fixtures(gen_seconds=0.1, scope="session")
 
 
 def lambda_event(sqs, queue_url: str, *, count: int = 10, wait: int = 0) -> dict:

@@ -16,17 +16,7 @@ SMALL = {"prompt": "a lighthouse", "width": 64, "height": 48, "steps": 4}
 PASSWORD = "s3cret-pw"
 
 
-@pytest.fixture(scope="module")
-def shared_sim():
-    with a1111_sim.SimulatedA1111(gen_seconds=0.2) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(shared_sim):
-    shared_sim.reset()
-    yield shared_sim
-    shared_sim.reset()
+shared_sim, sim = support.simulator_fixtures(gen_seconds=0.2, scope="module")
 
 
 @pytest.fixture(scope="module")

@@ -28,17 +28,7 @@ STATE_KEYS = {"skipped", "interrupted", "stopping_generation", "job", "job_count
               "job_no", "sampling_step", "sampling_steps"}
 
 
-@pytest.fixture(scope="module")
-def shared_sim():
-    with server.SimulatedA1111(gen_seconds=0.2) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(shared_sim):
-    shared_sim.reset()
-    yield shared_sim
-    shared_sim.reset()
+shared_sim, sim = support.simulator_fixtures(gen_seconds=0.2, scope="module")
 
 
 def post(sim, kind="txt2img", body=None, **kwargs):

@@ -23,7 +23,6 @@ from chalicelib import errors
 from chalicelib import models
 from chalicelib import openapi
 from chalicelib import schemas
-from chalicelib import views
 from chalicelib import webhooks
 from chalicelib.api import docs
 
