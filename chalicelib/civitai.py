@@ -10,7 +10,8 @@ first), and batches SHA256 lookups into the bulk endpoint. Callers wait for the 
 long as their time budget allows; a lookup that outlives the budget still finishes in the background
 and hands its answer to `on_result` (the catalog stores it), so the next request has it.
 
-The API key is sent as a bearer token and never appears in a message or a log line.
+The API key is sent as a bearer token and never appears in a message or a log line. `requests` is
+imported on the first call, not with the module, to keep it out of the API's cold start.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import time
 import typing
 import urllib.parse
 
-import requests
+if typing.TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,8 @@ class CivitaiClient:
     def _request(self, method: str, path: str, *, payload: object = None) -> requests.Response:
         """200, 400 or 404 from Civitai; CivitaiUnavailable at once during a backoff, or after the
         attempts failed."""
+        import requests  # noqa: PLC0415 - see the module docstring
+
         wait = self.cooldown.remaining()
         if wait:
             raise CivitaiUnavailable(f"Civitai is not asked for {wait:.1f} s more (backing off after errors)")
@@ -176,6 +180,8 @@ class CivitaiClient:
         raise CivitaiUnavailable(f"Civitai {problem}")
 
     def _session(self) -> requests.Session:
+        import requests  # noqa: PLC0415 - see the module docstring
+
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()

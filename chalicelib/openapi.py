@@ -8,7 +8,9 @@ documentation are left out and listed by `undocumented_routes(app)` (a test fail
 
 Schemas come from pydantic (JSON Schema 2020-12) and are rewritten into OpenAPI 3.0's dialect
 (`nullable`, a single `example`, boolean `exclusiveMinimum`), which Swagger UI 4 and most client
-generators read.
+generators read. Answers name their model in `chalicelib.schemas` by name: that module is imported
+only when a document is built, since building its models was the largest share of a cold start's
+own import time (bench/cold_start.py).
 """
 from __future__ import annotations
 
@@ -20,13 +22,12 @@ import chalice
 import pydantic
 from pydantic import json_schema as pydantic_json_schema
 
-from chalicelib import schemas
-
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1.0.0"
 OPERATION_ATTRIBUTE = "openapi_operation"
 REF_PREFIX = "#/components/schemas/"
 JSON = "application/json"
+EXAMPLE_JOB_ID = "b11f2730-5cde-4f0e-9d4c-8a4c0e1f2a3b"  # the one job id every example shows
 
 TAGS = {
     "generation": "A1111's generation endpoints, answered at once with a queued job (202).",
@@ -68,8 +69,8 @@ ERROR_DESCRIPTIONS = {
 ERROR_EXAMPLES = {
     400: {"error": "BadRequest", "detail": "the body is not valid JSON: Expecting value: line 1 column 1 (char 0)"},
     401: {"error": "Unauthorized", "detail": "invalid token"},
-    404: {"error": "NotFound", "detail": f"no job '{schemas.EXAMPLE_JOB_ID}'"},
-    409: {"error": "Conflict", "detail": f"job {schemas.EXAMPLE_JOB_ID} is already completed; only queued or "
+    404: {"error": "NotFound", "detail": f"no job '{EXAMPLE_JOB_ID}'"},
+    409: {"error": "Conflict", "detail": f"job {EXAMPLE_JOB_ID} is already completed; only queued or "
                                         "processing jobs can be cancelled"},
     413: {"error": "PayloadTooLarge", "detail": "the body is 40000000 bytes; the limit is 33554432 (MAX_BODY_BYTES)"},
     415: {"error": "UnsupportedMediaType", "detail": "Unsupported media type: application/xml"},
@@ -118,10 +119,11 @@ class Body:
 
 @dataclasses.dataclass(frozen=True)
 class Reply:
-    """One documented answer: a model, else a plain `schema`, else binary `media_types`."""
+    """One documented answer: a model (its name in chalicelib.schemas), else a plain `schema`, else
+    binary `media_types`."""
 
     description: str
-    model: type[pydantic.BaseModel] | None = None
+    model: str | None = None
     schema: dict | None = None
     media_types: tuple[str, ...] = (JSON,)
     headers: dict[str, str] = dataclasses.field(default_factory=dict)  # name → description
@@ -279,7 +281,7 @@ def _responses(operation: Operation) -> dict:
     if overlap:
         raise DocumentError(f"{operation.operation_id}: {sorted(overlap)} are both a reply and an error")
     for status in statuses:
-        model = schemas.HTTPValidationError if status == 422 else schemas.Error
+        model = "HTTPValidationError" if status == 422 else "Error"
         replies[status] = Reply(ERROR_DESCRIPTIONS[status], model=model, example=ERROR_EXAMPLES.get(status))
     return {str(status): _reply(replies[status]) for status in sorted(replies)}
 
@@ -290,7 +292,7 @@ def _reply(reply: Reply) -> dict:
         result["headers"] = {name: {"description": text, "schema": {"type": "string"}}
                              for name, text in reply.headers.items()}
     if reply.model is not None:
-        media: dict[str, typing.Any] = {"schema": {"$ref": REF_PREFIX + reply.model.__name__}}
+        media: dict[str, typing.Any] = {"schema": {"$ref": REF_PREFIX + reply.model}}
         if reply.example is not None:
             media["example"] = reply.example
         result["content"] = {media_type: media for media_type in reply.media_types}
@@ -327,12 +329,21 @@ def _webhook_callback() -> dict:
 
 def _component_schemas(operations: list[Operation]) -> tuple[dict[str, dict], dict[int, str]]:
     """Every schema the operations use, converted to OpenAPI 3.0, and each body's $ref."""
+    from chalicelib import schemas  # noqa: PLC0415 - only documents need the response models
+
+    def response_model(name: str) -> type[pydantic.BaseModel]:
+        model = getattr(schemas, name, None)
+        if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+            raise DocumentError(f"no response model {name!r} in chalicelib.schemas")
+        return model
+
     wanted: dict[type[pydantic.BaseModel], str] = {schemas.Error: "serialization",
                                                    schemas.HTTPValidationError: "serialization"}
     for operation in operations:
         if operation.body is not None:
             wanted.update({model: "validation" for model in operation.body.models})
-        wanted.update({reply.model: "serialization" for reply in operation.responses.values() if reply.model})
+        wanted.update({response_model(reply.model): "serialization"
+                       for reply in operation.responses.values() if reply.model})
         if operation.webhook_callback:
             wanted[schemas.WebhookEvent] = "serialization"
     _, top = pydantic_json_schema.models_json_schema(list(wanted.items()), ref_template=REF_PREFIX + "{model}")

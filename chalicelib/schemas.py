@@ -14,13 +14,13 @@ import typing
 import pydantic
 
 from chalicelib import models
+from chalicelib.openapi import EXAMPLE_JOB_ID
 
 _CLOSED = pydantic.ConfigDict(extra="forbid")
 
 RunOutcome = typing.Literal["completed", "error", "cancelled", "retry", "lost", "released"]
 DeliveryStatus = typing.Literal["pending", "delivered", "failed"]
 
-EXAMPLE_JOB_ID = "b11f2730-5cde-4f0e-9d4c-8a4c0e1f2a3b"
 EXAMPLE_CREATED_AT = "2026-11-26T07:09:59.123Z"
 
 

@@ -1,8 +1,10 @@
 """Webhooks: URL safety, event bodies, Standard Webhooks signing, one HTTP attempt, and the
 dispatcher use case that delivers the outbox rows the job store writes with each state change.
 
-The same `deliver_next` runs in the dispatcher threads of `python -m worker_fn` and (later) in the
-SQS-triggered Lambda; a queue message is only a doorbell, the delivery row is the truth.
+The same `deliver_next` runs in the dispatcher threads of `python -m worker_fn` and in the
+SQS-triggered Lambda; a queue message is only a doorbell, the delivery row is the truth. The HTTP
+and signing libraries are imported at the first delivery, not with the module, which the API
+imports too (its cold start needs neither).
 """
 from __future__ import annotations
 
@@ -16,16 +18,17 @@ import logging
 import random
 import socket
 import time
+import typing
 import urllib.parse
-
-import requests
-import standardwebhooks
-import urllib3
 
 from chalicelib import context as context_module
 from chalicelib import views
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
+
+if typing.TYPE_CHECKING:
+    import standardwebhooks
+    import urllib3
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,8 @@ def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
 def signer(secret: str) -> standardwebhooks.Webhook:
     """`whsec_<base64>` is decoded as the standardwebhooks package does; any other secret is its
     UTF-8 bytes (the package would base64-decode a plain string, so it gets bytes)."""
+    import standardwebhooks  # noqa: PLC0415 - see the module docstring
+
     if secret.startswith(SECRET_PREFIX):
         return standardwebhooks.Webhook(secret)
     return standardwebhooks.Webhook(secret.encode("utf-8"))
@@ -290,6 +295,8 @@ def post(target: Target, *, body: bytes, headers: dict[str, str], timeout: float
     """POST to the checked addresses (never re-resolving the name, so DNS cannot swap in another
     address after the check); no redirects, no proxies, `timeout` for connecting plus the answer.
     Returns the status and the answer's first KiB, or the error."""
+    import urllib3  # noqa: PLC0415 - see the module docstring
+
     deadline = time.monotonic() + timeout
     error = "no address to connect to"
     for address in target.addresses:
@@ -323,10 +330,13 @@ def post(target: Target, *, body: bytes, headers: dict[str, str], timeout: float
 
 
 def _pool(target: Target, address: str) -> urllib3.HTTPConnectionPool:
+    import certifi  # noqa: PLC0415 - see the module docstring
+    import urllib3  # noqa: PLC0415
+
     if target.scheme == "https":
         return urllib3.HTTPSConnectionPool(
             address, target.port, maxsize=1, retries=False, cert_reqs="CERT_REQUIRED",
-            ca_certs=requests.certs.where(), assert_hostname=target.host, server_hostname=target.host)
+            ca_certs=certifi.where(), assert_hostname=target.host, server_hostname=target.host)
     return urllib3.HTTPConnectionPool(address, target.port, maxsize=1, retries=False)
 
 

@@ -14,7 +14,6 @@ import chalice
 from chalicelib import catalog
 from chalicelib import context as context_module
 from chalicelib import openapi
-from chalicelib import schemas
 from chalicelib.api import http
 
 blueprint = chalice.Blueprint(__name__)
@@ -46,7 +45,7 @@ NAME = {
     "loras": openapi.path_param("name", "name, alias, sshs_model_hash or its 12-hex AutoV3 prefix",
                                 example="add_detail"),
 }
-NOT_FOUND = openapi.Reply("No such entry on any instance.", model=schemas.Error,
+NOT_FOUND = openapi.Reply("No such entry on any instance.", model="Error",
                           example={"error": "NotFound", "detail": "no checkpoint named 'x' on any A1111 instance"})
 
 
@@ -63,7 +62,7 @@ def _refresh() -> bool:
 @openapi.document(
     operation_id="get_sd_models_sdapi_v1_sd_models_get", summary="List checkpoints (every instance)",
     tags=["models"], description=LIST_DESCRIPTION, parameters=(REFRESH,),
-    responses={200: openapi.Reply("A1111's SDModelItem list, merged and enriched.", model=schemas.SDModelList,
+    responses={200: openapi.Reply("A1111's SDModelItem list, merged and enriched.", model="SDModelList",
                                   headers=LIST_HEADERS)}, errors=(422, 502))
 @http.handler
 def get_sd_models() -> chalice.Response:
@@ -78,7 +77,7 @@ def get_sd_models() -> chalice.Response:
     operation_id="get_sd_model", summary="One checkpoint", tags=["models"],
     description=ITEM_DESCRIPTION.format(keys="title, model_name, short hash (AutoV2) or sha256"),
     parameters=(NAME["sd-models"], REFRESH),
-    responses={200: openapi.Reply("The checkpoint.", model=schemas.SDModelItem, headers=LIST_HEADERS),
+    responses={200: openapi.Reply("The checkpoint.", model="SDModelItem", headers=LIST_HEADERS),
                404: NOT_FOUND}, errors=(422, 502))
 @http.handler
 def get_sd_model(name: str) -> chalice.Response:
@@ -93,7 +92,7 @@ def get_sd_model(name: str) -> chalice.Response:
     operation_id="get_loras_sdapi_v1_loras_get", summary="List LoRAs (every instance)", tags=["models"],
     description=LIST_DESCRIPTION + " A LoRA's hash is its `metadata.sshs_model_hash` (Civitai's AutoV3), when the "
     "file has one.", parameters=(REFRESH,),
-    responses={200: openapi.Reply("A1111's LoRA list, merged and enriched.", model=schemas.LoraList,
+    responses={200: openapi.Reply("A1111's LoRA list, merged and enriched.", model="LoraList",
                                   headers=LIST_HEADERS)}, errors=(422, 502))
 @http.handler
 def get_loras() -> chalice.Response:
@@ -108,7 +107,7 @@ def get_loras() -> chalice.Response:
     operation_id="get_lora", summary="One LoRA", tags=["models"],
     description=ITEM_DESCRIPTION.format(keys="name, alias, sshs_model_hash or its 12-hex AutoV3 prefix"),
     parameters=(NAME["loras"], REFRESH),
-    responses={200: openapi.Reply("The LoRA.", model=schemas.LoraItem, headers=LIST_HEADERS), 404: NOT_FOUND},
+    responses={200: openapi.Reply("The LoRA.", model="LoraItem", headers=LIST_HEADERS), 404: NOT_FOUND},
     errors=(422, 502))
 @http.handler
 def get_lora(name: str) -> chalice.Response:
@@ -134,7 +133,7 @@ def _passthrough(path: str) -> chalice.Response:
                                                     "X-Catalog-Stale": "true" if answer.stale else "false"})
 
 
-def _discovery(path: str, *, operation_id: str, summary: str, model: type) -> None:
+def _discovery(path: str, *, operation_id: str, summary: str, model: str) -> None:
     """Register one passthrough route: GET `path`, documented with A1111's operationId and schema."""
     def view() -> chalice.Response:
         return _passthrough(path)
@@ -149,16 +148,16 @@ def _discovery(path: str, *, operation_id: str, summary: str, model: type) -> No
 
 
 _discovery("/sdapi/v1/samplers", operation_id="get_samplers_sdapi_v1_samplers_get", summary="Samplers",
-           model=schemas.SamplerList)
+           model="SamplerList")
 _discovery("/sdapi/v1/schedulers", operation_id="get_schedulers_sdapi_v1_schedulers_get", summary="Schedulers",
-           model=schemas.SchedulerList)
+           model="SchedulerList")
 _discovery("/sdapi/v1/sd-vae", operation_id="get_sd_vaes_sdapi_v1_sd_vae_get", summary="VAEs",
-           model=schemas.SDVaeList)
+           model="SDVaeList")
 _discovery("/sdapi/v1/upscalers", operation_id="get_upscalers_sdapi_v1_upscalers_get", summary="Upscalers",
-           model=schemas.UpscalerList)
+           model="UpscalerList")
 _discovery("/sdapi/v1/scripts", operation_id="get_scripts_list_sdapi_v1_scripts_get", summary="Scripts",
-           model=schemas.ScriptsList)
+           model="ScriptsList")
 _discovery("/sdapi/v1/options", operation_id="get_config_sdapi_v1_options_get",
-           summary="Settings (read only: POST is not offered)", model=schemas.Options)
+           summary="Settings (read only: POST is not offered)", model="Options")
 _discovery("/sdapi/v1/embeddings", operation_id="get_embeddings_sdapi_v1_embeddings_get",
-           summary="Textual-inversion embeddings", model=schemas.EmbeddingsResponse)
+           summary="Textual-inversion embeddings", model="EmbeddingsResponse")

@@ -9,7 +9,6 @@ from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import health
 from chalicelib import openapi
-from chalicelib import schemas
 from chalicelib.api import http
 
 log = logging.getLogger(__name__)
@@ -20,8 +19,8 @@ blueprint = chalice.Blueprint(__name__)
 @openapi.document(
     operation_id="get_health", summary="Health of the store, queue, workers and A1111 instances", tags=["health"],
     description="No token needed. Each A1111 instance is pinged (at most 1.5 s).",
-    responses={200: openapi.Reply("The service can take and run jobs.", model=schemas.Health),
-               503: openapi.Reply("The job store cannot be reached.", model=schemas.Health,
+    responses={200: openapi.Reply("The service can take and run jobs.", model="Health"),
+               503: openapi.Reply("The job store cannot be reached.", model="Health",
                                   example={"status": "unavailable", "store": {"ok": False}})},
     public=True)
 @http.handler
@@ -40,7 +39,7 @@ def get_health() -> chalice.Response:
     operation_id="list_instances", summary="Each A1111 instance: health, load, model, jobs done", tags=["health"],
     description="Every instance is probed now (GET /sdapi/v1/options, at most 1.5 s each, in parallel); "
                 "busy, current jobs, jobs done and the latest failure come from the job store.",
-    responses={200: openapi.Reply("The configured instances.", model=schemas.Instances)},
+    responses={200: openapi.Reply("The configured instances.", model="Instances")},
     errors=(401, 503))
 @http.handler
 def list_instances() -> chalice.Response:

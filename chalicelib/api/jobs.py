@@ -9,7 +9,6 @@ import chalice
 from chalicelib import context as context_module
 from chalicelib import models
 from chalicelib import openapi
-from chalicelib import schemas
 from chalicelib import service
 from chalicelib.api import http
 
@@ -30,7 +29,7 @@ IMG2IMG_EXAMPLES = {
     "an edit": {"prompt": "an oil painting", "init_images": [EXAMPLE_IMAGE], "denoising_strength": 0.6,
                 "steps": 20, "width": 512, "height": 512},
 }
-JOB_ID = openapi.path_param("job_id", "the job's id, as submit answered it", example=schemas.EXAMPLE_JOB_ID)
+JOB_ID = openapi.path_param("job_id", "the job's id, as submit answered it", example=openapi.EXAMPLE_JOB_ID)
 IDEMPOTENCY_KEY = openapi.Param(  # no example: Swagger UI would send it with every "Try it out"
     name="Idempotency-Key", location="header",
     description="e.g. `order-42`. The same key from the same token returns the first job (with "
@@ -50,7 +49,7 @@ JOB_LINKS = {
 }
 SUBMITTED = openapi.Reply(
     "Queued: the job, with its id. Poll GET /sdapi/v1/jobs/{job_id} or wait for the webhook.",
-    model=schemas.JobSummary, links=JOB_LINKS,
+    model="JobSummary", links=JOB_LINKS,
     headers={"Location": "the job's URL",
              "Idempotent-Replayed": "`true` when an earlier job with the same Idempotency-Key is returned"})
 SUBMIT_DESCRIPTION = (
@@ -60,9 +59,9 @@ SUBMIT_DESCRIPTION = (
     "to be notified. Answers 202 at once with a queued job; the result is A1111's {response} in the job's "
     "`result`. The body is parsed as JSON whatever its Content-Type says.")
 CANCEL_REPLIES = {
-    200: openapi.Reply("Cancelled: the job was still queued.", model=schemas.JobSummary),
+    200: openapi.Reply("Cancelled: the job was still queued.", model="JobSummary"),
     202: openapi.Reply("Cancel requested: the job is running; the worker interrupts A1111 and the job ends "
-                       "`cancelled` shortly (`cancel_requested` is true until then).", model=schemas.JobSummary),
+                       "`cancelled` shortly (`cancel_requested` is true until then).", model="JobSummary"),
 }
 CANCEL_DESCRIPTION = ("A queued job is cancelled at once (200). A running job is interrupted in A1111 and "
                       "ends `cancelled` (202 now). A finished job cannot be cancelled (409).")
@@ -120,7 +119,7 @@ def img2img() -> chalice.Response:
                                                       "default": service.DEFAULT_LIST_LIMIT}),
         openapi.Param("cursor", "query", "`next_cursor` of the previous page", {"type": "string", "minLength": 1}),
     ),
-    responses={200: openapi.Reply("A page of jobs.", model=schemas.JobList)}, errors=(422, 503))
+    responses={200: openapi.Reply("A page of jobs.", model="JobList")}, errors=(422, 503))
 @http.handler
 def list_jobs() -> chalice.Response:
     request = blueprint.current_request
@@ -139,7 +138,7 @@ def list_jobs() -> chalice.Response:
                 "`image_urls` are links to the files (presigned S3 URLs when images are kept in S3); the server "
                 "answers so by itself, and says why in `image_delivery_note`, when inline images would make the "
                 "answer larger than MAX_RESPONSE_BYTES (AWS Lambda answers at most 6 MB).",
-    parameters=(JOB_ID, IMAGES), responses={200: openapi.Reply("The job.", model=schemas.JobDetail)},
+    parameters=(JOB_ID, IMAGES), responses={200: openapi.Reply("The job.", model="JobDetail")},
     errors=(404, 422, 503))
 @http.handler
 def get_job(job_id: str) -> chalice.Response:

@@ -5,7 +5,6 @@ import chalice
 
 from chalicelib import context as context_module
 from chalicelib import openapi
-from chalicelib import schemas
 from chalicelib import service
 from chalicelib.api import http
 
@@ -26,7 +25,7 @@ JOB_ID = openapi.path_param("job_id", "the job's id, as submit answered it")
                                "default": service.DEFAULT_DELIVERY_LIST_LIMIT}),
                 openapi.Param("cursor", "query", "`next_cursor` of the previous page",
                               {"type": "string", "minLength": 1})),
-    responses={200: openapi.Reply("A page of deliveries.", model=schemas.WebhookDeliveryList)},
+    responses={200: openapi.Reply("A page of deliveries.", model="WebhookDeliveryList")},
     errors=(404, 422, 503))
 @http.handler
 def list_webhook_deliveries(job_id: str) -> chalice.Response:
@@ -43,7 +42,7 @@ def list_webhook_deliveries(job_id: str) -> chalice.Response:
     description="The same body with a new webhook-id and a fresh retry schedule. 409 when the job has no "
                 "webhook_url or has sent no event yet.",
     parameters=(JOB_ID,),
-    responses={202: openapi.Reply("Queued for delivery.", model=schemas.WebhookDelivery)},
+    responses={202: openapi.Reply("Queued for delivery.", model="WebhookDelivery")},
     errors=(404, 409, 503))
 @http.handler
 def redeliver_webhook(job_id: str) -> chalice.Response:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
+import pathlib
 import re
+import subprocess
+import sys
 import time
 
 import chalice
@@ -251,7 +254,7 @@ def tiny_app() -> chalice.Chalice:
     @tiny.route("/things/{thing_id}", methods=["GET"])
     @openapi.document(operation_id="get_thing", summary="a thing", tags=["jobs"],
                       parameters=(openapi.path_param("thing_id", "its id"),),
-                      responses={200: openapi.Reply("the thing", model=schemas.Error)})
+                      responses={200: openapi.Reply("the thing", model="Error")})
     def get_thing(thing_id):
         return {}
 
@@ -273,7 +276,7 @@ def test_path_parameters_must_match_the_route():
 
     @tiny.route("/things/{thing_id}", methods=["GET"])
     @openapi.document(operation_id="get_thing", summary="a thing", tags=["jobs"],
-                      responses={200: openapi.Reply("the thing", model=schemas.Error)})
+                      responses={200: openapi.Reply("the thing", model="Error")})
     def get_thing(thing_id):
         return {}
 
@@ -287,12 +290,32 @@ def test_operation_ids_must_be_unique():
     @tiny.route("/other/{thing_id}", methods=["GET"])
     @openapi.document(operation_id="get_thing", summary="again", tags=["jobs"],
                       parameters=(openapi.path_param("thing_id", "its id"),),
-                      responses={200: openapi.Reply("the thing", model=schemas.Error)})
+                      responses={200: openapi.Reply("the thing", model="Error")})
     def get_other(thing_id):
         return {}
 
     with pytest.raises(openapi.DocumentError, match="get_thing"):
         openapi.build_document(tiny)
+
+
+def test_an_answer_must_name_a_response_model_that_exists():
+    tiny = chalice.Chalice(app_name="tiny")
+
+    @tiny.route("/things", methods=["GET"])
+    @openapi.document(operation_id="list_things", summary="things", tags=["jobs"],
+                      responses={200: openapi.Reply("the things", model="ThingList")})
+    def list_things():
+        return {}
+
+    with pytest.raises(openapi.DocumentError, match="ThingList"):
+        openapi.build_document(tiny)
+
+
+def test_importing_the_app_leaves_the_response_models_unbuilt():
+    """Cold start: chalicelib.schemas is only imported when a document is built."""
+    code = "import sys, app; print('chalicelib.schemas' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=pathlib.Path(app_module.__file__).parent, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False"
 
 
 # --- Real answers conform to the document ----------------------------------------------------------
