@@ -37,6 +37,7 @@ package: setup  ## deployable template + code: $(PACKAGE_DIR)/sam.yaml and deplo
 	rm -rf $(PACKAGE_DIR)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(VENV)/bin/chalice package --stage prod \
 		--merge-template infra/template.yaml $(PACKAGE_DIR)
+	$(PY) infra/prune_package.py $(PACKAGE_DIR)
 	$(PY) infra/add_bytecode.py $(PACKAGE_DIR)
 	$(VENV)/bin/cfn-lint $(PACKAGE_DIR)/sam.yaml
 

@@ -56,6 +56,49 @@ def test_the_package_holds_the_code_and_every_function_of_app_py(package, templa
         "app.app", "app.run_jobs", "app.deliver_webhooks", "app.take_submissions", "app.sweep"}
 
 
+def test_the_package_leaves_out_what_is_never_read(package):
+    names = zipfile.ZipFile(package / "deployment.zip").namelist()
+    assert not any(name.startswith(("pip/", "setuptools/")) or name.endswith(".map") for name in names)
+    swagger = {name.rsplit("/", 1)[-1] for name in names if name.startswith("swagger_ui_bundle/vendor/")}
+    assert swagger == {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"}
+
+
+LAMBDA_GET = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import app
+for resource, path, parameters in json.loads(sys.argv[2]):
+    event = {"resource": resource, "path": path, "httpMethod": "GET", "headers": {"Host": "x"},
+             "multiValueHeaders": {}, "queryStringParameters": None, "multiValueQueryStringParameters": None,
+             "pathParameters": parameters, "stageVariables": None, "body": None, "isBase64Encoded": False,
+             "requestContext": {"resourcePath": resource, "httpMethod": "GET", "path": path, "stage": "api"}}
+    answer = app.app(event, None)
+    print(json.dumps([path, answer["statusCode"], answer["headers"].get("Content-Type"), answer["body"][:40]]))
+"""
+
+
+def test_the_api_runs_from_the_package_alone_as_lambda_runs_it(package, tmp_path):
+    """No site-packages (-S): the package holds every module the API imports, the Swagger UI files
+    it serves (after pruning) and the response models the document is built from."""
+    task = tmp_path / "task"
+    zipfile.ZipFile(package / "deployment.zip").extractall(task)
+    requests_ = [["/doc/{asset}", "/doc/swagger-ui.css", {"asset": "swagger-ui.css"}],
+                 ["/doc/{asset}", "/doc/swagger-ui-bundle.js", {"asset": "swagger-ui-bundle.js"}],
+                 ["/openapi.json", "/openapi.json", None], ["/doc", "/doc", None]]
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", LAMBDA_GET, str(task), json.dumps(requests_)], cwd=task, capture_output=True,
+        text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "API_TOKENS": "t",
+                                    "DATABASE_URL": f"sqlite:///{tmp_path}/jobs.db"})
+    assert result.returncode == 0, result.stderr
+    answers = {path: (status, content_type, body) for path, status, content_type, body in
+               map(json.loads, result.stdout.splitlines())}
+    assert {path: answer[:2] for path, answer in answers.items()} == {
+        "/doc/swagger-ui.css": (200, "text/css; charset=utf-8"),
+        "/doc/swagger-ui-bundle.js": (200, "application/javascript; charset=utf-8"),
+        "/openapi.json": (200, "application/json"), "/doc": (200, "text/html; charset=utf-8")}
+    assert answers["/openapi.json"][2].startswith('{"openapi": "3.0.3"')
+
+
 def test_each_sqs_event_source_reports_batch_item_failures_from_its_own_queue(template):
     for function, queue in QUEUE_OF.items():
         [source] = template["Resources"][function]["Properties"]["Events"].values()
