@@ -4,22 +4,23 @@ A1111 answers txt2img/img2img only when the images are done, so `generate` block
 generation while another thread polls `progress` and may `interrupt` the same instance. Every failure
 becomes one of the two errors the worker acts on: `errors.A1111Unavailable` (the instance could not
 do it now: try again later) or `errors.A1111Rejected` (the request itself is wrong: retrying cannot
-help). Credentials never appear in names, messages or logs.
+help). Credentials never appear in names, messages or logs. The HTTP libraries are imported at the
+first call, not with the module, which the API imports too (its cold start needs neither).
 """
 from __future__ import annotations
 
 import dataclasses
-import http.client
 import json
 import re
 import socket
 import threading
+import typing
 import urllib.parse
 
-import requests
-import urllib3
-
 from chalicelib import errors
+
+if typing.TYPE_CHECKING:
+    import requests
 
 GENERATE_KINDS = ("txt2img", "img2img")
 
@@ -166,6 +167,8 @@ class A1111Client:
             session.close()
 
     def _session(self) -> requests.Session:
+        import requests  # noqa: PLC0415 - see the module docstring
+
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
@@ -179,6 +182,8 @@ class A1111Client:
               params: dict | None = None, parse: bool = True, any_json: bool = False) -> object:
         """One request; the JSON object it answers (None when `parse` is false; any JSON value when
         `any_json`), or an A1111Error."""
+        import requests  # noqa: PLC0415 - see the module docstring
+
         where = f"A1111 at {self.name}"
         request = f"{method} {path}"
         try:
@@ -230,6 +235,11 @@ def _split_credentials(url: str) -> tuple[str, str, str]:
 
 def _describe_failure(exc: requests.RequestException, *, connect_timeout: float, timeout: float) -> str:
     """Say what went wrong on the wire, without echoing URLs (which could carry credentials)."""
+    import http.client  # noqa: PLC0415 - see the module docstring
+
+    import requests  # noqa: PLC0415
+    import urllib3  # noqa: PLC0415
+
     if isinstance(exc, requests.ConnectTimeout):
         return f"did not accept a connection within {connect_timeout:g} s"
     causes = _causes(exc)
