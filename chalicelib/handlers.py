@@ -176,9 +176,15 @@ def handle_job_doorbells(ctx: context_module.Context, records: list[Record], *, 
                 if budget.limited:
                     time_limit = budget.remaining() - settings.lambda_time_reserve_seconds
                 client = client_for(ctx, instance)
-                jobrunner.run_next_job(ctx, worker_id=worker_id, instance=instance, client=client,
-                                       time_limit=time_limit,
-                                       on_unavailable=instance_health.of(instance, client).mark_failed)
+                ran = jobrunner.run_next_job(ctx, worker_id=worker_id, instance=instance, client=client,
+                                             time_limit=time_limit,
+                                             on_unavailable=instance_health.of(instance, client).mark_failed)
+            if ran is None and ctx.store.stale_queued(older_than=0, now=time.time(), limit=1):
+                # Jobs wait that this instance cannot run (their instance_labels): hand the doorbell
+                # back, so that an invocation holding another instance's slot takes it.
+                log.info("no queued job fits this instance; doorbell retried later",
+                         extra={"worker_id": worker_id, "instance": instance.name})
+                _retry(ctx, queue_base.JOBS, record, result, delay=backoff(record.receive_count))
         except Exception:  # noqa: BLE001 - one record's failure must not fail the batch
             log.exception("job doorbell failed; retried later", extra={"message_id": record.message_id})
             _retry(ctx, queue_base.JOBS, record, result, delay=backoff(record.receive_count))
@@ -188,7 +194,8 @@ def handle_job_doorbells(ctx: context_module.Context, records: list[Record], *, 
 @contextlib.contextmanager
 def held_slot(ctx: context_module.Context, *, holder: str) -> typing.Iterator[a1111.Instance | None]:
     """A free slot of some A1111 instance, held (and its lease renewed) for the block; None if every
-    slot is free (healthy instances only, unless all are down). The Lambda counterpart of a worker runner's slot: one job per slot, always."""
+    slot is busy (healthy instances only, unless all are down). The Lambda counterpart of a worker
+    runner's slot: one job per slot, always."""
     settings = ctx.settings
     instances = list(ctx.instances)
     random.shuffle(instances)  # spread invocations over equally free instances

@@ -1,8 +1,9 @@
 """Job submissions dropped on the submissions queue by other systems (SQS batch submissions).
 
 A message is one job: `{"type": "txt2img" | "img2img", "request": {A1111's body}, "webhook_url"?,
-"webhook_secret"?, "webhook_events"?, "priority"?, "metadata"?, "idempotency_key"?}` (the JSON
-Schema is docs/submission.schema.json, generated from `SubmissionMessage`). It goes through the
+"webhook_secret"?, "webhook_events"?, "priority"?, "metadata"?, "instance_labels"?,
+"idempotency_key"?}` (the JSON Schema is docs/submission.schema.json, generated from
+`SubmissionMessage`). It goes through the
 very use case the API's POST /sdapi/v1/{type} calls, `service.submit_job`, so it is validated
 exactly as the API validates. A redelivered message creates no second job: its idempotency key is
 the message's own `idempotency_key`, else `sqs-<SQS message id>`. A message that cannot become a job
@@ -68,6 +69,7 @@ OWN_FIELD_DESCRIPTIONS = {
     "webhook_events": "non-terminal events to send too (terminal ones are always sent)",
     "priority": "-100..100, higher runs first",
     "metadata": "any JSON object up to 16 KiB, returned with the job",
+    "instance_labels": "run only on an A1111 instance configured with every one of these labels",
 }
 
 

@@ -38,7 +38,8 @@ def retry_delay(attempt: int, *, base: float) -> float:
 def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111.Instance,
                  client: a1111.A1111Client, on_claim=None, on_unavailable=None,
                  time_limit: float | None = None) -> str | None:
-    """Claim the most urgent queued job and run it to an outcome. Returns its id, or None if idle.
+    """Claim the most urgent queued job `instance` can run (its labels include the job's
+    `instance_labels`) and run it to an outcome. Returns its id, or None if idle.
 
     The caller must hold a slot of `instance`, so the instance never runs two of our jobs at once.
     `time_limit` (a Lambda invocation's remaining time, less a reserve) caps the A1111 call, so the
@@ -48,7 +49,7 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
     """
     settings = ctx.settings
     timeout = settings.a1111_timeout if time_limit is None else min(settings.a1111_timeout, time_limit)
-    job = ctx.store.claim_next(worker_id=worker_id, instance=instance.name,
+    job = ctx.store.claim_next(worker_id=worker_id, instance=instance.name, labels=instance.labels,
                                lease_seconds=settings.job_lease_seconds, now=time.time())
     if job is None:
         return None

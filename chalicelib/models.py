@@ -155,6 +155,8 @@ WebhookEvent = typing.Literal["job.started", "job.progress", "job.completed", "j
 WEBHOOK_EVENTS: tuple[str, ...] = typing.get_args(WebhookEvent)
 MAX_METADATA_BYTES = 16 * 1024
 MAX_WEBHOOK_URL_LENGTH = 2048
+MAX_INSTANCE_LABELS = 16
+InstanceLabel = typing.Annotated[str, pydantic.StringConstraints(pattern=r"^[^\s+;,]{1,64}$")]
 
 
 def _check_webhook_url(url: str) -> str:
@@ -203,6 +205,8 @@ class JobOptions(pydantic.BaseModel):
     webhook_events: list[WebhookEvent] | None = None
     priority: int = pydantic.Field(0, ge=-100, le=100)
     metadata: typing.Annotated[dict[str, typing.Any], pydantic.AfterValidator(_check_metadata)] | None = None
+    # Routing: only an instance configured with every one of these labels runs the job.
+    instance_labels: list[InstanceLabel] | None = pydantic.Field(None, max_length=MAX_INSTANCE_LABELS)
 
 
 _OWN_FIELDS = frozenset(JobOptions.model_fields)

@@ -123,7 +123,7 @@ class JobDetail(JobSummary):
                      "current_image": None},
         "started_at": "2026-11-26T07:10:00.456Z", "finished_at": "2026-11-26T07:10:04.789Z",
         "request": {"prompt": "a lighthouse at dusk", "steps": 20},
-        "webhook_url": None, "webhook_events": None, "instance": "http://127.0.0.1:7860",
+        "webhook_url": None, "webhook_events": None, "instance": "http://127.0.0.1:7860", "instance_labels": None,
         "result": {"images": ["iVBORw0KGgo..."], "parameters": {"prompt": "a lighthouse at dusk", "steps": 20},
                    "info": "{\"prompt\": \"a lighthouse at dusk\", \"seed\": 1234}"},
         "image_urls": [f"/sdapi/v1/jobs/{EXAMPLE_JOB_ID}/images/0"],
@@ -141,6 +141,8 @@ class JobDetail(JobSummary):
     webhook_events: list[models.WebhookEvent] | None = pydantic.Field(
         description="non-terminal events the client asked for (terminal events are always sent)")
     instance: str | None = pydantic.Field(description="the A1111 instance that ran it")
+    instance_labels: list[str] | None = pydantic.Field(
+        description="the labels the job asked for: only an instance with all of them runs it")
     result: TextToImageResponse | ImageToImageResponse | None = pydantic.Field(
         description="A1111's response (images as raw base64, `info` a JSON string), once it has one")
     image_urls: list[str] = pydantic.Field(

@@ -37,6 +37,7 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
     submission = models.parse_submission(kind, body, limits=models.Limits.from_settings(ctx.settings))
     options = submission.options
     _check_webhook_options(ctx, options)
+    _check_instance_labels(ctx, options.instance_labels)
     new_job = store_base.NewJob(
         id=str(uuid.uuid4()),
         owner=owner,
@@ -47,6 +48,7 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
             "webhook_url": options.webhook_url,
             "webhook_events": options.webhook_events,
             "metadata": options.metadata,
+            **({"instance_labels": sorted(set(options.instance_labels))} if options.instance_labels else {}),
         },
         webhook_secret=options.webhook_secret,
         idempotency_key=idempotency_key,
@@ -187,6 +189,17 @@ def _owned_job(ctx: context_module.Context, job_id: str, *, owner: str) -> store
 def _queue_position(ctx: context_module.Context, job: store_base.Job) -> int | None:
     """None unless queued (also when the job left the queue since it was read)."""
     return ctx.store.queue_positions([job]).get(job.id)
+
+
+def _check_instance_labels(ctx: context_module.Context, labels: list[str] | None) -> None:
+    """A job that names labels must have an instance to run on, or it would wait forever."""
+    if not labels or any(set(labels) <= set(instance.labels) for instance in ctx.instances):
+        return
+    configured = "; ".join(f"{instance.name}: {'+'.join(instance.labels) or 'no labels'}"
+                           for instance in ctx.instances)
+    raise errors.ValidationFailed.single(
+        ["body", "instance_labels"], f"no A1111 instance has every one of the labels {sorted(set(labels))} "
+        f"(instances: {configured})", "value_error")
 
 
 def _check_webhook_options(ctx: context_module.Context, options: models.JobOptions) -> None:

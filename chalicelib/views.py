@@ -72,6 +72,7 @@ def job_detail(job: base.Job, *, queue_position: int | None, runs: list[base.Job
         "webhook_url": job.options.get("webhook_url"),
         "webhook_events": job.options.get("webhook_events"),
         "instance": job.instance,
+        "instance_labels": job.options.get("instance_labels"),
         "result": result,
         "image_urls": image_urls if image_urls is not None else [
             f"{base_path}/sdapi/v1/jobs/{job.id}/images/{n}" for n in range(job.image_count)],

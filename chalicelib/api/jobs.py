@@ -56,8 +56,9 @@ SUBMIT_DESCRIPTION = (
     "A1111's own request body ({model}, every field, type and default of A1111 v1.10.1; unknown fields "
     "are passed on to A1111) plus the job's own fields: `priority` (-100..100, higher runs first), `metadata` "
     "(a JSON object up to 16 KiB, returned with the job), `webhook_url` + `webhook_secret` (+ `webhook_events`) "
-    "to be notified. Answers 202 at once with a queued job; the result is A1111's {response} in the job's "
-    "`result`. The body is parsed as JSON whatever its Content-Type says.")
+    "to be notified, `instance_labels` to run only on an A1111 instance configured with all those labels. "
+    "Answers 202 at once with a queued job; the result is A1111's {response} in the job's `result`. The body "
+    "is parsed as JSON whatever its Content-Type says.")
 CANCEL_REPLIES = {
     200: openapi.Reply("Cancelled: the job was still queued.", model="JobSummary"),
     202: openapi.Reply("Cancel requested: the job is running; the worker interrupts A1111 and the job ends "

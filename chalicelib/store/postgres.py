@@ -11,6 +11,7 @@ the commit. Dispatchers claim due deliveries with SKIP LOCKED too.
 """
 from __future__ import annotations
 
+import typing
 import uuid
 
 import psycopg
@@ -78,6 +79,7 @@ CLAIM_NEXT = f"""
 WITH candidate AS (
     SELECT seq FROM jobs
     WHERE status = 'queued' AND available_at <= %(now)s
+      AND COALESCE(options::jsonb -> 'instance_labels', '[]'::jsonb) <@ %(labels)s::jsonb
     ORDER BY priority DESC, seq LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
@@ -384,11 +386,12 @@ class PostgresJobStore:
 
     # -- worker side ------------------------------------------------------------------------
 
-    def claim_next(self, *, worker_id: str, instance: str, lease_seconds: float,
-                   now: float) -> base.Job | None:
+    def claim_next(self, *, worker_id: str, instance: str, lease_seconds: float, now: float,
+                   labels: typing.Sequence[str] = ()) -> base.Job | None:
         with self.database.transaction() as conn:
             row = conn.execute(CLAIM_NEXT, {"worker": worker_id, "instance": instance,
-                                            "expires": now + lease_seconds, "now": now}).fetchone()
+                                            "expires": now + lease_seconds, "now": now,
+                                            "labels": _json(list(labels))}).fetchone()
             if row is None:
                 return None
             _add_event(conn, row["id"], base.EVENT_STARTED, options=row["options"], now=now)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import typing
 import uuid
 
 from chalicelib.store import base
@@ -47,6 +48,8 @@ UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease_owner = :w
        lease_expires_at = :expires, instance = :instance, started_at = COALESCE(started_at, :now),
        progress = NULL, preview = NULL, updated_at = :now
 WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= :now
+             AND NOT EXISTS (SELECT 1 FROM json_each(jobs.options, '$.instance_labels')
+                             WHERE value NOT IN (SELECT value FROM json_each(:labels)))
              ORDER BY priority DESC, seq LIMIT 1)
   AND status = 'queued'
 RETURNING {JOB_COLUMNS}
@@ -308,11 +311,12 @@ class SqliteJobStore:
 
     # -- worker side ------------------------------------------------------------------------
 
-    def claim_next(self, *, worker_id: str, instance: str, lease_seconds: float,
-                   now: float) -> base.Job | None:
+    def claim_next(self, *, worker_id: str, instance: str, lease_seconds: float, now: float,
+                   labels: typing.Sequence[str] = ()) -> base.Job | None:
         with self.database.write() as conn:
             cursor = conn.execute(CLAIM_NEXT, {"worker": worker_id, "instance": instance,
-                                               "expires": now + lease_seconds, "now": now})
+                                               "expires": now + lease_seconds, "now": now,
+                                               "labels": json.dumps(list(labels))})
             columns = [d[0] for d in cursor.description]
             row = cursor.fetchone()
             cursor.close()

@@ -107,6 +107,37 @@ def test_every_slot_busy_hands_the_doorbell_back_soon_not_after_the_visibility_t
     assert again["MessageId"] == ids(event)[0]
 
 
+def test_a_doorbell_for_a_job_its_instance_cannot_run_is_handed_back_for_another(
+        monkeypatch, tmp_path, sqs, queue_urls, bucket, sim):
+    monkeypatch.setattr(handlers, "RETRY_BASE_SECONDS", 0.5)  # SQS rounds up to 1 s
+    plain, sdxl = sim.url, sim.url.replace("127.0.0.1", "localhost")  # two instances, one simulator
+    configure(monkeypatch, tmp_path, queue_urls=queue_urls, bucket=bucket, sim=sim,
+              A1111_BASE_URL=f"{plain},{sdxl};labels=sdxl")
+    with chalice_test.Client(app_module.app) as client:
+        job_id = submit(client, {"prompt": "a cat", "steps": 4, "instance_labels": ["sdxl"]})
+        ctx = context_module.get_context()
+        labelled = next(instance for instance in ctx.instances if instance.labels)
+        ctx.store.ensure_slots(labelled.name, 1)
+        held = ctx.store.acquire_slot(labelled.name, holder="someone-else/x", lease_seconds=60, now=time.time())
+        event = support.lambda_event(sqs, queue_urls["jobs"])
+
+        response = client.lambda_.invoke("run_jobs", event)  # only the unlabelled instance is free
+
+        assert response.payload == {"batchItemFailures": [{"itemIdentifier": ids(event)[0]}]}
+        assert job(client, job_id)["status"] == "queued" and sim.stats()["generation_requests"] == 0
+        ctx.store.release_slot(labelled.name, held, holder="someone-else/x")
+        other = next(instance for instance in ctx.instances if not instance.labels)
+        ctx.store.ensure_slots(other.name, 1)
+        assert ctx.store.acquire_slot(other.name, holder="someone-else/y", lease_seconds=60, now=time.time()) == 0
+        time.sleep(1.3)
+        again = support.lambda_event(sqs, queue_urls["jobs"])
+        assert ids(again) == ids(event)
+        assert client.lambda_.invoke("run_jobs", again).payload == {"batchItemFailures": []}
+        detail = job(client, job_id)
+        assert detail["status"] == "completed" and detail["instance"] == labelled.name
+    context_module.reset_context()
+
+
 def test_a_partial_batch_failure_retries_only_the_record_there_was_no_time_for(
         lambda_app, sqs, queue_urls, sim):
     sim.set_faults(gen_seconds=1.9)  # one generation leaves too little of the 3 s for a second

@@ -30,6 +30,20 @@ def claim(job_store, worker="w1", *, now=NOW, lease=30.0):
     return job_store.claim_next(worker_id=worker, instance="gpu0", lease_seconds=lease, now=now)
 
 
+def test_a_job_with_instance_labels_is_claimed_only_by_an_instance_with_all_of_them(job_store):
+    sdxl = job_store.create_job(base.NewJob(
+        id=str(uuid.uuid4()), owner="alice", kind="txt2img", priority=5, request={"prompt": "big"},
+        options={"instance_labels": ["fast", "sdxl"]}, webhook_secret=None, idempotency_key=None), now=NOW)[0]
+    plain = add(job_store, now=NOW + 1)
+
+    def claim_on(labels):
+        return job_store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=NOW + 2, labels=labels)
+
+    assert claim_on(["sdxl"]).id == plain.id  # skips the more urgent job it cannot run
+    assert claim_on(["sdxl"]) is None and claim_on(()) is None
+    assert claim_on(["fast", "sdxl", "xl"]).id == sdxl.id
+
+
 def test_created_job_reads_back_queued_with_its_fields(job_store):
     job = add(job_store)
     got = job_store.get_job(job.id, owner="alice")

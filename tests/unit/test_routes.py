@@ -74,6 +74,24 @@ def test_detail_shows_the_request_and_never_the_webhook_secret(client):
     assert detail["result"] is None and detail["runs"] == []
 
 
+def test_instance_labels_route_a_job_and_must_match_a_configured_instance(client, monkeypatch):
+    monkeypatch.setenv("A1111_BASE_URL", "http://127.0.0.1:9;labels=sdxl+fast,http://127.0.0.1:10")
+    context_module.reset_context()
+    job = submit(client, {"prompt": "p", "instance_labels": ["sdxl", "fast", "sdxl"]})
+    detail = client.http.get(f"/sdapi/v1/jobs/{job['job_id']}", headers=ALICE).json_body
+    assert detail["instance_labels"] == ["fast", "sdxl"] and "instance_labels" not in detail["request"]
+    plain = client.http.get(f"/sdapi/v1/jobs/{submit(client)['job_id']}", headers=ALICE).json_body
+    assert plain["instance_labels"] is None
+
+    for labels, problem in ((["sdxl", "gpu-b"], "no A1111 instance has every one of the labels ['gpu-b', 'sdxl']"),
+                            (["has space"], "String should match pattern"), ("sdxl", "valid list")):
+        response = post(client, "/sdapi/v1/txt2img", {"prompt": "p", "instance_labels": labels})
+        assert response.status_code == 422, response.json_body
+        [error] = response.json_body["detail"]
+        assert error["loc"][:2] == ["body", "instance_labels"] and problem in error["msg"], error
+    assert job_count() == 2
+
+
 def test_idempotency_key_returns_the_first_job_for_the_same_token(client):
     headers = dict(ALICE, **{"Idempotency-Key": "order-42"})
     first = post(client, "/sdapi/v1/txt2img", {"prompt": "one"}, headers)
