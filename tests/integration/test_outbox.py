@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 
+import certifi
 import pytest
 
 from chalicelib import config
@@ -452,7 +453,7 @@ def test_https_connects_to_the_checked_address_and_verifies_the_name(tmp_path, m
 
     try:
         untrusted = send(f"https://hooks.test:{port}/h")
-        monkeypatch.setattr(webhooks.requests.certs, "where", lambda: str(ca))
+        monkeypatch.setattr(certifi, "where", lambda: str(ca))
         trusted = send(f"https://hooks.test:{port}/h")
         wrong_name = send(f"https://other.test:{port}/h")
     finally:
