@@ -1,18 +1,27 @@
-"""Core benchmarks: submit latency and throughput, idle-worker dispatch latency, and the GPU-busy
-ratio of sequential jobs. Starts the A1111 simulator, the API under waitress and a worker as real
-processes on 127.0.0.1 (the e2e harness), measures, prints a table. Run: `make bench`.
+"""Core benchmarks: submit latency and throughput at 1, 16 and 64 concurrent clients against the same
+server's trivial route, idle-worker dispatch latency, and the GPU-busy ratio of sequential jobs.
+Starts the A1111 simulator, the API under waitress and a worker as real processes on 127.0.0.1 (the
+e2e harness), measures, prints tables. Run: `make bench` (about 75 s on 2 cores; `--quick`: about 40 s).
+
+The load generator is threads in this process, one keep-alive http.client connection each (requests
+costs more CPU per call than the server's trivial route); it shares the machine's cores with the
+server, so its own CPU use is printed next to each result.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import datetime
+import http.client
+import json
 import os
 import pathlib
 import platform
 import sys
 import tempfile
 import time
+import urllib.parse
 
 import requests
 
@@ -21,6 +30,29 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from tests.e2e import conftest as harness  # noqa: E402
 
 AUTH = harness.AUTH
+CLIENT_COUNTS = (1, 16, 64)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    label: str
+    method: str
+    path: str
+    status: int
+    body: bytes | None = None
+    headers: dict = dataclasses.field(default_factory=dict)
+
+
+SUBMIT = Route("POST /sdapi/v1/txt2img (submit)", "POST", "/sdapi/v1/txt2img", 202,
+               json.dumps({"prompt": "a lighthouse at dusk", "steps": 20, "width": 512, "height": 512}).encode(),
+               {**AUTH, "Content-Type": "application/json"})
+# The ceiling: no token, no store; a cached HTML page, through the same waitress → WSGI →
+# Chalice gateway → handler stack as every route.
+TRIVIAL = Route("GET /doc (trivial: the ceiling)", "GET", "/doc", 200)
+# Not trivial: pings the store, counts jobs by status, lists workers, reads the queue depth and
+# probes every A1111 instance over HTTP (here the simulator).
+HEALTH = Route("GET /health (store + A1111 probe)", "GET", "/health", 200)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -43,31 +75,74 @@ def cluster_in(directory: str, *, gen_seconds: float, worker: bool) -> harness.C
     return cluster
 
 
+def timed_calls(api_url: str, route: Route, count: int) -> list[float]:
+    """`count` calls of `route` back to back on one keep-alive connection; their latencies in s."""
+    parts = urllib.parse.urlsplit(api_url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    latencies = []
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            connection.request(route.method, route.path, body=route.body, headers=route.headers)
+            response = connection.getresponse()
+            payload = response.read()
+            latencies.append(time.perf_counter() - started)
+            assert response.status == route.status, (route.path, response.status, payload[:300])
+    finally:
+        connection.close()
+    return latencies
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def measure_load(cluster: harness.Cluster, route: Route, *, clients: int, requests_per_client: int) -> dict:
+    """`clients` concurrent clients calling `route`: throughput, latency, and the CPU it cost the
+    API process (per request) and this load generator (in cores)."""
+    api_pid = cluster.process("api").popen.pid
+    api_cpu, own_cpu = cpu_seconds(api_pid), time.process_time()
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        batches = pool.map(lambda _: timed_calls(cluster.api_url, route, requests_per_client), range(clients))
+        latencies = [x for batch in batches for x in batch]
+    wall = time.perf_counter() - started
+    api_cpu, own_cpu = cpu_seconds(api_pid) - api_cpu, time.process_time() - own_cpu
+    return {"requests": len(latencies), "throughput": len(latencies) / wall,
+            "p50_ms": percentile(latencies, 0.5) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000,
+            "api_cpu_ms": api_cpu / len(latencies) * 1000, "client_cores": own_cpu / wall}
+
+
 def bench_submit(*, clients: int, requests_per_client: int) -> dict:
     with tempfile.TemporaryDirectory() as directory:
         cluster = cluster_in(directory, gen_seconds=0.5, worker=False)
         try:
-            url = f"{cluster.api_url}/sdapi/v1/txt2img"
-            body = {"prompt": "a lighthouse at dusk", "steps": 20, "width": 512, "height": 512}
-
-            def client(_):
-                session = requests.Session()
-                latencies = []
-                for _ in range(requests_per_client):
-                    started = time.perf_counter()
-                    response = session.post(url, json=body, headers=AUTH, timeout=30)
-                    latencies.append(time.perf_counter() - started)
-                    assert response.status_code == 202, response.text
-                return latencies
-
-            started = time.perf_counter()
-            with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-                latencies = [x for batch in pool.map(client, range(clients)) for x in batch]
-            wall = time.perf_counter() - started
+            timed_calls(cluster.api_url, SUBMIT, 20)  # warm-up: lazy imports, the store's first connection
+            return measure_load(cluster, SUBMIT, clients=clients, requests_per_client=requests_per_client)
         finally:
             cluster.stop()
-    return {"requests": len(latencies), "throughput": len(latencies) / wall,
-            "p50_ms": percentile(latencies, 0.5) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000}
+
+
+def bench_submit_vs_ceiling(*, clients: int, total_requests: int) -> list[dict]:
+    """Submit, then /doc and /health, at one client count on one new API server. No worker runs, so
+    the jobs stay queued; a new server (and store) per client count gives each the same backlog."""
+    per_client = max(total_requests // clients, 5)
+    with tempfile.TemporaryDirectory() as directory:
+        cluster = cluster_in(directory, gen_seconds=0.5, worker=False)
+        try:
+            for route in (TRIVIAL, HEALTH, SUBMIT):
+                timed_calls(cluster.api_url, route, 20)  # warm-up: lazy imports, first connections
+            submit = measure_load(cluster, SUBMIT, clients=clients, requests_per_client=per_client)
+            rows = [dict(submit, clients=clients, route=SUBMIT.label, submit_ratio=None)]
+            for route in (TRIVIAL, HEALTH):
+                result = measure_load(cluster, route, clients=clients, requests_per_client=per_client)
+                rows.append(dict(result, clients=clients, route=route.label,
+                                 submit_ratio=submit["throughput"] / result["throughput"]))
+        finally:
+            cluster.stop()
+    return rows
 
 
 def measure_dispatch(cluster: harness.Cluster, *, samples: int) -> dict:
@@ -113,22 +188,33 @@ def bench_sequential(*, jobs: int, gen_seconds: float) -> dict:
     return {"jobs": jobs, "wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal}
 
 
+def print_submit_table(rows: list[dict]) -> None:
+    print("| clients | route | requests | req/s | p50 | p99 | API CPU per request | load generator CPU | "
+          "submit req/s ÷ this route's |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['clients']} | {r['route']} | {r['requests']} | {r['throughput']:.0f} | {r['p50_ms']:.1f} ms | "
+              f"{r['p99_ms']:.1f} ms | {r['api_cpu_ms']:.2f} ms | {r['client_cores']:.2f} cores | "
+              f"{'—' if r['submit_ratio'] is None else format(r['submit_ratio'], '.2f')} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
     args = parser.parse_args()
     scale = 0.25 if args.quick else 1.0
 
-    submit = bench_submit(clients=16, requests_per_client=int(50 * scale) or 1)
+    submit = [row for clients in CLIENT_COUNTS
+              for row in bench_submit_vs_ceiling(clients=clients, total_requests=int(800 * scale))]
     dispatch = bench_dispatch(samples=int(40 * scale) or 1)
     sequential = bench_sequential(jobs=20, gen_seconds=0.5)
 
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           "store: SQLite (default)")
+    print_submit_table(submit)
+    print()
     print("| measure | result |")
     print("|---|---|")
-    print(f"| submit, 16 concurrent clients, {submit['requests']} requests (waitress) | "
-          f"{submit['throughput']:.0f} req/s, p50 {submit['p50_ms']:.1f} ms, p99 {submit['p99_ms']:.1f} ms |")
     print(f"| idle-worker dispatch (submit → claim and A1111 call), {dispatch['samples']} jobs | "
           f"p50 {dispatch['p50_ms']:.1f} ms, p99 {dispatch['p99_ms']:.1f} ms, max {dispatch['max_ms']:.1f} ms |")
     print(f"| {sequential['jobs']} jobs × 0.5 s generation, one instance: wall through the service / "

@@ -204,8 +204,10 @@ class A1111Client:
             raise error_class(message, status=status, detail=detail)
         if not parse:
             return None
+        text = _text_of(response)
+        del response  # the raw body goes before the parse builds the objects: peak 2× the answer, not 3×
         try:
-            body = response.json()
+            body = json.loads(text)
         except ValueError:
             raise errors.A1111Unavailable(f"{where} answered {status} to {request} with a body that is "
                                           f"not JSON", status=status) from None
@@ -213,6 +215,14 @@ class A1111Client:
             raise errors.A1111Unavailable(f"{where} answered {status} to {request} with JSON that is "
                                           f"not an object", status=status, detail=body)
         return body
+
+
+def _text_of(response: requests.Response) -> str:
+    """The body as text, decoded as `response.json()` decodes it: the declared charset, else JSON's
+    own UTF-8/16/32 detection."""
+    if response.encoding is None:
+        response.encoding = json.detect_encoding(response.content)
+    return response.text
 
 
 def _split_credentials(url: str) -> tuple[str, str, str]:

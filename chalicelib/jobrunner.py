@@ -6,7 +6,6 @@ rings the webhooks doorbell afterwards, so no receiver can slow or fail a job.
 """
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import logging
@@ -88,7 +87,7 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
 def _end_generated(ctx: context_module.Context, job: store_base.Job, worker_id: str, response: dict,
                    *, cancelled: bool) -> None:
     try:
-        images = [base64.b64decode(item, validate=True) for item in response.get("images") or []]
+        images = _decode_images(response)
     except (binascii.Error, TypeError, ValueError):
         _fail(ctx, job, worker_id, "a1111_bad_response", "A1111 returned images that are not base64")
         return
@@ -112,6 +111,19 @@ def _end_generated(ctx: context_module.Context, job: store_base.Job, worker_id: 
         webhooks.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED if cancelled else store_base.EVENT_COMPLETED)
         log.info("job %s", "cancelled" if cancelled else "completed",
                  extra={"job_id": job.id, "worker_id": worker_id, "images": len(images)})
+
+
+def _decode_images(response: dict) -> list[bytes]:
+    """A1111's base64 images as bytes. Takes them out of `response` and drops each string once it is
+    decoded, so a batch is never held in full as base64 and as bytes at once."""
+    encoded = response.pop("images", None) or []
+    if not isinstance(encoded, list):
+        raise TypeError(f"images is a {type(encoded).__name__}, not a list")
+    images = []
+    for n, item in enumerate(encoded):
+        images.append(binascii.a2b_base64(item, strict_mode=True))  # reads a str in place, no ASCII copy
+        encoded[n] = None
+    return images
 
 
 def _end_rejected(ctx: context_module.Context, job: store_base.Job, worker_id: str,

@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     parser.add_argument("--catalog", default="default", choices=sorted(server.CATALOGS),
                         help="which model/LoRA/sampler lists to serve (`second` plays another instance)")
+    parser.add_argument("--noise-images", action="store_true",
+                        help="images of random noise, which PNG cannot compress (real image sizes)")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -26,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     sim = server.SimulatedA1111(host=args.host, port=args.port, gen_seconds=args.gen_seconds,
                                 auth=args.auth, hang_seconds=args.hang_seconds,
-                                verbose=args.verbose, catalog=args.catalog).start()
+                                verbose=args.verbose, catalog=args.catalog,
+                                noise_images=args.noise_images).start()
     try:
         print(f"A1111 simulator {server.VERSION} ready on {sim.url}", flush=True)
         while not stop.wait(0.5):

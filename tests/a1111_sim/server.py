@@ -8,8 +8,10 @@ It is a real HTTP/1.1 server (keep-alive, one thread per connection) on 127.0.0.
   generation time. The time is spread over `n_iter` jobs of `steps` sampling steps; the shared state
   advances step by step, so `GET /sdapi/v1/progress` follows A1111's formula. Each finished job yields
   `batch_size` real PNGs of width x height whose pixels depend only on (seed, prompt), with the
-  infotext in a `parameters` tEXt chunk. `info` is a JSON string (A.6), `parameters` echoes the
-  request with every default filled.
+  infotext in a `parameters` tEXt chunk: a flat background and a block (a few KB), or, with
+  `--noise-images`, random noise that does not compress (a 1024x1024 PNG is ~3 MB, as big as a real
+  render or bigger), to measure what real image sizes cost. `info` is a JSON string (A.6),
+  `parameters` echoes the request with every default filled.
 - `POST /sdapi/v1/interrupt` -> `{}`: the running generation returns 200 at once with the images of
   the jobs finished so far (maybe none). `POST /sdapi/v1/skip` -> `null`: the current job is dropped
   and the next one starts. As in A1111, both flags are cleared when a generation begins, so an
@@ -75,7 +77,7 @@ The same operations from Python: `set_faults(**settings)`, `faults()`, `reset()`
         requests.post(sim.url + "/sdapi/v1/txt2img", json={"prompt": "a cat", "steps": 5})
 
 Command line: `python -m tests.a1111_sim --host 127.0.0.1 --port 7860 --gen-seconds 0.5
-[--auth user:pass] [--hang-seconds 300] [--verbose]` prints one line
+[--auth user:pass] [--hang-seconds 300] [--verbose] [--noise-images]` prints one line
 `A1111 simulator v1.10.1 ready on http://HOST:PORT` when it accepts connections and stops cleanly on
 SIGINT/SIGTERM.
 """
@@ -449,14 +451,18 @@ def _image_digest(seed: int, prompt: str) -> bytes:
     return hashlib.sha256(f"{seed}\n{prompt}".encode()).digest()
 
 
-def render_png(width: int, height: int, seed: int, prompt: str, infotext: str) -> bytes:
-    """A PNG whose pixels depend only on (seed, prompt): a background colour and a block."""
+def render_png(width: int, height: int, seed: int, prompt: str, infotext: str, *, noise: bool = False) -> bytes:
+    """A PNG whose pixels depend only on (seed, prompt): a background colour and a block, or with
+    `noise` random pixels (incompressible, so the PNG is as big as a photo-like render)."""
     digest = _image_digest(seed, prompt)
-    image = Image.new("RGB", (width, height), tuple(digest[0:3]))
-    left, top = digest[6] * width // 256, digest[7] * height // 256
-    right = min(width - 1, left + max(1, width // 3))
-    bottom = min(height - 1, top + max(1, height // 3))
-    ImageDraw.Draw(image).rectangle((left, top, right, bottom), fill=tuple(digest[3:6]))
+    if noise:
+        image = Image.frombytes("RGB", (width, height), random.Random(digest).randbytes(width * height * 3))
+    else:
+        image = Image.new("RGB", (width, height), tuple(digest[0:3]))
+        left, top = digest[6] * width // 256, digest[7] * height // 256
+        right = min(width - 1, left + max(1, width // 3))
+        bottom = min(height - 1, top + max(1, height // 3))
+        ImageDraw.Draw(image).rectangle((left, top, right, bottom), fill=tuple(digest[3:6]))
     pnginfo = PngImagePlugin.PngInfo()
     pnginfo.add_text("parameters", infotext)
     buffer = io.BytesIO()
@@ -598,12 +604,13 @@ class SimulatedA1111:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, gen_seconds: float = 0.5,
                  auth: str = "", hang_seconds: float = 300.0, verbose: bool = False,
-                 catalog: str = "default") -> None:
+                 catalog: str = "default", noise_images: bool = False) -> None:
         if catalog not in CATALOGS:
             raise ValueError(f"unknown catalog {catalog!r}; known: {sorted(CATALOGS)}")
         self._catalog = CATALOGS[catalog]
         self.host, self._requested_port = host, port
         self.verbose = verbose
+        self.noise_images = noise_images
         self._credentials = _parse_credentials(auth)
         self._initial_faults = {
             "fail_next": 0, "fail_status": 500, "fail_body": None, "fail_text": None,
@@ -1119,7 +1126,7 @@ class SimulatedA1111:
                 if finished:
                     for index in range(first, first + batch_size):
                         png = render_png(plan["width"], plan["height"], plan["seeds"][index],
-                                         plan["prompt"], _infotext(plan, index))
+                                         plan["prompt"], _infotext(plan, index), noise=self.noise_images)
                         images.append((index, png))
             with self._cv:
                 state.job_no = n_iter if not state.interrupted else state.job_no
