@@ -35,9 +35,12 @@ CMD ["python", "-m", "tests.a1111_sim", "--host", "0.0.0.0", "--port", "7860", "
 
 # --- the service ---
 FROM python:3.11.11-slim-bookworm AS runtime
+# MALLOC_MMAP_THRESHOLD_: glibc gives a job's big buffers (A1111's answer, the images) back to the
+# system when they are freed, so the worker's memory returns to idle between jobs (bench/worker_memory.py).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    MALLOC_MMAP_THRESHOLD_=131072 \
     HOST=0.0.0.0 \
     PORT=8000
 RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin app
