@@ -16,11 +16,14 @@ import time
 from chalicelib import a1111
 from chalicelib import context as context_module
 from chalicelib import errors
+from chalicelib import models
 from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
 
 log = logging.getLogger(__name__)
+
+DEFAULT_STEPS = models.StableDiffusionProcessingTxt2Img.model_fields["steps"].default  # what A1111 runs
 
 MAX_RETRY_DELAY = 300.0
 STALE_QUEUED_SECONDS = 30.0
@@ -80,12 +83,13 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
                 on_unavailable(exc.message)
     else:
         tracker.stop()
-        _end_generated(ctx, job, worker_id, response, cancelled=tracker.cancel_sent)
+        _end_generated(ctx, job, worker_id, response, cancelled=tracker.cancel_sent,
+                       progress=tracker.final_progress())
     return job.id
 
 
 def _end_generated(ctx: context_module.Context, job: store_base.Job, worker_id: str, response: dict,
-                   *, cancelled: bool) -> None:
+                   *, cancelled: bool, progress: dict) -> None:
     try:
         images = _decode_images(response)
     except (binascii.Error, TypeError, ValueError):
@@ -103,7 +107,7 @@ def _end_generated(ctx: context_module.Context, job: store_base.Job, worker_id: 
                                           image_count=len(images), now=now)
     else:
         done = ctx.store.complete(job.id, worker_id=worker_id, result=result,
-                                  image_count=len(images), now=now)
+                                  image_count=len(images), now=now, progress=progress)
     if not done:
         log.warning("job finished after its lease was lost; result dropped",
                     extra={"job_id": job.id, "worker_id": worker_id})
@@ -191,6 +195,15 @@ class ProgressTracker:
 
     def start(self) -> None:
         self._thread.start()
+
+    def final_progress(self) -> dict:
+        """The progress of the finished job: its step and job counts as A1111 last told them, else
+        as the request asked (a job shorter than one progress tick was never polled)."""
+        request = self.job.request
+        known = dict(self._last)
+        known["steps"] = known.get("steps") or request.get("steps") or DEFAULT_STEPS
+        known["job_count"] = known.get("job_count") or request.get("n_iter") or 1
+        return store_base.final_progress(known)
 
     def stop(self) -> None:
         self._stop.set()

@@ -160,6 +160,13 @@ class LeaseExpiry:
     event_type: str | None
 
 
+def final_progress(progress: dict | None) -> dict:
+    """A completed job's progress: done, with the step and job counts its last tick knew."""
+    last = progress or {}
+    return {"progress": 1.0, "eta_relative": 0.0, "step": last.get("steps"), "steps": last.get("steps"),
+            "job_no": last.get("job_count"), "job_count": last.get("job_count")}
+
+
 def lease_expiry(*, attempts: int, cancel_requested: bool, max_attempts: int) -> LeaseExpiry:
     """Cancelled if a cancel was requested, error once the attempts are spent, else back to the queue
     (which reports no event: the job goes on)."""
@@ -307,7 +314,9 @@ class JobStore(typing.Protocol):
         on `instance`; None when there is none."""
     def record_progress(self, job_id: str, *, worker_id: str, progress: dict, preview: str | None,
                         lease_seconds: float, now: float) -> bool | None: ...
-    def complete(self, job_id: str, *, worker_id: str, result: dict, image_count: int, now: float) -> bool: ...
+    def complete(self, job_id: str, *, worker_id: str, result: dict, image_count: int, now: float,
+                 progress: dict | None = None) -> bool:
+        """`progress` is the job's final progress (default: 1.0 with nothing else known)."""
     def finish_cancelled(self, job_id: str, *, worker_id: str, result: dict | None, image_count: int,
                          now: float) -> bool: ...
     def fail(self, job_id: str, *, worker_id: str, code: str, message: str, now: float) -> bool: ...

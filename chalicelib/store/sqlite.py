@@ -340,9 +340,9 @@ class SqliteJobStore:
                 _add_event(conn, job_id, base.EVENT_PROGRESS, now=now)
         return None if row is None else bool(row[0])
 
-    def complete(self, job_id: str, *, worker_id: str, result: dict, image_count: int,
-                 now: float) -> bool:
-        progress = {"progress": 1.0, "eta_relative": 0.0}
+    def complete(self, job_id: str, *, worker_id: str, result: dict, image_count: int, now: float,
+                 progress: dict | None = None) -> bool:
+        progress = progress or base.final_progress(None)
         return self._finish(COMPLETE, job_id, worker_id, now, "completed", None, {
             "result": json.dumps(result), "image_count": image_count,
             "progress": json.dumps(progress)}, event_type=base.EVENT_COMPLETED)

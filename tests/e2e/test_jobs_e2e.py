@@ -39,6 +39,9 @@ def test_submitted_job_completes_with_valid_pngs(cluster):
         assert served.headers["Content-Type"] == "image/png" and served.content == data
     assert done["attempts"] == 1 and [r["outcome"] for r in done["runs"]] == ["completed"]
     assert cluster.sim("GET", "/_sim/stats")["force_task_ids"] == [job["job_id"]]
+    # Shorter than a progress tick: the counts come from the request.
+    assert {k: done["progress"][k] for k in ("progress", "eta_relative", "step", "steps", "job_no", "job_count")} == {
+        "progress": 1.0, "eta_relative": 0.0, "step": 5, "steps": 5, "job_no": 1, "job_count": 1}
 
 
 def test_progress_is_seen_rising_while_the_job_runs(cluster):
@@ -58,6 +61,8 @@ def test_progress_is_seen_rising_while_the_job_runs(cluster):
     assert values == sorted(values) and 0 < values[0] < values[-1] < 1
     assert any(p["step"] and p["steps"] == 30 for p in seen)
     assert any(p["eta_relative"] is not None and p["eta_relative"] > 0 for p in seen)
+    final = cluster.job(job["job_id"])["progress"]
+    assert (final["progress"], final["step"], final["steps"], final["job_no"], final["job_count"]) == (1.0, 30, 30, 1, 1)
 
 
 def test_cancel_of_a_queued_job_never_reaches_a1111(cluster):
