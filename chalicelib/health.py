@@ -1,4 +1,5 @@
-"""`/health`: the store, the queue, the workers' heartbeats and each A1111 instance, in one look."""
+"""`/health`: the store, the queue, the webhook backlog, the workers' heartbeats and each A1111
+instance, in one look."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -26,6 +27,7 @@ def check(ctx: context_module.Context) -> tuple[dict, bool]:
         counts = ctx.store.count_by_status()
         workers = ctx.store.list_workers(now=now, keep_seconds=WORKER_ROW_KEEP_SECONDS)
         doorbells = ctx.queue.depth(queue_base.JOBS)
+        due_webhooks = ctx.store.count_due_deliveries(now=now)
         found = instances(ctx)
     except errors.StoreUnavailable:
         # The reason goes to the log only: /health answers without a token.
@@ -37,6 +39,7 @@ def check(ctx: context_module.Context) -> tuple[dict, bool]:
         "queue": {"jobs": {status: counts.get(status, 0) for status in
                            ("queued", "processing", "completed", "error", "cancelled")},
                   "doorbells": doorbells},
+        "webhooks": {"due": due_webhooks},
         "workers": [{"id": w.id, "heartbeat_age_seconds": round(now - w.heartbeat_at, 1),
                      "current_jobs": w.info.get("current_jobs", [])} for w in workers],
         "instances": found,

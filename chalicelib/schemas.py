@@ -213,6 +213,13 @@ class HealthQueue(pydantic.BaseModel):
         description="the jobs queue's messages: visible, in_flight_or_delayed, dead_letter")
 
 
+class HealthWebhooks(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    due: int = pydantic.Field(description="webhook deliveries whose (first or next) attempt is due now; a number that "
+                                          "keeps growing means the dispatchers are behind or down")
+
+
 class HealthWorker(pydantic.BaseModel):
     id: str
     heartbeat_age_seconds: float
@@ -258,6 +265,7 @@ class Health(pydantic.BaseModel):
         "status": "ok", "store": {"backend": "sqlite", "ok": True},
         "queue": {"jobs": {"queued": 1, "processing": 1, "completed": 10, "error": 0, "cancelled": 2},
                   "doorbells": {"visible": 1, "in_flight_or_delayed": 1, "dead_letter": 0}},
+        "webhooks": {"due": 0},
         "workers": [{"id": "worker-1", "heartbeat_age_seconds": 0.8, "current_jobs": [EXAMPLE_JOB_ID]}],
         "instances": [{"name": "http://127.0.0.1:7860", "capacity": 1, "labels": [], "reachable": True,
                        "healthy": True, "busy": True, "running_jobs": 1, "current_jobs": [EXAMPLE_JOB_ID],
@@ -268,6 +276,7 @@ class Health(pydantic.BaseModel):
     status: typing.Literal["ok", "unavailable"]
     store: HealthStore
     queue: HealthQueue | None = None
+    webhooks: HealthWebhooks | None = None
     workers: list[HealthWorker] | None = None
     instances: list[HealthInstance] | None = None
 

@@ -166,6 +166,16 @@ def test_health_needs_no_token_and_reports_store_and_instances(client):
     assert body["store"] == {"backend": "sqlite", "ok": True}
     assert body["queue"]["jobs"]["queued"] == 1
     assert body["instances"][0]["reachable"] is False  # nothing listens on port 9
+    assert body["webhooks"] == {"due": 0}
+
+
+def test_health_shows_the_webhook_backlog(client):
+    job = submit(client, {"prompt": "p", "webhook_url": "https://example.com/hook", "webhook_secret": "k3y-k3y"})
+    ctx = context_module.get_context()
+    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time())
+    assert claimed.id == job["job_id"]
+    ctx.store.complete(claimed.id, worker_id="w1", result={}, image_count=0, now=time.time())
+    assert client.http.get("/health").json_body["webhooks"] == {"due": 1}  # job.completed, not yet sent
 
 
 @pytest.mark.parametrize("case, method, path, body, headers, status, error", [
