@@ -2,8 +2,9 @@
 local table, or SQS with QUEUE_BACKEND=sqs: the same calls of the queue port, long polls included).
 
 One runner thread per A1111 instance slot. A runner first leases its slot in the store (so no two
-workers, threads or processes ever run two jobs at once on one instance), then drains queued jobs
-and waits on the doorbell queue when there are none. A housekeeping thread writes the heartbeat,
+workers, threads or processes ever run two jobs at once on one instance), then runs jobs; when there
+are none it waits in the process's idle line (idle_line.py), and one doorbell listener thread wakes
+the best placed idle runner for each doorbell. A housekeeping thread writes the heartbeat,
 renews the slot leases and sweeps expired job leases. WEBHOOK_DISPATCHER_THREADS dispatcher threads
 deliver webhooks from the outbox, apart from the runners, so no receiver can hold up a job. With
 SUBMISSIONS_QUEUE_URL set, an intake thread turns queued submissions into jobs (handlers.py).
@@ -25,16 +26,15 @@ from chalicelib import jobrunner
 from chalicelib import store
 from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
-from chalicelib.store import instances as store_instances
+from worker_fn import idle_line
 
 log = logging.getLogger(__name__)
 
-DOORBELL_WAIT = 1.0
+DOORBELL_WAIT = 1.0  # seconds a receive waits; one that ends empty asks the store instead
+DOORBELLS_PER_RECEIVE = 10
 INTAKE_WAIT = 5.0  # seconds a receive from the submissions queue waits (an SQS long poll)
 SLOT_RETRY = 1.0
-HEALTH_WAIT = 0.5  # how often a runner of an unhealthy instance asks whether a re-probe is due
-DEFER_WAIT = 0.05
-MODEL_DEFER_SECONDS = 2.0
+HEALTH_WAIT = 0.5  # how often an idle runner asks whether a re-probe of its instance is due
 
 
 def new_worker_id() -> str:
@@ -48,6 +48,7 @@ class Runner(threading.Thread):
         super().__init__(name=f"runner-{instance.name}-{index}", daemon=True)
         self.worker = worker
         self.instance = instance
+        self.labels = instance.labels
         self.holder = f"{worker.worker_id}/{instance.name}#{index}"
         self.client = a1111.A1111Client(instance.url, auth=worker.ctx.settings.a1111_auth,
                                         connect_timeout=worker.ctx.settings.a1111_connect_timeout,
@@ -80,57 +81,49 @@ class Runner(threading.Thread):
             _guarded(lambda: ctx.store.release_slot(self.instance.name, slot, holder=self.holder))
 
     def _drain_until_stopped(self) -> None:
-        ctx, stopping = self.worker.ctx, self.worker.stopping
-        while not stopping.is_set():
-            if not self.health.usable() and self.worker.any_healthy():
-                # A dead instance claims nothing while another is healthy, so no job's attempts are
-                # burnt here; the health state re-probes it with backoff. When every instance is
-                # down, jobs are still tried, so they end in `error` by the retry rules, not wait forever.
-                stopping.wait(HEALTH_WAIT)
-                continue
-            if self._leave_to_another():
-                stopping.wait(DEFER_WAIT)
-                continue
-            job_id = _guarded(lambda: jobrunner.run_next_job(
-                ctx, worker_id=self.worker.worker_id, instance=self.instance, client=self.client,
-                on_claim=self._set_current, on_unavailable=self.health.mark_failed))
-            self.current_job = None
-            if job_id is not None:
-                continue
-            # One doorbell wakes one runner, so jobs spread over idle instances.
-            for message in _guarded(lambda: ctx.queue.receive(
-                    queue_base.JOBS, max_messages=1, wait_seconds=DOORBELL_WAIT)) or []:
-                _guarded(lambda: ctx.queue.delete(queue_base.JOBS, message.receipt))
+        # A dead instance claims nothing while another is healthy (the idle line skips it), so no
+        # job's attempts are burnt on it; its health state re-probes it with backoff. When every
+        # instance is down, jobs are still tried, so they end in `error` by the retry rules.
+        if self.health.usable() or not self.worker.any_healthy():
+            self._run_next_job()  # jobs may have been queued before this runner started
+        while self.worker.idle_line.wait_turn(self, every=HEALTH_WAIT, meanwhile=self.health.usable):
+            self._run_next_job()
 
-    def _leave_to_another(self) -> bool:
-        """Model-aware routing: leave the next job to an idle runner of this worker whose instance
-        has the checkpoint it names loaded (a model switch costs seconds), for at most
-        MODEL_DEFER_SECONDS per job so that nothing waits on a runner that does not come."""
-        mine = self.health.snapshot().loaded_model
-        if all(store_instances.same_model(runner.health.snapshot().loaded_model, mine)
-               for runner in self.worker.runners):
-            return False  # every instance has the same model: nothing to prefer (and no query)
-        head = _guarded(lambda: self.worker.instance_stats.next_job(now=time.time()))
-        if head is None or head[1] is None:
-            return False
-        job_id, model = head
-        if store_instances.same_model(model, mine):
-            return False
-        if not any(runner.idle_with(model) for runner in self.worker.runners if runner is not self):
-            return False
-        first_seen = self.worker.deferred.setdefault(job_id, time.monotonic())
-        if len(self.worker.deferred) > 1000:
-            self.worker.deferred.clear()
-        return time.monotonic() - first_seen < MODEL_DEFER_SECONDS
+    def _run_next_job(self) -> None:
+        ctx = self.worker.ctx
+        _guarded(lambda: jobrunner.run_next_job(
+            ctx, worker_id=self.worker.worker_id, instance=self.instance, client=self.client,
+            on_claim=self._claimed, on_unavailable=self.health.mark_failed))
+        self.current_job = None
 
-    def idle_with(self, model: str) -> bool:
-        """Idle, healthy, holding its slot, and its instance has `model` loaded."""
-        snapshot = self.health.snapshot()
-        return (self.current_job is None and self.slot is not None and bool(snapshot.healthy)
-                and store_instances.same_model(model, snapshot.loaded_model))
-
-    def _set_current(self, job_id: str) -> None:
+    def _claimed(self, job_id: str) -> None:
         self.current_job = job_id
+        self.worker.idle_line.claimed(self)
+
+
+class DoorbellListener(threading.Thread):
+    """The one receiver of the jobs doorbell queue in this process: each doorbell wakes the best
+    placed idle runner. A receive that ends empty asks the store for a queued job, so one that came
+    without a doorbell (or whose doorbell another process took) still starts within DOORBELL_WAIT."""
+
+    def __init__(self, worker: "Worker") -> None:
+        super().__init__(name="doorbells", daemon=True)
+        self.worker = worker
+
+    def run(self) -> None:
+        ctx, stopping, line = self.worker.ctx, self.worker.stopping, self.worker.idle_line
+        while not stopping.is_set():
+            messages = _guarded(lambda: ctx.queue.receive(
+                queue_base.JOBS, max_messages=DOORBELLS_PER_RECEIVE, wait_seconds=DOORBELL_WAIT)) or []
+            if stopping.is_set():
+                return  # undeleted doorbells come back to another worker
+            if not messages:
+                line.wake_if_queued()
+            for _ in messages:
+                if not line.wake_best():
+                    break
+            for message in messages:  # after the wakes: a delete (an SQS call) delays no job
+                _guarded(lambda: ctx.queue.delete(queue_base.JOBS, message.receipt))
 
 
 class Dispatcher(threading.Thread):
@@ -176,18 +169,22 @@ class Intake(threading.Thread):
 
 
 class Worker:
-    """A worker process: runners, webhook dispatchers, heartbeat, sweeper and a graceful stop."""
+    """A worker process: runners and the idle line they wait in, the doorbell listener, webhook
+    dispatchers, heartbeat, sweeper and a graceful stop."""
 
     def __init__(self, ctx: context_module.Context, *, worker_id: str | None = None) -> None:
         self.ctx = ctx
         self.worker_id = worker_id or new_worker_id()
         self.stopping = threading.Event()
         self.instance_stats = store.make_instance_stats(ctx.store)
-        self.deferred: dict[str, float] = {}  # job id → when a runner first left it to another
+        self.idle_line = idle_line.IdleLine(
+            next_job=lambda: _guarded(lambda: self.instance_stats.next_job(now=time.time())),
+            any_healthy=self.any_healthy)
         self.runners: list[Runner] = []
         for instance in ctx.instances:
             ctx.store.ensure_slots(instance.name, instance.capacity)
             self.runners += [Runner(self, instance, index) for index in range(instance.capacity)]
+        self.doorbells = DoorbellListener(self)
         self.dispatchers = [Dispatcher(self, index) for index in range(ctx.settings.webhook_dispatcher_threads)]
         self.intake = Intake(self) if ctx.settings.submissions_queue_url else None
         self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper", daemon=True)
@@ -201,6 +198,7 @@ class Worker:
         self._housekeeper.start()
         for runner in self.runners:
             runner.start()
+        self.doorbells.start()
         for dispatcher in self.dispatchers:
             dispatcher.start()
         if self.intake is not None:
@@ -211,6 +209,7 @@ class Worker:
     def stop(self, *, grace: float) -> None:
         """Stop taking jobs; let running ones finish within `grace` seconds, then release them."""
         self.stopping.set()
+        self.idle_line.stop()
         deadline = time.monotonic() + grace
         for runner in self.runners:
             runner.join(max(deadline - time.monotonic(), 0))
@@ -219,6 +218,7 @@ class Worker:
                 self._release(runner)
             if runner.is_alive():
                 runner.release_slot()
+        self.doorbells.join(max(deadline - time.monotonic(), 0))
         # A delivery still in flight after the grace is retried once its claim runs out.
         for dispatcher in self.dispatchers:
             dispatcher.join(max(deadline - time.monotonic(), 0))

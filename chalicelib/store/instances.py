@@ -9,7 +9,7 @@ import json
 import typing
 
 NEXT_QUEUED = """
-SELECT id, request FROM jobs WHERE status = 'queued' AND available_at <= {now}
+SELECT id, request, options FROM jobs WHERE status = 'queued' AND available_at <= {now}
 ORDER BY priority DESC, seq LIMIT 1
 """
 RUNNING = "SELECT instance, id FROM jobs WHERE status = 'processing' AND instance IS NOT NULL ORDER BY seq"
@@ -19,6 +19,14 @@ FAILURES = """
 SELECT instance, detail FROM job_runs
 WHERE outcome IN ('retry', 'error') AND detail IS NOT NULL ORDER BY finished_at DESC LIMIT 200
 """
+
+
+class NextJob(typing.NamedTuple):
+    """The job a claim without labels takes now: what routing needs to know of it."""
+
+    id: str
+    model: str | None  # the checkpoint it names
+    labels: tuple[str, ...]  # its instance_labels
 
 
 class Database(typing.Protocol):
@@ -34,14 +42,14 @@ class InstanceStats:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    def next_job(self, *, now: float) -> tuple[str, str | None] | None:
-        """(id, checkpoint it names or None) of the job `claim_next` would take now, or None."""
+    def next_job(self, *, now: float) -> NextJob | None:
+        """The most urgent queued job, or None."""
         rows = self.database.query(NEXT_QUEUED.format(now=self.NOW), {"now": now})
         if not rows:
             return None
-        request = rows[0]["request"]
-        request = json.loads(request) if isinstance(request, str) else request
-        return rows[0]["id"], requested_model(request)
+        request, options = (json.loads(value) if isinstance(value, str) else value
+                            for value in (rows[0]["request"], rows[0]["options"]))
+        return NextJob(rows[0]["id"], requested_model(request), tuple(options.get("instance_labels") or ()))
 
     def running(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}

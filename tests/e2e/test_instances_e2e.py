@@ -1,6 +1,6 @@
 """Several A1111 instances behind one queue, with real processes: capacity (never two jobs at once
-on one instance), failover (an instance dies mid-job) and model-aware routing. Each test runs on
-SQLite and on Postgres."""
+on one instance), the instance idle longest taking the next job, failover (an instance dies
+mid-job), model-aware routing and instance labels. Each test runs on SQLite and on Postgres."""
 from __future__ import annotations
 
 import time
@@ -36,6 +36,30 @@ def test_forty_jobs_on_four_instances_never_run_two_at_once_on_one(cluster):
     assert all(c["generations_completed"] > 0 for c in counts)
 
 
+def test_sequential_jobs_go_to_the_instance_idle_longest_so_they_take_turns(cluster):
+    # given four idle instances with the same model and one worker whose runners all wait
+    urls = cluster.start_simulators(4, gen_seconds=0.1)
+    cluster.start_api()
+    cluster.start_worker()
+    time.sleep(1.0)  # every runner has probed its instance and taken its place in the idle line
+
+    # when eight jobs arrive one after the other
+    jobs = []
+    for n in range(8):
+        jobs.append(cluster.submit({"prompt": f"job {n}", "steps": 5})["job_id"])
+        assert cluster.wait_status(jobs[-1], {"completed", "error"}, timeout=30)["status"] == "completed"
+
+    # then the instances took turns: four different ones, then the same four in the same order
+    ran_on = {}
+    for url in urls:
+        for call in requests.get(f"{url}/_sim/requests", timeout=10).json():
+            ran_on[call["force_task_id"]] = url
+    order = [ran_on[job_id] for job_id in jobs]
+    assert sorted(order[:4]) == sorted(urls)
+    assert order[4:] == order[:4]
+    assert [stats(url)["generations_completed"] for url in urls] == [2, 2, 2, 2]
+
+
 def test_a_job_whose_instance_dies_mid_generation_completes_on_another(cluster):
     # given two instances and a job running on one of them
     urls = cluster.start_simulators(2, gen_seconds=3)
@@ -67,14 +91,15 @@ def test_jobs_naming_a_checkpoint_run_where_it_is_loaded(cluster):
     cluster.start_api()
     cluster.start_worker()
 
-    # when jobs naming either checkpoint arrive one after the other
+    # when jobs naming either checkpoint arrive one after the other, not alternating (so instances
+    # that merely took turns would run some on the wrong one)
     wanted = {}
-    for n in range(6):
-        model = [first_model, "sd_xl_base_1.0"][n % 2]  # by title or by bare name
+    names = [first_model, "sd_xl_base_1.0"]  # by title or by bare name
+    for n, instance in enumerate([1, 1, 0, 0, 1, 0]):
         job_id = cluster.submit({"prompt": f"job {n}", "steps": 5,
-                                 "override_settings": {"sd_model_checkpoint": model}})["job_id"]
+                                 "override_settings": {"sd_model_checkpoint": names[instance]}})["job_id"]
         assert cluster.wait_status(job_id, {"completed", "error"}, timeout=30)["status"] == "completed"
-        wanted[job_id] = urls[n % 2]
+        wanted[job_id] = urls[instance]
 
     # then each ran on the instance that had its checkpoint loaded
     ran_on = {}
@@ -82,6 +107,28 @@ def test_jobs_naming_a_checkpoint_run_where_it_is_loaded(cluster):
         for call in requests.get(f"{url}/_sim/requests", timeout=10).json():
             ran_on[call["force_task_id"]] = url
     assert ran_on == wanted
+
+
+def test_jobs_with_instance_labels_run_only_where_the_labels_are_and_hold_up_no_other(cluster):
+    # given two instances, only the second labelled sdxl
+    urls = cluster.start_simulators(2, gen_seconds=0.2)
+    cluster.env["A1111_BASE_URL"] = f"{urls[0]},{urls[1]};labels=sdxl+fast"
+    cluster.start_api()
+    cluster.start_worker()
+
+    # when labelled jobs, then plain ones, arrive at once
+    labelled = [cluster.submit({"prompt": f"xl {n}", "steps": 5, "instance_labels": ["sdxl"]})["job_id"]
+                for n in range(4)]
+    plain = [cluster.submit({"prompt": f"plain {n}", "steps": 5})["job_id"] for n in range(2)]
+
+    # then every labelled job ran on the labelled instance, and the plain ones did not wait for them
+    done = {job_id: cluster.wait_status(job_id, {"completed", "error"}, timeout=30) for job_id in labelled + plain}
+    assert {job["status"] for job in done.values()} == {"completed"}
+    assert {done[job_id]["instance"] for job_id in labelled} == {urls[1]}
+    assert all(done[job_id]["instance_labels"] == ["sdxl"] for job_id in labelled)
+    assert urls[0] in {done[job_id]["instance"] for job_id in plain}
+    last_labelled = max(done[job_id]["finished_at"] for job_id in labelled)
+    assert min(done[job_id]["finished_at"] for job_id in plain) < last_labelled
 
 
 def test_a_stopped_worker_gives_back_the_slot_of_a_job_stuck_past_the_grace(cluster):

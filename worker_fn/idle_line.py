@@ -1,0 +1,134 @@
+"""The idle line of one worker process: which of its idle runners takes the next job.
+
+Idle runners wait here instead of each polling the doorbell queue, so this process, not the race
+for a doorbell, decides who runs a job: among the idle healthy runners whose instance has every
+label the head job asks for (`instance_labels`), one whose instance has the checkpoint it names
+loaded (a model switch costs seconds), else the runner idle longest, which spreads jobs over the
+instances. When no idle runner fits the head job's labels, the longest idle one is woken all the
+same: its claim skips to a job it can run, if there is one. Busy instances that have the checkpoint are not waited for: no job waits
+while a healthy instance is idle. A runner that claims a job wakes the next best one (more jobs may
+be queued than doorbells rang); one that finds nothing goes back to its place and wakes no one. A
+wake that finds no runner idle is kept for the first one back, so a backlog needs no doorbells and
+a runner that finishes a job looks for another only when there may be one.
+
+The line is per process: the runners of several worker processes still compete, each process's
+doorbell listener taking doorbells from the one queue.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import typing
+
+from chalicelib import instance_health
+from chalicelib.store import instances as store_instances
+
+
+class Member(typing.Protocol):
+    """A runner as the line sees it: its instance's labels and health state."""
+
+    labels: tuple[str, ...]
+    health: instance_health.InstanceHealth
+
+
+class IdleLine:
+    """Idle runners in the order they became idle; `wake_best` gives the turn to the best placed."""
+
+    def __init__(self, *, next_job: typing.Callable[[], store_instances.NextJob | None],
+                 any_healthy: typing.Callable[[], bool], clock=time.monotonic) -> None:
+        self._next_job = next_job  # the most urgent queued job, or None
+        self._any_healthy = any_healthy  # whether some instance of the process is healthy
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._waiting: dict[Member, threading.Event] = {}
+        self._idle_since: dict[Member, float] = {}
+        self._missed = False  # a wake found no runner idle: the first one back takes it
+        self._stopped = False
+
+    def wait_turn(self, runner: Member, *, every: float, meanwhile: typing.Callable[[], object]) -> bool:
+        """Wait until chosen (True) or stopped (False), calling `meanwhile()` every `every` seconds
+        (a re-probe of the instance when due, so the choice sees its health and loaded model). A
+        runner keeps its place (when it became idle) until it claims a job."""
+        turn = threading.Event()
+        with self._lock:
+            if self._stopped:
+                return False
+            self._idle_since.setdefault(runner, self._clock())
+            self._waiting[runner] = turn
+            missed, self._missed = self._missed, False
+        if missed:
+            self.wake_best()
+        while not turn.wait(every):
+            meanwhile()
+        return not self._stopped
+
+    def claimed(self, runner: Member) -> None:
+        """`runner` took a job: it loses its place and the next best idle runner looks for another."""
+        with self._lock:
+            self._idle_since.pop(runner, None)
+        self.wake_best()
+
+    def wake_best(self) -> bool:
+        """Give the turn to the best idle runner (for a doorbell or the baton); False if none took
+        it. The head job is asked for only when that can change the choice: several candidates with
+        different models or labels (and then nobody is woken if nothing is queued)."""
+        with self._lock:
+            candidates = self._candidates()
+            ask = len(candidates) > 1 and (_models_differ(candidates) or _labels_differ(candidates))
+        if not ask:
+            return self._wake(head=None)
+        return self.wake_if_queued()
+
+    def wake_if_queued(self) -> bool:
+        """Wake the best idle runner if a job is queued (one may come without a doorbell): asking
+        the store costs what a claim in vain would, without taking a runner out of the line."""
+        head = self._next_job()
+        return head is not None and self._wake(head=head)
+
+    def stop(self) -> None:
+        """Wake every waiting runner, and turn away those that come later."""
+        with self._lock:
+            self._stopped = True
+            for turn in self._waiting.values():
+                turn.set()
+            self._waiting.clear()
+
+    def _wake(self, *, head: store_instances.NextJob | None) -> bool:
+        with self._lock:
+            candidates = self._candidates()
+            if not candidates:
+                self._missed = True
+                return False
+            self._waiting.pop(_best(candidates, head)).set()
+        return True
+
+    def _candidates(self) -> list[tuple[Member, instance_health.Snapshot]]:
+        """Waiting runners, longest idle first, with their instance's health. An instance that is
+        down is skipped while another is healthy; when all are down jobs are still tried, so that
+        they end in `error` by the retry rules rather than wait forever."""
+        waiting = sorted(self._waiting, key=self._idle_since.__getitem__)
+        seen = [(runner, runner.health.snapshot()) for runner in waiting]
+        healthy = [(runner, snapshot) for runner, snapshot in seen if snapshot.healthy]
+        return healthy if healthy or self._any_healthy() else seen
+
+
+def _models_differ(candidates: list[tuple[Member, instance_health.Snapshot]]) -> bool:
+    models = [snapshot.loaded_model for _, snapshot in candidates]
+    known = [model for model in models if model]
+    return bool(known) and not all(store_instances.same_model(model, known[0]) for model in models)
+
+
+def _labels_differ(candidates: list[tuple[Member, instance_health.Snapshot]]) -> bool:
+    return len({frozenset(runner.labels) for runner, _ in candidates}) > 1
+
+
+def _best(candidates: list[tuple[Member, instance_health.Snapshot]], head: store_instances.NextJob | None) -> Member:
+    """Of the runners whose labels fit `head` (if any do), the longest idle with its checkpoint
+    loaded, else the longest idle."""
+    if head is None:
+        return candidates[0][0]
+    fitting = [(runner, snapshot) for runner, snapshot in candidates if set(head.labels) <= set(runner.labels)]
+    candidates = fitting or candidates
+    with_model = [runner for runner, snapshot in candidates
+                  if store_instances.same_model(head.model, snapshot.loaded_model)]
+    return with_model[0] if with_model else candidates[0][0]
