@@ -228,7 +228,7 @@ def explain(job_store, *, middle: int, queued_page: list[base.Job]) -> dict:
     params = {"owner": "alice", "small_owner": "owner3", "status": "completed", "rare_status": "queued",
               "before": middle, "limit": 21, "last_priority": window["last_priority"],
               "last_seq": window["last_seq"], "now": 1_900_000_000.0, "worker": "explain", "instance": "gpu0",
-              "expires": 1_900_000_060.0}
+              "expires": 1_900_000_060.0, "labels": "[]"}
     if job_store.backend == "postgres":
         statements = {
             "list, first page": postgres_store.LIST_JOBS.format(where="owner = %(owner)s"),
