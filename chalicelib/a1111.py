@@ -37,7 +37,8 @@ _MAX_DETAIL_CHARS = 500
 @dataclasses.dataclass(frozen=True)
 class Instance:
     """One A1111 server; `url` may carry credentials, `name` never does. `capacity` is how many jobs
-    it may run at once (A1111 itself runs one); `labels` are shown by /sdapi/v1/instances."""
+    it may run at once (A1111 itself runs one); only an instance with all the labels a job asks for
+    (`instance_labels`) runs it."""
 
     url: str
     name: str
