@@ -29,8 +29,10 @@ from chalicelib import instance_health
 from chalicelib import intake
 from chalicelib import jobrunner
 from chalicelib import logs
+from chalicelib import store
 from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
+from chalicelib.store import instances as store_instances
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +168,7 @@ def handle_job_doorbells(ctx: context_module.Context, records: list[Record], *, 
             _retry(ctx, queue_base.JOBS, record, result, delay=backoff(record.receive_count))
             continue
         try:
-            with held_slot(ctx, holder=worker_id) as instance:
+            with held_slot(ctx, holder=worker_id, head=_head_job_if_it_matters(ctx)) as instance:
                 if instance is None:
                     log.info("every A1111 slot is busy; doorbell retried later",
                              extra={"worker_id": worker_id, "message_id": record.message_id})
@@ -191,18 +193,32 @@ def handle_job_doorbells(ctx: context_module.Context, records: list[Record], *, 
     return result
 
 
+def _head_job_if_it_matters(ctx: context_module.Context) -> store_instances.NextJob | None:
+    """The most urgent queued job, when instances differ in labels or loaded model (else no query)."""
+    if len({frozenset(i.labels) for i in ctx.instances}) < 2 and len(
+            {instance_health.of(i, client_for(ctx, i)).snapshot().loaded_model for i in ctx.instances}) < 2:
+        return None
+    return store.make_instance_stats(ctx.store).next_job(now=time.time())
+
+
 @contextlib.contextmanager
-def held_slot(ctx: context_module.Context, *, holder: str) -> typing.Iterator[a1111.Instance | None]:
+def held_slot(ctx: context_module.Context, *, holder: str,
+              head: store_instances.NextJob | None = None) -> typing.Iterator[a1111.Instance | None]:
     """A free slot of some A1111 instance, held (and its lease renewed) for the block; None if every
     slot is busy (healthy instances only, unless all are down). The Lambda counterpart of a worker
-    runner's slot: one job per slot, always."""
+    runner's slot: one job per slot, always. Instances that fit the `head` job are tried first: those
+    with its labels, then of those the ones with its checkpoint loaded (as this container last saw)."""
     settings = ctx.settings
     instances = list(ctx.instances)
     random.shuffle(instances)  # spread invocations over equally free instances
     # An instance that is down is skipped until its backoff has passed, so no job's attempt is
     # burnt on it while another is healthy; when all are down, jobs are tried (and end by the retry rules).
     usable = [i for i in instances if instance_health.of(i, client_for(ctx, i)).usable()]
-    for instance in usable or instances:
+    candidates = usable or instances
+    if head is not None:
+        candidates.sort(key=lambda i: (not set(head.labels) <= set(i.labels), not store_instances.same_model(
+            head.model, instance_health.of(i, client_for(ctx, i)).snapshot().loaded_model)))
+    for instance in candidates:
         _ensure_slots(ctx, instance)
         slot_holder = f"{holder}/{instance.name}"
         slot = ctx.store.acquire_slot(instance.name, holder=slot_holder,

@@ -138,6 +138,20 @@ def test_a_doorbell_for_a_job_its_instance_cannot_run_is_handed_back_for_another
     context_module.reset_context()
 
 
+def test_an_invocation_takes_the_slot_of_an_instance_that_fits_the_head_job(
+        monkeypatch, tmp_path, sqs, queue_urls, bucket, sim):
+    plain, sdxl = sim.url, sim.url.replace("127.0.0.1", "localhost")  # two instances, one simulator
+    configure(monkeypatch, tmp_path, queue_urls=queue_urls, bucket=bucket, sim=sim,
+              A1111_BASE_URL=f"{plain},{sdxl};labels=sdxl")
+    with chalice_test.Client(app_module.app) as client:
+        for n in range(4):  # a random pick of the free instance would miss at least once in 16
+            job_id = submit(client, {"prompt": f"xl {n}", "steps": 4, "instance_labels": ["sdxl"]})
+            event = support.lambda_event(sqs, queue_urls["jobs"])
+            assert client.lambda_.invoke("run_jobs", event).payload == {"batchItemFailures": []}
+            assert job(client, job_id)["instance"] == sdxl
+    context_module.reset_context()
+
+
 def test_a_partial_batch_failure_retries_only_the_record_there_was_no_time_for(
         lambda_app, sqs, queue_urls, sim):
     sim.set_faults(gen_seconds=1.9)  # one generation leaves too little of the 3 s for a second
