@@ -45,6 +45,10 @@ class Instance:
     capacity: int = 1
     labels: tuple[str, ...] = ()
 
+    def has_labels(self, wanted: typing.Iterable[str]) -> bool:
+        """Whether a job asking for `wanted` (its `instance_labels`) may run here."""
+        return set(wanted) <= set(self.labels)
+
 
 def parse_instances(value: str) -> list[Instance]:
     """`A1111_BASE_URL`: one or more base URLs separated by commas, each optionally followed by

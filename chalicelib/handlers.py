@@ -195,8 +195,8 @@ def handle_job_doorbells(ctx: context_module.Context, records: list[Record], *, 
 
 def _head_job_if_it_matters(ctx: context_module.Context) -> store_instances.NextJob | None:
     """The most urgent queued job, when instances differ in labels or loaded model (else no query)."""
-    if len({frozenset(i.labels) for i in ctx.instances}) < 2 and len(
-            {instance_health.of(i, client_for(ctx, i)).snapshot().loaded_model for i in ctx.instances}) < 2:
+    models = [instance_health.of(i, client_for(ctx, i)).snapshot().loaded_model for i in ctx.instances]
+    if not store_instances.choice_matters([i.labels for i in ctx.instances], models):
         return None
     return store.make_instance_stats(ctx.store).next_job(now=time.time())
 
@@ -216,7 +216,7 @@ def held_slot(ctx: context_module.Context, *, holder: str,
     usable = [i for i in instances if instance_health.of(i, client_for(ctx, i)).usable()]
     candidates = usable or instances
     if head is not None:
-        candidates.sort(key=lambda i: (not set(head.labels) <= set(i.labels), not store_instances.same_model(
+        candidates.sort(key=lambda i: (not i.has_labels(head.labels), not store_instances.same_model(
             head.model, instance_health.of(i, client_for(ctx, i)).snapshot().loaded_model)))
     for instance in candidates:
         _ensure_slots(ctx, instance)

@@ -193,7 +193,7 @@ def _queue_position(ctx: context_module.Context, job: store_base.Job) -> int | N
 
 def _check_instance_labels(ctx: context_module.Context, labels: list[str] | None) -> None:
     """A job that names labels must have an instance to run on, or it would wait forever."""
-    if not labels or any(set(labels) <= set(instance.labels) for instance in ctx.instances):
+    if not labels or any(instance.has_labels(labels) for instance in ctx.instances):
         return
     configured = "; ".join(f"{instance.name}: {'+'.join(instance.labels) or 'no labels'}"
                            for instance in ctx.instances)

@@ -20,14 +20,15 @@ import threading
 import time
 import typing
 
+from chalicelib import a1111
 from chalicelib import instance_health
 from chalicelib.store import instances as store_instances
 
 
 class Member(typing.Protocol):
-    """A runner as the line sees it: its instance's labels and health state."""
+    """A runner as the line sees it: its instance and that instance's health state."""
 
-    labels: tuple[str, ...]
+    instance: a1111.Instance
     health: instance_health.InstanceHealth
 
 
@@ -74,7 +75,9 @@ class IdleLine:
         different models or labels (and then nobody is woken if nothing is queued)."""
         with self._lock:
             candidates = self._candidates()
-            ask = len(candidates) > 1 and (_models_differ(candidates) or _labels_differ(candidates))
+            ask = len(candidates) > 1 and store_instances.choice_matters(
+                [runner.instance.labels for runner, _ in candidates],
+                [snapshot.loaded_model for _, snapshot in candidates])
         if not ask:
             return self._wake(head=None)
         return self.wake_if_queued()
@@ -112,22 +115,12 @@ class IdleLine:
         return healthy if healthy or self._any_healthy() else seen
 
 
-def _models_differ(candidates: list[tuple[Member, instance_health.Snapshot]]) -> bool:
-    models = [snapshot.loaded_model for _, snapshot in candidates]
-    known = [model for model in models if model]
-    return bool(known) and not all(store_instances.same_model(model, known[0]) for model in models)
-
-
-def _labels_differ(candidates: list[tuple[Member, instance_health.Snapshot]]) -> bool:
-    return len({frozenset(runner.labels) for runner, _ in candidates}) > 1
-
-
 def _best(candidates: list[tuple[Member, instance_health.Snapshot]], head: store_instances.NextJob | None) -> Member:
     """Of the runners whose labels fit `head` (if any do), the longest idle with its checkpoint
     loaded, else the longest idle."""
     if head is None:
         return candidates[0][0]
-    fitting = [(runner, snapshot) for runner, snapshot in candidates if set(head.labels) <= set(runner.labels)]
+    fitting = [(runner, snapshot) for runner, snapshot in candidates if runner.instance.has_labels(head.labels)]
     candidates = fitting or candidates
     with_model = [runner for runner, snapshot in candidates
                   if store_instances.same_model(head.model, snapshot.loaded_model)]

@@ -48,7 +48,6 @@ class Runner(threading.Thread):
         super().__init__(name=f"runner-{instance.name}-{index}", daemon=True)
         self.worker = worker
         self.instance = instance
-        self.labels = instance.labels
         self.holder = f"{worker.worker_id}/{instance.name}#{index}"
         self.client = a1111.A1111Client(instance.url, auth=worker.ctx.settings.a1111_auth,
                                         connect_timeout=worker.ctx.settings.a1111_connect_timeout,

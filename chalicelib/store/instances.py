@@ -67,6 +67,15 @@ class InstanceStats:
         return found
 
 
+def choice_matters(label_sets: typing.Iterable[tuple[str, ...]], models: typing.Iterable[str | None]) -> bool:
+    """Whether the head job can change which of these instances should take it: they differ in
+    labels, or in the checkpoint they have loaded (one unknown counts as different)."""
+    models = list(models)
+    known = [model for model in models if model]
+    return len({frozenset(labels) for labels in label_sets}) > 1 or (
+        bool(known) and not all(same_model(model, known[0]) for model in models))
+
+
 def requested_model(request: object) -> str | None:
     """The checkpoint a job asks for (`override_settings.sd_model_checkpoint`), or None."""
     override = request.get("override_settings") if isinstance(request, dict) else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chalicelib import a1111
 from chalicelib import instance_health
 from chalicelib.store.instances import NextJob
 from tests import support
@@ -38,7 +39,7 @@ class FakeRunner:
     def __init__(self, name: str, *, model: str | None = SD15, healthy: bool | None = True,
                  labels: tuple[str, ...] = ()) -> None:
         self.name = name
-        self.labels = labels
+        self.instance = a1111.Instance(url=f"http://{name}:7860", name=name, labels=labels)
         self.health = FakeHealth(model=model, healthy=healthy)
 
     def __repr__(self) -> str:
