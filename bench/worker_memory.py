@@ -48,23 +48,6 @@ def reset_peak(pid: int) -> None:
     pathlib.Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def start_noise_simulator(cluster: harness.Cluster, *, gen_seconds: float) -> None:
-    """The harness's start_simulator, with incompressible images."""
-    port = harness.free_port()
-    cluster.start("simulator", [sys.executable, "-m", "tests.a1111_sim", "--host", "127.0.0.1", "--port",
-                                str(port), "--gen-seconds", str(gen_seconds), "--noise-images"])
-    cluster.sim_url = f"http://127.0.0.1:{port}"
-    cluster.env["A1111_BASE_URL"] = cluster.sim_url
-    harness.wait_until(lambda: pings(f"{cluster.sim_url}/internal/ping"), timeout=15, what="the simulator")
-
-
-def pings(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).ok
-    except requests.RequestException:
-        return False
-
-
 def answer_size(cluster: harness.Cluster) -> dict:
     """What A1111 sends back for BATCH: the JSON body, and the PNGs it carries once decoded."""
     response = requests.post(f"{cluster.sim_url}/sdapi/v1/txt2img", json=BATCH, timeout=120)
@@ -90,7 +73,7 @@ def bench_worker(*, runs: int, database_url: str | None, worker_env: dict) -> di
         cluster.env.update(PROGRESS_INTERVAL="1.0", HEARTBEAT_INTERVAL="5", SWEEP_INTERVAL="5",
                            JOB_LEASE_SECONDS="60", A1111_TIMEOUT="120", LOG_LEVEL="WARNING")
         try:
-            start_noise_simulator(cluster, gen_seconds=0.1)
+            cluster.start_simulator(gen_seconds=0.1, flags=("--noise-images",))
             cluster.start_api()
             pid = cluster.start_worker("bench-worker", **worker_env).popen.pid
             size = answer_size(cluster)

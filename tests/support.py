@@ -1,4 +1,5 @@
-"""Small helpers every kind of test uses: free ports, waiting for a condition, background calls."""
+"""Small helpers every kind of test uses: free ports, waiting for a condition or a server, background
+calls."""
 from __future__ import annotations
 
 import contextlib
@@ -6,11 +7,21 @@ import socket
 import threading
 import time
 
+import requests
+
 
 def free_port() -> int:
     with contextlib.closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    """Whether something serves `url` without a server error (a process is up)."""
+    try:
+        return requests.get(url, timeout=1).status_code < 500
+    except requests.RequestException:
+        return False
 
 
 def wait_until(predicate, *, timeout: float = 5.0, interval: float = 0.01, what: str = "condition"):

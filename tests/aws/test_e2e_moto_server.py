@@ -34,18 +34,11 @@ def moto_server(tmp_path_factory):
     process = e2e.Process("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                           env=dict(os.environ), log_dir=tmp_path_factory.mktemp("moto"))
     try:
-        support.wait_until(lambda: _answers(f"http://127.0.0.1:{port}/moto-api/"), timeout=20, interval=0.1,
+        support.wait_until(lambda: support.answers(f"http://127.0.0.1:{port}/moto-api/"), timeout=20, interval=0.1,
                            what="moto's server")
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate(timeout=10)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code < 500
-    except requests.RequestException:
-        return False
 
 
 @pytest.fixture

@@ -3,37 +3,27 @@
 once on a SQLite file and once on Postgres (the `database_url` fixture of tests/conftest.py)."""
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
+
+from tests import support
+from tests.support import answers
+from tests.support import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOKEN = "e2e-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, *, timeout: float, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+# Polls of real processes over HTTP: every 50 ms, not to load the two cores the processes need.
+wait_until = functools.partial(support.wait_until, interval=0.05)
 
 
 class Process:
@@ -94,13 +84,14 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    def start_simulator(self, *, gen_seconds: float = 0.5, port: int | None = None) -> str:
+    def start_simulator(self, *, gen_seconds: float = 0.5, port: int | None = None, flags: tuple[str, ...] = ()) -> str:
+        """The simulator (process `simulator`) as A1111_BASE_URL; `flags` are its extra options."""
         port = port or free_port()
         self.start("simulator", [sys.executable, "-m", "tests.a1111_sim", "--host", "127.0.0.1",
-                                 "--port", str(port), "--gen-seconds", str(gen_seconds)])
+                                 "--port", str(port), "--gen-seconds", str(gen_seconds), *flags])
         self.sim_url = f"http://127.0.0.1:{port}"
         self.env["A1111_BASE_URL"] = self.sim_url
-        wait_until(lambda: _answers(f"{self.sim_url}/internal/ping"), timeout=15, what="the simulator")
+        wait_until(lambda: answers(f"{self.sim_url}/internal/ping"), timeout=15, what="the simulator")
         return self.sim_url
 
     def start_simulators(self, count: int, *, gen_seconds: float = 0.5) -> list[str]:
@@ -112,7 +103,7 @@ class Cluster:
                                               "--port", str(port), "--gen-seconds", str(gen_seconds)])
             urls.append(f"http://127.0.0.1:{port}")
         for url in urls:
-            wait_until(lambda: _answers(f"{url}/internal/ping"), timeout=15, what=f"the simulator at {url}")
+            wait_until(lambda: answers(f"{url}/internal/ping"), timeout=15, what=f"the simulator at {url}")
         self.sim_url = urls[0]
         self.env["A1111_BASE_URL"] = ",".join(urls)
         return urls
@@ -124,7 +115,7 @@ class Cluster:
         port = free_port()
         self.start("api", [sys.executable, "wsgi.py"], PORT=str(port))
         self.api_url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _answers(f"{self.api_url}/health"), timeout=15, what="the API")
+        wait_until(lambda: answers(f"{self.api_url}/health"), timeout=15, what="the API")
         return self.api_url
 
     def start_worker(self, name: str = "worker", **env) -> Process:
@@ -161,13 +152,6 @@ class Cluster:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.terminate()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code < 500
-    except requests.RequestException:
-        return False
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ def service(cluster, fake):
     port = e2e.free_port()
     cluster.start("simulator2", [sys.executable, "-m", "tests.a1111_sim", "--port", str(port), "--catalog", "second"])
     second = f"http://127.0.0.1:{port}"
-    e2e.wait_until(lambda: e2e._answers(f"{second}/internal/ping"), timeout=15, what="the second simulator")
+    e2e.wait_until(lambda: e2e.answers(f"{second}/internal/ping"), timeout=15, what="the second simulator")
     cluster.env.update(A1111_BASE_URL=f"{first},{second}", CIVITAI_ENABLED="true", CIVITAI_BASE_URL=fake.url,
                        CIVITAI_API_KEY="civitai-key-e2e", CATALOG_TTL="0")
     cluster.start_api()

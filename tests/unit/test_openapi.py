@@ -18,7 +18,6 @@ import openapi_schema_validator
 import openapi_spec_validator
 import pydantic
 import pytest
-from chalice import test as chalice_test
 
 import app as app_module
 from chalicelib import context as context_module
@@ -66,19 +65,6 @@ PUBLIC_OPERATIONS = {"GET /openapi.json", "GET /doc", "GET /doc/{asset}", "GET /
 # Routes whose `@openapi.document` is still to be written in their own module. Strict: once one is
 # documented, its entry here fails until removed (and its operationId joins STABLE_OPERATION_IDS).
 PENDING_DOCUMENTATION: dict[str, str] = {}
-
-
-@pytest.fixture
-def client(monkeypatch, tmp_path):
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
-    monkeypatch.setenv("API_TOKENS", "alice:tok-alice,bob:tok-bob")
-    monkeypatch.setenv("A1111_BASE_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("MAX_BODY_BYTES", "4096")
-    monkeypatch.setattr(webhooks, "resolve_host", lambda host, port: ["93.184.215.14"])
-    context_module.reset_context()
-    with chalice_test.Client(app_module.app) as test_client:
-        yield test_client
-    context_module.reset_context()
 
 
 @pytest.fixture

@@ -6,30 +6,13 @@ import json
 import time
 
 import pytest
-from chalice import test as chalice_test
 
 from chalicelib import context as context_module
-from chalicelib import webhooks
 
 ALICE = {"Authorization": "Bearer tok-alice", "Content-Type": "application/json"}
 BOB = {"Authorization": "Bearer tok-bob", "Content-Type": "application/json"}
 PNG_1X1 = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
-
-
-@pytest.fixture
-def client(monkeypatch, tmp_path):
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
-    monkeypatch.setenv("API_TOKENS", "alice:tok-alice,bob:tok-bob")
-    monkeypatch.setenv("A1111_BASE_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("MAX_BODY_BYTES", "4096")
-    # Webhook hosts are resolved at submit; tests never ask real DNS (example.com is public).
-    monkeypatch.setattr(webhooks, "resolve_host", lambda host, port: ["93.184.215.14"])
-    context_module.reset_context()
-    from app import app
-    with chalice_test.Client(app) as test_client:
-        yield test_client
-    context_module.reset_context()
 
 
 def post(client, path, body, headers=ALICE):
