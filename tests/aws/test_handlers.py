@@ -13,6 +13,7 @@ from chalice import test as chalice_test
 import app as app_module
 from chalicelib import context as context_module
 from chalicelib import handlers
+from chalicelib import sqs_batch
 from tests import webhook_receiver
 from tests.aws import conftest as support
 
@@ -89,7 +90,7 @@ def test_a_job_doorbell_runs_the_job_and_its_images_land_in_s3(lambda_app, sqs, 
 
 def test_every_slot_busy_hands_the_doorbell_back_soon_not_after_the_visibility_timeout(
         lambda_app, sqs, queue_urls, sim, monkeypatch):
-    monkeypatch.setattr(handlers, "RETRY_BASE_SECONDS", 0.5)  # SQS rounds up to 1 s
+    monkeypatch.setattr(sqs_batch, "RETRY_FIRST", 0.5)  # SQS rounds up to 1 s
     job_id = submit(lambda_app)
     ctx = context_module.get_context()
     [instance] = ctx.instances
@@ -109,7 +110,7 @@ def test_every_slot_busy_hands_the_doorbell_back_soon_not_after_the_visibility_t
 
 def test_a_doorbell_for_a_job_its_instance_cannot_run_is_handed_back_for_another(
         monkeypatch, tmp_path, sqs, queue_urls, bucket, sim):
-    monkeypatch.setattr(handlers, "RETRY_BASE_SECONDS", 0.5)  # SQS rounds up to 1 s
+    monkeypatch.setattr(sqs_batch, "RETRY_FIRST", 0.5)  # SQS rounds up to 1 s
     plain, sdxl = sim.url, sim.url.replace("127.0.0.1", "localhost")  # two instances, one simulator
     configure(monkeypatch, tmp_path, queue_urls=queue_urls, bucket=bucket, sim=sim,
               A1111_BASE_URL=f"{plain},{sdxl};labels=sdxl")
