@@ -9,9 +9,10 @@ the queue's long visibility timeout (six times the Lambda function's): its visib
 the delay, so the queue offers it again soon. Records are doorbells or idempotent submissions, so
 handling one twice is always harmless.
 
-Powertools' own `BatchProcessor` was measured for this (see the architecture docs): it adds about
-46 ms to `import app` and 2 MB zipped to the Lambda package, has no "retry with this delay", and takes
-Lambda's event shape only, which `python -m worker_fn` does not receive.
+Why not Powertools' own `BatchProcessor` (aws-lambda-powertools 3.37.0, measured 2026-12-06): it
+adds about 46 ms to `import app` (median of 7 runs, on top of about 320 ms, against a 300 ms goal)
+and 2.0 MB zipped / 7.6 MB unzipped to a 12.8 MB Lambda package; it has no "retry with this delay";
+and it takes Lambda's event shape only, which `python -m worker_fn` does not receive.
 """
 from __future__ import annotations
 
