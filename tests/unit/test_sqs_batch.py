@@ -2,11 +2,17 @@
 receive count, a failing visibility call, and settling a batch as Lambda's poller does."""
 from __future__ import annotations
 
+import pathlib
+import subprocess
+import sys
+
 import pytest
 
 from chalicelib import errors
 from chalicelib import sqs_batch
 from chalicelib.queue import base as queue_base
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 class FakeQueue:
@@ -95,3 +101,10 @@ def test_a_queue_message_becomes_a_record_with_its_text_as_sent():
 def test_a_budget_without_a_deadline_never_runs_out():
     assert sqs_batch.Budget().remaining() == float("inf") and not sqs_batch.Budget().limited
     assert sqs_batch.Budget(deadline=0.0).remaining() < 0
+
+
+def test_the_worker_does_not_import_the_lambda_module():
+    code = "import sys, worker_fn.__main__, worker_fn.worker; print('chalicelib.handlers' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+
+    assert found.stdout.strip() == "False"
