@@ -17,6 +17,7 @@ import threading
 import typing
 import urllib.parse
 
+from chalicelib import config
 from chalicelib import errors
 
 if typing.TYPE_CHECKING:
@@ -113,6 +114,15 @@ def instances_from_specs(specs: list[dict], *, source: str) -> list[Instance]:
     if not instances:
         raise ValueError(f"{source} is empty: give at least one base URL, e.g. http://127.0.0.1:7860")
     return instances
+
+
+def make_client(instance: Instance, settings: config.Settings, *, connect_timeout: float | None = None,
+                timeout: float | None = None) -> "A1111Client":
+    """The one way to build a client for `instance`: A1111_AUTH and the timeouts of the settings,
+    unless the caller has a tighter budget of its own (a health probe, a catalog call)."""
+    return A1111Client(instance.url, auth=settings.a1111_auth,
+                       connect_timeout=settings.a1111_connect_timeout if connect_timeout is None else connect_timeout,
+                       timeout=settings.a1111_timeout if timeout is None else timeout)
 
 
 class A1111Client:

@@ -174,8 +174,7 @@ def fetch_answers(ctx: context_module.Context, path: str, instances: typing.Sequ
 def _call(ctx: context_module.Context, instance: a1111.Instance, path: str) -> tuple[object, str | None]:
     """(A1111's JSON, None) or (None, why not); messages never carry credentials."""
     settings = ctx.settings
-    client = a1111.A1111Client(instance.url, auth=settings.a1111_auth, connect_timeout=settings.a1111_connect_timeout,
-                               timeout=settings.catalog_timeout)
+    client = a1111.make_client(instance, settings, timeout=settings.catalog_timeout)
     try:
         return client.get_json(path, timeout=settings.catalog_timeout), None
     except errors.A1111Error as exc:

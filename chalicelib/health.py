@@ -52,7 +52,7 @@ def instances(ctx: context_module.Context) -> list[dict]:
     running, done, failures = facts.running(), facts.jobs_done(), facts.last_errors()
 
     def probe(instance: a1111.Instance) -> dict:
-        client = a1111.A1111Client(instance.url, auth=ctx.settings.a1111_auth, connect_timeout=PING_TIMEOUT)
+        client = a1111.make_client(instance, ctx.settings, connect_timeout=PING_TIMEOUT, timeout=PING_TIMEOUT)
         state = instance_health.InstanceHealth(client)
         healthy = state.probe(timeout=PING_TIMEOUT)
         snapshot = state.snapshot()

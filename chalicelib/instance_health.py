@@ -14,6 +14,7 @@ import threading
 import time
 
 from chalicelib import a1111
+from chalicelib import backoff
 from chalicelib import errors
 
 RECHECK_SECONDS = 5.0
@@ -46,7 +47,7 @@ class InstanceHealth:
         self._last_error: str | None = None
         self._checked_at: float | None = None
         self._next_probe = 0.0
-        self._backoff = first_backoff
+        self._failures = 0  # in a row
 
     def usable(self) -> bool:
         """True if the instance may take a job now; probes it when a probe is due."""
@@ -69,7 +70,7 @@ class InstanceHealth:
             self._healthy = True
             self._loaded_model = model if isinstance(model, str) else self._loaded_model
             self._checked_at = time.time()
-            self._backoff = self._first_backoff
+            self._failures = 0
             self._next_probe = self._clock() + self._recheck
         return True
 
@@ -79,8 +80,9 @@ class InstanceHealth:
             self._healthy = False
             self._last_error = message
             self._checked_at = time.time()
-            self._next_probe = self._clock() + self._backoff
-            self._backoff = min(self._backoff * 2, self._max_backoff)
+            self._failures += 1
+            self._next_probe = self._clock() + backoff.delay(self._failures, first=self._first_backoff,
+                                                             cap=self._max_backoff)
 
     def snapshot(self) -> Snapshot:
         with self._lock:

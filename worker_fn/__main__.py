@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 
+from chalicelib import backoff
 from chalicelib import config
 from chalicelib import context as context_module
 from chalicelib import errors
@@ -72,15 +73,16 @@ def start_worker(settings: config.Settings, *, worker_id: str | None,
     A worker that starts before its database (container start order, failover, maintenance)
     waits for it instead of exiting into a crash loop. None when stopped while waiting.
     """
-    delay = START_RETRY_FIRST
+    failures = 0
     while not stop.is_set():
         try:
             worker = worker_module.Worker(context_module.build_context(settings), worker_id=worker_id)
         except errors.StoreUnavailable as exc:
+            failures += 1
+            delay = backoff.delay(failures, first=START_RETRY_FIRST, cap=START_RETRY_MAX)
             log.warning("job store unavailable; the worker waits for it: %s", exc,
                         extra={"retry_in_seconds": delay})
             stop.wait(delay)
-            delay = min(delay * 2, START_RETRY_MAX)
             continue
         worker.start()
         return worker

@@ -1,11 +1,11 @@
-"""The idle line of one worker process: which of its idle runners takes the next job.
+"""The idle line of one worker process: idle runners wait here, and placement (placement.py)
+chooses which of them takes the next job.
 
 Idle runners wait here instead of each polling the doorbell queue, so this process, not the race
-for a doorbell, decides who runs a job: among the idle healthy runners whose instance has every
-label the head job asks for (`instance_labels`), one whose instance has the checkpoint it names
-loaded (a model switch costs seconds), else the runner idle longest, which spreads jobs over the
-instances. When no idle runner fits the head job's labels, the longest idle one is woken all the
-same: its claim skips to a job it can run, if there is one. Busy instances that have the checkpoint are not waited for: no job waits
+for a doorbell, decides who runs a job: the first in placement's order (labels fit, then checkpoint
+loaded, then idle longest, among runners whose instance is healthy). When no idle runner fits the
+head job's labels, the best of the others is woken all the same: its claim skips to a job it can
+run, if there is one. Busy instances that have the checkpoint are not waited for: no job waits
 while a healthy instance is idle. A runner that claims a job wakes the next best one (more jobs may
 be queued than doorbells rang); one that finds nothing goes back to its place and wakes no one. A
 wake that finds no runner idle is kept for the first one back, so a backlog needs no doorbells and
@@ -22,6 +22,7 @@ import typing
 
 from chalicelib import a1111
 from chalicelib import instance_health
+from chalicelib import placement
 from chalicelib.store import instances as store_instances
 
 
@@ -74,10 +75,7 @@ class IdleLine:
         it. The head job is asked for only when that can change the choice: several candidates with
         different models or labels (and then nobody is woken if nothing is queued)."""
         with self._lock:
-            candidates = self._candidates()
-            ask = len(candidates) > 1 and store_instances.choice_matters(
-                [runner.instance.labels for runner, _ in candidates],
-                [snapshot.loaded_model for _, snapshot in candidates])
+            ask = placement.head_matters(self._candidates())
         if not ask:
             return self._wake(head=None)
         return self.wake_if_queued()
@@ -98,30 +96,20 @@ class IdleLine:
 
     def _wake(self, *, head: store_instances.NextJob | None) -> bool:
         with self._lock:
-            candidates = self._candidates()
-            if not candidates:
+            ordered = placement.order(self._candidates(), head=head)
+            if not ordered:
                 self._missed = True
                 return False
-            self._waiting.pop(_best(candidates, head)).set()
+            self._waiting.pop(ordered[0].member).set()
         return True
 
-    def _candidates(self) -> list[tuple[Member, instance_health.Snapshot]]:
-        """Waiting runners, longest idle first, with their instance's health. An instance that is
-        down is skipped while another is healthy; when all are down jobs are still tried, so that
-        they end in `error` by the retry rules rather than wait forever."""
-        waiting = sorted(self._waiting, key=self._idle_since.__getitem__)
-        seen = [(runner, runner.health.snapshot()) for runner in waiting]
-        healthy = [(runner, snapshot) for runner, snapshot in seen if snapshot.healthy]
-        return healthy if healthy or self._any_healthy() else seen
-
-
-def _best(candidates: list[tuple[Member, instance_health.Snapshot]], head: store_instances.NextJob | None) -> Member:
-    """Of the runners whose labels fit `head` (if any do), the longest idle with its checkpoint
-    loaded, else the longest idle."""
-    if head is None:
-        return candidates[0][0]
-    fitting = [(runner, snapshot) for runner, snapshot in candidates if runner.instance.has_labels(head.labels)]
-    candidates = fitting or candidates
-    with_model = [runner for runner, snapshot in candidates
-                  if store_instances.same_model(head.model, snapshot.loaded_model)]
-    return with_model[0] if with_model else candidates[0][0]
+    def _candidates(self) -> list[placement.Candidate[Member]]:
+        """Waiting runners that may take a job (placement's health rule, counting the busy
+        instances of the process too)."""
+        candidates = []
+        for runner in self._waiting:
+            snapshot = runner.health.snapshot()
+            candidates.append(placement.Candidate(
+                member=runner, instance=runner.instance, idle_since=self._idle_since[runner],
+                healthy=snapshot.healthy, loaded_model=snapshot.loaded_model))
+        return placement.usable(candidates, others_healthy=self._any_healthy())

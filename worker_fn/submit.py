@@ -22,11 +22,14 @@ import typing
 import pydantic
 import requests
 
+from chalicelib import backoff
 from chalicelib import intake
 from chalicelib.queue import base as queue_base
 
 PROGRESS_EVERY = 1.0  # seconds between progress lines
 API_TRIES = 3
+API_RETRY_FIRST = 1.0  # seconds before the second try, doubling
+API_RETRY_MAX = 10.0
 API_TIMEOUT = 30.0
 SQS_BATCH = 10
 
@@ -168,7 +171,7 @@ def _post(session: requests.Session, url: str, *, body: dict, key: str | None) -
     why = "not sent"
     for attempt in range(API_TRIES):
         if attempt:
-            time.sleep(0.5 * 2 ** attempt)
+            time.sleep(backoff.delay(attempt, first=API_RETRY_FIRST, cap=API_RETRY_MAX))
         try:
             response = session.post(url, json=body, headers={"Idempotency-Key": key} if key else {},
                                     timeout=API_TIMEOUT)

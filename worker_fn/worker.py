@@ -7,7 +7,7 @@ are none it waits in the process's idle line (idle_line.py), and one doorbell li
 the best placed idle runner for each doorbell. A housekeeping thread writes the heartbeat,
 renews the slot leases and sweeps expired job leases. WEBHOOK_DISPATCHER_THREADS dispatcher threads
 deliver webhooks from the outbox, apart from the runners, so no receiver can hold up a job. With
-SUBMISSIONS_QUEUE_URL set, an intake thread turns queued submissions into jobs (handlers.py).
+SUBMISSIONS_QUEUE_URL set, an intake thread turns queued submissions into jobs (consumers.py).
 """
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ import time
 import uuid
 
 from chalicelib import a1111
+from chalicelib import consumers
 from chalicelib import context as context_module
-from chalicelib import handlers
 from chalicelib import instance_health
 from chalicelib import jobrunner
+from chalicelib import placement
+from chalicelib import sqs_batch
 from chalicelib import store
 from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
@@ -49,9 +51,7 @@ class Runner(threading.Thread):
         self.worker = worker
         self.instance = instance
         self.holder = f"{worker.worker_id}/{instance.name}#{index}"
-        self.client = a1111.A1111Client(instance.url, auth=worker.ctx.settings.a1111_auth,
-                                        connect_timeout=worker.ctx.settings.a1111_connect_timeout,
-                                        timeout=worker.ctx.settings.a1111_timeout)
+        self.client = a1111.make_client(instance, worker.ctx.settings)
         self.health = instance_health.of(instance, self.client)
         self.current_job: str | None = None
         self.slot: int | None = None
@@ -80,10 +80,9 @@ class Runner(threading.Thread):
             _guarded(lambda: ctx.store.release_slot(self.instance.name, slot, holder=self.holder))
 
     def _drain_until_stopped(self) -> None:
-        # A dead instance claims nothing while another is healthy (the idle line skips it), so no
-        # job's attempts are burnt on it; its health state re-probes it with backoff. When every
-        # instance is down, jobs are still tried, so they end in `error` by the retry rules.
-        if self.health.usable() or not self.worker.any_healthy():
+        # Placement's health rule, as in the idle line: a dead instance claims nothing while another
+        # is healthy; its health state re-probes it with backoff.
+        if placement.may_run(self.health.usable(), any_healthy=self.worker.any_healthy()):
             self._run_next_job()  # jobs may have been queued before this runner started
         while self.worker.idle_line.wait_turn(self, every=HEALTH_WAIT, meanwhile=self.health.usable):
             self._run_next_job()
@@ -147,8 +146,8 @@ class Dispatcher(threading.Thread):
 
 class Intake(threading.Thread):
     """Takes job submissions from the submissions queue (SUBMISSIONS_QUEUE_URL) with the very
-    handler the Lambda intake runs, then settles the batch as Lambda's poller would: handled
-    messages are deleted; failed ones come back after the backoff the handler set."""
+    per-record function and processor the Lambda intake runs, then settles the batch as Lambda's
+    poller would: handled messages are deleted; failed ones come back after the processor's backoff."""
 
     def __init__(self, worker: "Worker") -> None:
         super().__init__(name="intake", daemon=True)
@@ -161,10 +160,11 @@ class Intake(threading.Thread):
                                                           wait_seconds=INTAKE_WAIT))
             if not messages:
                 continue
-            records = [handlers.record_of_message(message) for message in messages]
-            result = _guarded(lambda: handlers.handle_submissions(ctx, records))
-            if result is not None:
-                _guarded(lambda: handlers.settle(ctx, queue_base.SUBMISSIONS, records, result))
+            records = [sqs_batch.record_of_message(message) for message in messages]
+            processor = sqs_batch.BatchProcessor(ctx.queue, queue_base.SUBMISSIONS)
+            result = processor.process(records, lambda record: consumers.take_submission(
+                ctx, record, budget=sqs_batch.Budget()))
+            _guarded(lambda: processor.settle(records, result))
 
 
 class Worker:

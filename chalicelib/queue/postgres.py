@@ -17,6 +17,7 @@ import time
 
 from psycopg.types import json as psycopg_json
 
+from chalicelib import backoff
 from chalicelib import errors
 from chalicelib.queue import base
 from chalicelib.store import postgres_db
@@ -27,6 +28,7 @@ CHANNEL = "queue_messages"
 FALLBACK_POLL = 0.5
 LISTEN_SLICE = 1.0
 LISTENER_PING_SECONDS = 30.0
+RECONNECT_FIRST_DELAY = 0.2
 RECONNECT_MAX_DELAY = 5.0
 
 SEND = """
@@ -173,14 +175,14 @@ class Doorbell:
                 failures = 0
             except errors.StoreUnavailable as exc:
                 failures += 1
-                delay = min(0.1 * 2 ** failures, RECONNECT_MAX_DELAY)
+                delay = backoff.delay(failures, first=RECONNECT_FIRST_DELAY, cap=RECONNECT_MAX_DELAY)
                 log.warning("queue listener lost its connection; receivers poll until it is back: %s",
                             exc, extra={"retry_in": delay})
                 self._closed.wait(delay)
             except Exception:  # noqa: BLE001 - the listener must outlive any surprise; receivers poll
                 failures += 1
                 log.exception("queue listener failed; restarting it")
-                self._closed.wait(min(0.1 * 2 ** failures, RECONNECT_MAX_DELAY))
+                self._closed.wait(backoff.delay(failures, first=RECONNECT_FIRST_DELAY, cap=RECONNECT_MAX_DELAY))
 
     def _listen(self) -> None:
         conn = self.database.connect()

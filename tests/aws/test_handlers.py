@@ -11,8 +11,10 @@ import pytest
 from chalice import test as chalice_test
 
 import app as app_module
+from chalicelib import consumers
 from chalicelib import context as context_module
 from chalicelib import handlers
+from chalicelib import sqs_batch
 from tests import webhook_receiver
 from tests.aws import conftest as support
 
@@ -89,7 +91,7 @@ def test_a_job_doorbell_runs_the_job_and_its_images_land_in_s3(lambda_app, sqs, 
 
 def test_every_slot_busy_hands_the_doorbell_back_soon_not_after_the_visibility_timeout(
         lambda_app, sqs, queue_urls, sim, monkeypatch):
-    monkeypatch.setattr(handlers, "RETRY_BASE_SECONDS", 0.5)  # SQS rounds up to 1 s
+    monkeypatch.setattr(sqs_batch, "RETRY_FIRST", 0.5)  # SQS rounds up to 1 s
     job_id = submit(lambda_app)
     ctx = context_module.get_context()
     [instance] = ctx.instances
@@ -109,7 +111,7 @@ def test_every_slot_busy_hands_the_doorbell_back_soon_not_after_the_visibility_t
 
 def test_a_doorbell_for_a_job_its_instance_cannot_run_is_handed_back_for_another(
         monkeypatch, tmp_path, sqs, queue_urls, bucket, sim):
-    monkeypatch.setattr(handlers, "RETRY_BASE_SECONDS", 0.5)  # SQS rounds up to 1 s
+    monkeypatch.setattr(sqs_batch, "RETRY_FIRST", 0.5)  # SQS rounds up to 1 s
     plain, sdxl = sim.url, sim.url.replace("127.0.0.1", "localhost")  # two instances, one simulator
     configure(monkeypatch, tmp_path, queue_urls=queue_urls, bucket=bucket, sim=sim,
               A1111_BASE_URL=f"{plain},{sdxl};labels=sdxl")
@@ -150,6 +152,23 @@ def test_an_invocation_takes_the_slot_of_an_instance_that_fits_the_head_job(
             assert client.lambda_.invoke("run_jobs", event).payload == {"batchItemFailures": []}
             assert job(client, job_id)["instance"] == sdxl
     context_module.reset_context()
+
+
+def test_invocations_take_the_instance_idle_longest_in_turn_not_at_random(
+        monkeypatch, tmp_path, sqs, queue_urls, bucket, sim):
+    first, second = sim.url, sim.url.replace("127.0.0.1", "localhost")  # two instances, one simulator
+    configure(monkeypatch, tmp_path, queue_urls=queue_urls, bucket=bucket, sim=sim,
+              A1111_BASE_URL=f"{first},{second}")
+    monkeypatch.setattr(consumers, "_released_at", {})  # this container has used neither yet
+    with chalice_test.Client(app_module.app) as client:
+        ran_on = []
+        for n in range(4):
+            job_id = submit(client, {"prompt": f"cat {n}", "steps": 4})
+            event = support.lambda_event(sqs, queue_urls["jobs"])
+            assert client.lambda_.invoke("run_jobs", event).payload == {"batchItemFailures": []}
+            ran_on.append(job(client, job_id)["instance"])
+    context_module.reset_context()
+    assert ran_on == [first, second, first, second]
 
 
 def test_a_partial_batch_failure_retries_only_the_record_there_was_no_time_for(

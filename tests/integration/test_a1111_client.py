@@ -8,6 +8,7 @@ import time
 import pytest
 
 from chalicelib import a1111
+from chalicelib import config
 from chalicelib import errors
 from tests import support
 from tests.a1111_sim import server as a1111_sim
@@ -235,6 +236,17 @@ def test_auth_is_sent_on_every_call(auth_sim):
     client.interrupt()
     assert client.ping() is True
     assert auth_sim.requests_seen()[-1]["auth_user"] == "alice"
+
+
+def test_make_client_takes_the_credentials_and_timeouts_of_the_settings(auth_sim, sim):
+    settings = config.Settings(a1111_auth=f"alice:{PASSWORD}", a1111_timeout=0.05)
+    client = a1111.make_client(a1111.Instance(url=auth_sim.url, name=auth_sim.url), settings)
+    assert client.ping() is True and auth_sim.requests_seen()[-1]["auth_user"] == "alice"
+
+    slow = a1111.Instance(url=sim.url, name=sim.url)  # generates for 0.2 s
+    with pytest.raises(errors.A1111Unavailable, match=r"timed out after 0\.05 s"):
+        a1111.make_client(slow, settings).generate("txt2img", SMALL)
+    assert a1111.make_client(slow, settings, timeout=10).generate("txt2img", SMALL)["images"]
 
 
 def test_credentials_in_the_url_are_used_and_never_shown(auth_sim):
