@@ -47,7 +47,8 @@ def test_jobs_by_state_and_histograms_of_queue_wait_and_run_time(job_store):
     claim(job_store, slow, now=NOW + 3)
     claim(job_store, late, now=NOW + 100)
     assert job_store.complete(quick.id, worker_id="w1", result={}, image_count=1, now=NOW + 2.5).applied
-    assert job_store.fail(slow.id, worker_id="w1", code="a1111_rejected", message="no such sampler", now=NOW + 7).applied
+    assert job_store.fail(slow.id, worker_id="w1", code="a1111_rejected", message="no such sampler",
+                          now=NOW + 7).applied
     assert job_store.complete(late.id, worker_id="w1", result={}, image_count=1, now=NOW + 130).applied
     assert job_store.cancel_queued(cancelled.id, now=NOW + 201).applied
     job_stats = store_module.make_stats(job_store)
@@ -86,7 +87,8 @@ def test_a1111_errors_count_every_failed_attempt_by_kind(job_store):
 def test_a_lost_lease_is_not_an_a1111_error(job_store):
     job = add(job_store)
     claim(job_store, job, now=NOW)
-    assert [(c.job_id, c.status) for c in job_store.expire_leases(max_attempts=1, now=NOW + 1000)] == [(job.id, "error")]
+    [expired] = job_store.expire_leases(max_attempts=1, now=NOW + 1000)
+    assert (expired.job_id, expired.status) == (job.id, "error")
     assert sum(store_module.make_stats(job_store).a1111_errors().values()) == 0
 
 
@@ -102,17 +104,20 @@ def test_webhook_deliveries_by_state_and_attempts_by_outcome(job_store):
     first = job_store.claim_delivery(dispatcher_id="d1", lease_seconds=30, now=NOW + 5)
     assert job_store.finish_delivery(first.id, claim_token=first.claim_token, attempt=first.attempts,
                                      result=base.AttemptResult(None, None, "connection refused"),
-                                     status=vocabulary.DeliveryStatus.PENDING, next_attempt_at=NOW + 6, body="{}", now=NOW + 5)
+                                     status=vocabulary.DeliveryStatus.PENDING, next_attempt_at=NOW + 6, body="{}",
+                                     now=NOW + 5)
     again = job_store.claim_delivery(dispatcher_id="d1", lease_seconds=30, now=NOW + 6)
     assert again.id == first.id
     assert job_store.finish_delivery(again.id, claim_token=again.claim_token, attempt=again.attempts,
                                      result=base.AttemptResult(500, "oops", None),
-                                     status=vocabulary.DeliveryStatus.PENDING, next_attempt_at=NOW + 7, body=None, now=NOW + 6)
+                                     status=vocabulary.DeliveryStatus.PENDING, next_attempt_at=NOW + 7, body=None,
+                                     now=NOW + 6)
     third = job_store.claim_delivery(dispatcher_id="d1", lease_seconds=30, now=NOW + 7)
     assert third.id == first.id
     assert job_store.finish_delivery(third.id, claim_token=third.claim_token, attempt=third.attempts,
                                      result=base.AttemptResult(204, "", None),
-                                     status=vocabulary.DeliveryStatus.DELIVERED, next_attempt_at=None, body=None, now=NOW + 7)
+                                     status=vocabulary.DeliveryStatus.DELIVERED, next_attempt_at=None, body=None,
+                                     now=NOW + 7)
     complete_with_webhook(NOW + 10)
     assert job_store.claim_delivery(dispatcher_id="d1", lease_seconds=30, now=NOW + 12) is not None
 
