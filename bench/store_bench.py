@@ -41,8 +41,7 @@ from chalice import test as chalice_test  # noqa: E402
 from chalicelib import context as context_module  # noqa: E402
 from chalicelib import store as store_module  # noqa: E402
 from chalicelib.store import base  # noqa: E402
-from chalicelib.store import postgres as postgres_store  # noqa: E402
-from chalicelib.store import sqlite as sqlite_store  # noqa: E402
+from chalicelib.store import queries  # noqa: E402
 from bench import core  # noqa: E402
 from tests.e2e import conftest as harness  # noqa: E402
 
@@ -148,7 +147,7 @@ def _claim_worker(url: str, worker: str, complete: bool, barrier, out) -> None:
     barrier.wait()
     started, claimed = time.time(), 0
     while True:
-        job = job_store.claim_next(worker_id=worker, instance="gpu0", lease_seconds=60, now=time.time())
+        job = job_store.claim_next(worker_id=worker, instance="gpu0", lease_seconds=60, now=time.time()).job
         if job is None:
             break
         claimed += 1
@@ -229,43 +228,27 @@ def explain(job_store, *, middle: int, queued_page: list[base.Job]) -> dict:
               "before": middle, "limit": 21, "last_priority": window["last_priority"],
               "last_seq": window["last_seq"], "now": 1_900_000_000.0, "worker": "explain", "instance": "gpu0",
               "expires": 1_900_000_060.0, "labels": "[]"}
+    database, sql = job_store.database, queries.for_database(job_store.database)
+    statements = {name: database.native(queries.LIST_JOBS.format(where=where)) for name, where in {
+        "list, first page": "owner = :owner",
+        "list, cursor": "owner = :owner AND seq < :before",
+        "list, status": "owner = :owner AND status = :status",
+        "list, rare status": "owner = :owner AND status = :rare_status",
+        "list, small owner": "owner = :small_owner",
+    }.items()}
+    statements.update({"queue positions": sql.QUEUE_POSITIONS, "claim": sql.CLAIM_NEXT})
+    params["seqs"] = database.array(window["seqs"])
+    params["labels"] = database.dump_json([])
     if job_store.backend == "postgres":
-        statements = {
-            "list, first page": postgres_store.LIST_JOBS.format(where="owner = %(owner)s"),
-            "list, cursor": postgres_store.LIST_JOBS.format(where="owner = %(owner)s AND seq < %(before)s"),
-            "list, status": postgres_store.LIST_JOBS.format(where="owner = %(owner)s AND status = %(status)s"),
-            "list, rare status": postgres_store.LIST_JOBS.format(
-                where="owner = %(owner)s AND status = %(rare_status)s"),
-            "list, small owner": postgres_store.LIST_JOBS.format(where="owner = %(small_owner)s"),
-            "queue positions": postgres_store.QUEUE_POSITIONS,
-            "claim": postgres_store.CLAIM_NEXT,
-        }
-        params["seqs"] = window["seqs"]
         plans = {}
-        with job_store.database.connection() as conn:
-            for name, sql in statements.items():
+        with database.connection() as conn:
+            for name, statement in statements.items():
                 with conn.transaction(force_rollback=True):  # EXPLAIN ANALYZE runs the claim for real
-                    rows = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", params).fetchall()
+                    rows = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {statement}", params).fetchall()
                 plans[name] = [row["QUERY PLAN"] for row in rows]
         return plans
-    columns = ", ".join(f.name for f in base.Job.__dataclass_fields__.values())
-    statements = {
-        "list, first page": f"SELECT {columns} FROM jobs WHERE owner = :owner ORDER BY seq DESC LIMIT :limit",
-        "list, cursor": f"SELECT {columns} FROM jobs WHERE owner = :owner AND seq < :before "
-                        "ORDER BY seq DESC LIMIT :limit",
-        "list, status": f"SELECT {columns} FROM jobs WHERE owner = :owner AND status = :status "
-                        "ORDER BY seq DESC LIMIT :limit",
-        "list, rare status": f"SELECT {columns} FROM jobs WHERE owner = :owner AND status = :rare_status "
-                             "ORDER BY seq DESC LIMIT :limit",
-        "list, small owner": f"SELECT {columns} FROM jobs WHERE owner = :small_owner ORDER BY seq DESC LIMIT :limit",
-        "queue positions": sqlite_store.QUEUE_POSITIONS.format(
-            marks=", ".join(f":seq{n}" for n in range(len(window["seqs"])))),
-        "claim (candidate)": "SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= :now "
-                             "ORDER BY priority DESC, seq LIMIT 1",
-    }
-    params.update({f"seq{n}": seq for n, seq in enumerate(window["seqs"])})
-    return {name: [row["detail"] for row in job_store.database.query(f"EXPLAIN QUERY PLAN {sql}", params)]
-            for name, sql in statements.items()}
+    return {name: [row["detail"] for row in database.query(f"EXPLAIN QUERY PLAN {statement}", params)]
+            for name, statement in statements.items()}
 
 
 # -- dispatch ---------------------------------------------------------------------------------

@@ -1,22 +1,23 @@
 """Worker use cases: run the next job on an A1111 instance, and sweep what crashed workers left.
 
-The same functions serve `python -m worker_fn` and the SQS-triggered Lambda handlers. The store
-writes each state change's webhook delivery in the change's own transaction; this module only
-rings the webhooks doorbell afterwards, so no receiver can slow or fail a job.
+The same functions serve `python -m worker_fn` and the SQS-triggered Lambda handlers. Every
+state change goes through `transitions`, which rings the doorbells it calls for; no webhook
+receiver can slow or fail a job (its delivery waits in the outbox).
 """
 from __future__ import annotations
 
 import binascii
 import json
 import logging
-import random
 import threading
 import time
 
 from chalicelib import a1111
+from chalicelib import backoff
 from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import models
+from chalicelib import transitions
 from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
@@ -26,15 +27,10 @@ log = logging.getLogger(__name__)
 DEFAULT_STEPS = models.StableDiffusionProcessingTxt2Img.model_fields["steps"].default  # what A1111 runs
 
 MAX_RETRY_DELAY = 300.0
+RETRY_JITTER = 0.2
 STALE_QUEUED_SECONDS = 30.0
 STALE_RERING_LIMIT = 10
 TIMED_OUT_FRACTION = 0.98  # a call that fails after this share of its time limit ran out of time
-
-
-def retry_delay(attempt: int, *, base: float) -> float:
-    """Exponential backoff with ±20 % jitter: base, 2·base, 4·base … capped at five minutes."""
-    delay = min(base * 2 ** max(attempt - 1, 0), MAX_RETRY_DELAY)
-    return delay * random.uniform(0.8, 1.2)
 
 
 def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111.Instance,
@@ -51,17 +47,14 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
     """
     settings = ctx.settings
     timeout = settings.a1111_timeout if time_limit is None else min(settings.a1111_timeout, time_limit)
-    job = ctx.store.claim_next(worker_id=worker_id, instance=instance.name, labels=instance.labels,
-                               lease_seconds=settings.job_lease_seconds, now=time.time())
+    job = transitions.claim_next(ctx, worker_id=worker_id, instance=instance.name, labels=instance.labels).job
     if job is None:
         return None
     if on_claim is not None:
         on_claim(job.id)
     log.info("job claimed", extra={"job_id": job.id, "worker_id": worker_id, "attempt": job.attempts})
-    webhooks.ring_if_wanted(ctx, job, store_base.EVENT_STARTED)
     if job.cancel_requested:
-        if ctx.store.finish_cancelled(job.id, worker_id=worker_id, result=None, image_count=0, now=time.time()):
-            webhooks.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED)
+        transitions.finish_cancelled(ctx, job.id, worker_id=worker_id)
         return job.id
     tracker = ProgressTracker(ctx, job=job, worker_id=worker_id, client=client)
     tracker.start()
@@ -101,19 +94,17 @@ def _end_generated(ctx: context_module.Context, job: store_base.Job, worker_id: 
         "info": info if isinstance(info, str) else json.dumps(info),
     }
     ctx.images.put(job.id, job.attempts, images)
-    now = time.time()
     if cancelled:
-        done = ctx.store.finish_cancelled(job.id, worker_id=worker_id, result=result,
-                                          image_count=len(images), now=now)
+        change = transitions.finish_cancelled(ctx, job.id, worker_id=worker_id, result=result,
+                                              image_count=len(images))
     else:
-        done = ctx.store.complete(job.id, worker_id=worker_id, result=result,
-                                  image_count=len(images), now=now, progress=progress)
-    if not done:
+        change = transitions.complete(ctx, job.id, worker_id=worker_id, result=result,
+                                      image_count=len(images), progress=progress)
+    if not change.applied:
         log.warning("job finished after its lease was lost; result dropped",
                     extra={"job_id": job.id, "worker_id": worker_id})
     else:
-        webhooks.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED if cancelled else store_base.EVENT_COMPLETED)
-        log.info("job %s", "cancelled" if cancelled else "completed",
+        log.info("job %s", change.status,
                  extra={"job_id": job.id, "worker_id": worker_id, "images": len(images)})
 
 
@@ -138,18 +129,16 @@ def _end_rejected(ctx: context_module.Context, job: store_base.Job, worker_id: s
 def _end_unavailable(ctx: context_module.Context, job: store_base.Job, worker_id: str,
                      exc: errors.A1111Error, *, cancelled: bool) -> None:
     settings = ctx.settings
-    now = time.time()
     if cancelled:
-        if ctx.store.finish_cancelled(job.id, worker_id=worker_id, result=None, image_count=0, now=now):
-            webhooks.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED)
+        transitions.finish_cancelled(ctx, job.id, worker_id=worker_id)
         return
     if job.attempts >= settings.job_max_attempts:
         _fail(ctx, job, worker_id, "a1111_unavailable",
               f"{exc.message} (attempt {job.attempts} of {settings.job_max_attempts}; no attempts left)")
         return
-    delay = retry_delay(job.attempts, base=settings.job_retry_base_seconds)
-    if ctx.store.retry_later(job.id, worker_id=worker_id, delay=delay, reason=exc.message, now=now):
-        ctx.queue.send(queue_base.JOBS, {"job_id": job.id}, delay=delay)
+    delay = backoff.delay(job.attempts, first=settings.job_retry_base_seconds, cap=MAX_RETRY_DELAY,
+                          jitter=RETRY_JITTER)
+    if transitions.retry_later(ctx, job.id, worker_id=worker_id, delay=delay, reason=exc.message).applied:
         log.warning("A1111 unavailable; job requeued",
                     extra={"job_id": job.id, "worker_id": worker_id, "delay": round(delay, 2),
                            "reason": exc.message})
@@ -171,8 +160,7 @@ def _end_out_of_time(ctx: context_module.Context, job: store_base.Job, worker_id
 
 def _fail(ctx: context_module.Context, job: store_base.Job, worker_id: str, code: str,
           message: str) -> None:
-    if ctx.store.fail(job.id, worker_id=worker_id, code=code, message=message, now=time.time()):
-        webhooks.ring_if_wanted(ctx, job, store_base.EVENT_ERROR)
+    transitions.fail(ctx, job.id, worker_id=worker_id, code=code, message=message)
     log.warning("job failed", extra={"job_id": job.id, "worker_id": worker_id, "code": code})
 
 
@@ -187,7 +175,6 @@ class ProgressTracker:
         self.worker_id = worker_id
         self.client = client
         self.cancel_sent = False
-        self.lease_lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"progress-{job.id[:8]}", daemon=True)
         self._last: dict = {"progress": 0.0, "eta_relative": None, "step": 0, "steps": None,
@@ -223,15 +210,11 @@ class ProgressTracker:
         if snapshot is not None:
             self._last = _progress_of(snapshot)
             preview = snapshot.get("current_image") or None
-        cancel = self.ctx.store.record_progress(
-            self.job.id, worker_id=self.worker_id, progress=self._last, preview=preview,
-            lease_seconds=self.ctx.settings.job_lease_seconds, now=time.time())
-        if cancel is not None:
-            webhooks.ring_if_wanted(self.ctx, self.job, store_base.EVENT_PROGRESS)
-        if cancel is None:
-            self.lease_lost = True
-            self._stop.set()
-        elif cancel:
+        change = transitions.record_progress(self.ctx, self.job.id, worker_id=self.worker_id,
+                                             progress=self._last, preview=preview)
+        if not change.applied:
+            self._stop.set()  # the lease is lost: another worker may own the job now
+        elif change.cancel_requested:
             # Sent at every tick until the call returns: A1111 forgets an interrupt that arrives
             # before its generation has begun.
             try:
@@ -256,14 +239,10 @@ def _progress_of(snapshot: dict) -> dict:
 def sweep(ctx: context_module.Context) -> dict:
     """Requeue or end jobs whose worker vanished; re-ring jobs and webhook deliveries that waited
     without a doorbell."""
+    expired = transitions.expire_leases(ctx)
+    for change in expired:
+        log.warning("lease expired; job is now %s", change.status, extra={"job_id": change.job_id})
     now = time.time()
-    expired = ctx.store.expire_leases(max_attempts=ctx.settings.job_max_attempts, now=now)
-    for job_id, status in expired:
-        log.warning("lease expired; job is now %s", status, extra={"job_id": job_id})
-        if status == "queued":
-            ctx.queue.send(queue_base.JOBS, {"job_id": job_id})
-        else:
-            webhooks.ring(ctx, job_id)  # its job.error / job.cancelled delivery, if it has a webhook
     stale = ctx.store.stale_queued(older_than=STALE_QUEUED_SECONDS, now=now, limit=STALE_RERING_LIMIT)
     rerung = 0
     if stale and ctx.queue.depth(queue_base.JOBS).get("visible", 0) == 0:

@@ -7,30 +7,20 @@ redelivered bad message is recorded once. The excerpt never holds a webhook secr
 from __future__ import annotations
 
 import dataclasses
-import json
-import typing
 
 from chalicelib.store import base as store_base
+from chalicelib.store import database as store_database
 
 EXCERPT_CHARS = 2048
 
-SQLITE_RECORD = """
+RECORD = """
 INSERT INTO rejected_submissions (message_id, received_at, reason, problems, excerpt)
 VALUES (:message_id, :received_at, :reason, :problems, :excerpt)
 ON CONFLICT (message_id) DO NOTHING
 """
-SQLITE_LIST = """
+LIST = """
 SELECT seq, message_id, received_at, reason, problems, excerpt FROM rejected_submissions
-WHERE (:before IS NULL OR seq < :before) ORDER BY seq DESC LIMIT :limit
-"""
-POSTGRES_RECORD = """
-INSERT INTO rejected_submissions (message_id, received_at, reason, problems, excerpt)
-VALUES (%(message_id)s, %(received_at)s, %(reason)s, %(problems)s::json, %(excerpt)s)
-ON CONFLICT (message_id) DO NOTHING
-"""
-POSTGRES_LIST = """
-SELECT seq, message_id, received_at, reason, problems, excerpt FROM rejected_submissions
-WHERE (%(before)s::BIGINT IS NULL OR seq < %(before)s::BIGINT) ORDER BY seq DESC LIMIT %(limit)s
+WHERE (CAST(:before AS BIGINT) IS NULL OR seq < CAST(:before AS BIGINT)) ORDER BY seq DESC LIMIT :limit
 """
 
 
@@ -44,50 +34,24 @@ class Rejection:
     excerpt: str
 
 
-class RejectionLog(typing.Protocol):
+class RejectionLog:
+    """The log on a job store's database (either adapter)."""
+
+    def __init__(self, database: store_database.Database) -> None:
+        self.database = database
+
     def record(self, message_id: str, *, reason: str, problems: list[dict], excerpt: str, now: float) -> bool:
         """Keep one rejection per message id; False when this message was recorded before."""
+        return self.database.execute(self.database.native(RECORD), {
+            "message_id": message_id, "received_at": now, "reason": reason,
+            "problems": self.database.dump_json(problems), "excerpt": excerpt}) == 1
+
     def list(self, *, limit: int, before: int | None = None) -> list[Rejection]:
         """Newest first."""
-
-
-class SqliteRejectionLog:
-    def __init__(self, database) -> None:
-        self.database = database
-
-    def record(self, message_id: str, *, reason: str, problems: list[dict], excerpt: str, now: float) -> bool:
-        with self.database.write() as conn:
-            cursor = conn.execute(SQLITE_RECORD, {"message_id": message_id, "received_at": now, "reason": reason,
-                                                  "problems": json.dumps(problems), "excerpt": excerpt})
-            return cursor.rowcount == 1
-
-    def list(self, *, limit: int, before: int | None = None) -> list[Rejection]:
-        rows = self.database.query(SQLITE_LIST, {"before": before, "limit": limit})
-        return [Rejection(**{**row, "problems": json.loads(row["problems"])}) for row in rows]
-
-
-class PostgresRejectionLog:
-    def __init__(self, database) -> None:
-        self.database = database
-
-    def record(self, message_id: str, *, reason: str, problems: list[dict], excerpt: str, now: float) -> bool:
-        return self.database.execute(POSTGRES_RECORD, {
-            "message_id": message_id, "received_at": now, "reason": reason, "problems": json.dumps(problems),
-            "excerpt": excerpt}) == 1
-
-    def list(self, *, limit: int, before: int | None = None) -> list[Rejection]:
-        rows = self.database.query(POSTGRES_LIST, {"before": before, "limit": limit})
-        return [Rejection(**{**row, "problems": _json(row["problems"])}) for row in rows]
-
-
-def _json(value: object) -> list[dict]:
-    return json.loads(value) if isinstance(value, str) else typing.cast(list, value)
+        rows = self.database.query(self.database.native(LIST), {"before": before, "limit": limit})
+        return [Rejection(**{**row, "problems": self.database.load_json(row["problems"])}) for row in rows]
 
 
 def make_rejection_log(job_store: store_base.JobStore) -> RejectionLog:
     """The log on the job store's own database."""
-    if job_store.backend == "sqlite":
-        return SqliteRejectionLog(job_store.database)
-    if job_store.backend == "postgres":
-        return PostgresRejectionLog(job_store.database)
-    raise ValueError(f"no rejection log for a {job_store.backend!r} store")
+    return RejectionLog(job_store.database)

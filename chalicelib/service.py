@@ -14,7 +14,9 @@ import uuid
 from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import models
+from chalicelib import transitions
 from chalicelib import views
+from chalicelib import vocabulary
 from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
@@ -121,16 +123,14 @@ def cancel_job(ctx: context_module.Context, job_id: str, *, owner: str) -> dict:
     """queued → cancelled now; processing → flag the worker, which interrupts A1111; finished → 409."""
     for _ in range(CANCEL_RACE_TRIES):
         job = _owned_job(ctx, job_id, owner=owner)
-        if job.status == models.JobStatus.queued.value:
-            changed = ctx.store.cancel_queued(job.id, now=time.time())
-        elif job.status == models.JobStatus.processing.value:
-            changed = ctx.store.request_cancel(job.id, now=time.time())
+        if job.status == vocabulary.JobStatus.QUEUED:
+            change = transitions.cancel_queued(ctx, job.id)
+        elif job.status == vocabulary.JobStatus.PROCESSING:
+            change = transitions.request_cancel(ctx, job.id)
         else:
             raise errors.Conflict(f"job {job.id} is already {job.status}; only queued or processing "
                                   "jobs can be cancelled")
-        if changed:
-            if job.status == models.JobStatus.queued.value:
-                webhooks.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED)
+        if change.applied:
             job = _owned_job(ctx, job_id, owner=owner)
             return views.job_summary(job, queue_position=_queue_position(ctx, job))
     raise errors.Conflict(f"job {job_id} changed state while being cancelled; try again")

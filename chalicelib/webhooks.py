@@ -23,6 +23,7 @@ import urllib.parse
 
 from chalicelib import context as context_module
 from chalicelib import views
+from chalicelib import vocabulary
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
 
@@ -376,7 +377,7 @@ def deliver_next(ctx: context_module.Context, *, dispatcher_id: str) -> bool:
         why = ("the job or its webhook_url no longer exists" if url is None else
                f"gave up after {max_attempts(schedule)} attempts (the last one was lost)")
         _finish(ctx, delivery, store_base.AttemptResult(None, None, f"not sent: {why}"),
-                status=store_base.DELIVERY_FAILED, next_attempt_at=None, body=None)
+                status=vocabulary.DeliveryStatus.FAILED, next_attempt_at=None, body=None)
         return True
     fresh = delivery.body is None
     body = render_body(ctx, delivery, job) if fresh else delivery.body
@@ -401,13 +402,13 @@ def deliver_due(ctx: context_module.Context, *, dispatcher_id: str, limit: int) 
 def _outcome(result: store_base.AttemptResult, *, attempt_number: int,
              schedule: list[float]) -> tuple[str, float | None]:
     if result.status_code in SUCCESS:
-        return store_base.DELIVERY_DELIVERED, None
+        return vocabulary.DeliveryStatus.DELIVERED, None
     if result.status_code == GONE:
-        return store_base.DELIVERY_FAILED, None
+        return vocabulary.DeliveryStatus.FAILED, None
     delay = retry_delay(attempt_number, schedule=schedule)
     if delay is None:
-        return store_base.DELIVERY_FAILED, None
-    return store_base.DELIVERY_PENDING, time.time() + delay
+        return vocabulary.DeliveryStatus.FAILED, None
+    return vocabulary.DeliveryStatus.PENDING, time.time() + delay
 
 
 def _finish(ctx: context_module.Context, delivery: store_base.WebhookDelivery,
@@ -419,7 +420,7 @@ def _finish(ctx: context_module.Context, delivery: store_base.WebhookDelivery,
     if not kept:
         log.warning("webhook attempt finished after its claim ran out; another dispatcher retries it",
                     extra={"job_id": delivery.job_id, "webhook_id": delivery.id})
-    elif status == store_base.DELIVERY_PENDING and next_attempt_at is not None:
+    elif status == vocabulary.DeliveryStatus.PENDING and next_attempt_at is not None:
         # A delayed doorbell for the retry (SQS caps delays at 15 min; the sweep re-rings later ones).
         ring(ctx, delivery.job_id, delay=min(max(next_attempt_at - time.time(), 0), 900))
 
@@ -429,9 +430,9 @@ def _log_attempt(delivery: store_base.WebhookDelivery, result: store_base.Attemp
     extra = {"job_id": delivery.job_id, "webhook_id": delivery.id, "event": delivery.event_type,
              "attempt": delivery.attempts, "status_code": result.status_code,
              "host": urllib.parse.urlsplit(url).hostname, "delivery_status": status}
-    if status == store_base.DELIVERY_DELIVERED:
+    if status == vocabulary.DeliveryStatus.DELIVERED:
         log.info("webhook delivered", extra=extra)
-    elif status == store_base.DELIVERY_PENDING:
+    elif status == vocabulary.DeliveryStatus.PENDING:
         log.warning("webhook attempt failed; will retry",
                     extra={**extra, "error": result.error,
                            "retry_in": round((next_attempt_at or 0) - time.time(), 1)})
@@ -471,7 +472,7 @@ def rering_due(ctx: context_module.Context, *, now: float) -> bool:
 def delivery_view(delivery: store_base.WebhookDelivery, attempts: list[store_base.WebhookAttempt], *,
                   now: float) -> dict:
     """A delivery for its job's owner: no body, no secret, no signature."""
-    pending = delivery.status == store_base.DELIVERY_PENDING
+    pending = delivery.status == vocabulary.DeliveryStatus.PENDING
     return {
         "webhook_id": delivery.id,
         "type": delivery.event_type,

@@ -26,6 +26,7 @@ from chalicelib import jobrunner
 from chalicelib import placement
 from chalicelib import sqs_batch
 from chalicelib import store
+from chalicelib import transitions
 from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
 from worker_fn import idle_line
@@ -227,10 +228,8 @@ class Worker:
 
     def _release(self, runner: Runner) -> None:
         job_id = runner.current_job
-        released = _guarded(lambda: self.ctx.store.release(job_id, worker_id=self.worker_id,
-                                                           now=time.time()))
-        if released:
-            _guarded(lambda: self.ctx.queue.send(queue_base.JOBS, {"job_id": job_id}))
+        change = _guarded(lambda: transitions.release(self.ctx, job_id, worker_id=self.worker_id))
+        if change is not None and change.applied:
             try:
                 runner.client.interrupt()
             except Exception:  # noqa: BLE001 - best effort: A1111 may be the reason we stop

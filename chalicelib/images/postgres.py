@@ -21,12 +21,11 @@ class PostgresImageStore:
 
     def put(self, job_id: str, attempt: int, images: list[bytes]) -> None:
         """Replace the images of one attempt in one transaction (a retried put leaves no strays)."""
-        with self.database.transaction() as conn:
-            conn.execute(DELETE_ATTEMPT, {"job_id": job_id, "attempt": attempt})
-            with conn.cursor() as cursor:
-                cursor.executemany(INSERT_IMAGE, [
-                    {"job_id": job_id, "attempt": attempt, "n": n, "content_type": base.content_type_of(data),
-                     "data": data} for n, data in enumerate(images)])
+        with self.database.transaction() as session:
+            session.execute(DELETE_ATTEMPT, {"job_id": job_id, "attempt": attempt})
+            session.executemany(INSERT_IMAGE, [
+                {"job_id": job_id, "attempt": attempt, "n": n, "content_type": base.content_type_of(data),
+                 "data": data} for n, data in enumerate(images)])
 
     def get(self, job_id: str, attempt: int, n: int) -> tuple[bytes, str] | None:
         row = self.database.query_one(SELECT_IMAGE, {"job_id": job_id, "attempt": attempt, "n": n})

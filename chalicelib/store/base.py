@@ -9,6 +9,8 @@ import dataclasses
 import typing
 import uuid
 
+from chalicelib import vocabulary
+
 
 @dataclasses.dataclass(frozen=True)
 class NewJob:
@@ -98,7 +100,7 @@ def queue_window(jobs: list[Job]) -> dict | None:
     queued ones (the queue's index holds seq, so numbering reads the index alone), and the last of
     them in queue order (priority DESC, seq), where numbering can stop: the work is bounded by the
     furthest position asked for, not by the queue's length."""
-    queued = [job for job in jobs if job.status == "queued"]
+    queued = [job for job in jobs if job.status == vocabulary.JobStatus.QUEUED]
     if not queued:
         return None
     last = max(queued, key=lambda job: (-job.priority, job.seq))
@@ -114,24 +116,14 @@ def positions_by_id(jobs: list[Job], rows: list[dict]) -> dict[str, int]:
 # --- Webhook outbox ------------------------------------------------------------------------------
 #
 # Each guarded change below writes its webhook delivery row in its own transaction, when the job
-# wants the event (see `wants_event`); callers pass nothing and cannot forget a terminal event:
+# wants the event (see `wants_event`), and says in its `Change` which event it wrote:
 #   claim_next → job.started · record_progress → job.progress (changed progress, ≤ 1 per second)
 #   complete → job.completed · fail → job.error · finish_cancelled, cancel_queued → job.cancelled
 #   expire_leases → job.error or job.cancelled (not when the job goes back to the queue)
 # The row carries `event_snapshot(...)`: the job row and its runs as of the change, without the
 # request (immutable, read at render time) and without the webhook secret.
 
-EVENT_STARTED = "job.started"
-EVENT_PROGRESS = "job.progress"
-EVENT_COMPLETED = "job.completed"
-EVENT_ERROR = "job.error"
-EVENT_CANCELLED = "job.cancelled"
-TERMINAL_EVENTS = frozenset({EVENT_COMPLETED, EVENT_ERROR, EVENT_CANCELLED})
 PROGRESS_EVENT_INTERVAL = 1.0  # seconds: at most one job.progress delivery per job per interval
-
-DELIVERY_PENDING = "pending"
-DELIVERY_DELIVERED = "delivered"
-DELIVERY_FAILED = "failed"
 
 # Fields of `Job` that a snapshot leaves out: the request can be megabytes, the secret is secret.
 SNAPSHOT_EXCLUDED = frozenset({"request", "webhook_secret"})
@@ -139,11 +131,35 @@ LOST_ATTEMPT = ("no answer recorded: the dispatcher stopped during this attempt 
                 "out); the delivery was retried")
 
 
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """What one guarded change did, for `transitions` to act on.
+
+    `applied` is False when the guard did not match (someone else won; nothing was written).
+    `status` is the job's status after an applied change, `event` the webhook delivery written in
+    the change's transaction (None: none was). `job` is the claimed job (claim_next);
+    `cancel_requested` the job's cancel flag (record_progress).
+    """
+
+    applied: bool
+    job_id: str | None = None
+    status: vocabulary.JobStatus | None = None
+    event: vocabulary.JobEvent | None = None
+    job: Job | None = None
+    cancel_requested: bool = False
+
+    def __bool__(self) -> bool:
+        raise TypeError("a Change is not a truth value: read .applied")
+
+
+NOT_APPLIED = Change(applied=False)
+
+
 def wants_event(options: dict, event_type: str) -> bool:
     """Terminal events go to every job with a webhook_url; the others only when asked for."""
     if not options.get("webhook_url"):
         return False
-    return event_type in TERMINAL_EVENTS or event_type in (options.get("webhook_events") or [])
+    return event_type in vocabulary.TERMINAL_EVENTS or event_type in (options.get("webhook_events") or [])
 
 
 def event_snapshot(job: dict, runs: list[dict]) -> dict:
@@ -155,9 +171,9 @@ def event_snapshot(job: dict, runs: list[dict]) -> dict:
 class LeaseExpiry:
     """Where `expire_leases` sends a job whose worker stopped renewing its lease, and why."""
 
-    status: str
+    status: vocabulary.JobStatus
     detail: str
-    event_type: str | None
+    event_type: vocabulary.JobEvent | None
 
 
 def final_progress(progress: dict | None) -> dict:
@@ -171,11 +187,14 @@ def lease_expiry(*, attempts: int, cancel_requested: bool, max_attempts: int) ->
     """Cancelled if a cancel was requested, error once the attempts are spent, else back to the queue
     (which reports no event: the job goes on)."""
     if cancel_requested:
-        return LeaseExpiry("cancelled", "cancelled while its worker was lost", EVENT_CANCELLED)
+        return LeaseExpiry(vocabulary.JobStatus.CANCELLED, "cancelled while its worker was lost",
+                           vocabulary.JobEvent.CANCELLED)
     if attempts >= max_attempts:
-        return LeaseExpiry("error", f"the worker running attempt {attempts} of {max_attempts} stopped "
-                                    "renewing its lease (crashed or timed out); no attempts left", EVENT_ERROR)
-    return LeaseExpiry("queued", "the worker stopped renewing its lease (crashed or timed out); requeued", None)
+        return LeaseExpiry(vocabulary.JobStatus.ERROR,
+                           f"the worker running attempt {attempts} of {max_attempts} stopped renewing its "
+                           "lease (crashed or timed out); no attempts left", vocabulary.JobEvent.ERROR)
+    return LeaseExpiry(vocabulary.JobStatus.QUEUED,
+                       "the worker stopped renewing its lease (crashed or timed out); requeued", None)
 
 
 def new_delivery_id() -> str:
@@ -196,21 +215,22 @@ class EventWriter(typing.Protocol):
         redelivery_of, now."""
 
 
-def write_event(writer: EventWriter, job_id: str, event_type: str, *, options: dict, now: float) -> bool:
+def write_event(writer: EventWriter, job_id: str, event_type: vocabulary.JobEvent, *, options: dict,
+                now: float) -> vocabulary.JobEvent | None:
     """After a guarded change, in its transaction: write the delivery of `event_type` if the job
     wants it (job.progress at most once per PROGRESS_EVENT_INTERVAL), with a snapshot of the job as
-    the change left it. False when nothing was written."""
+    the change left it. The event written, or None when nothing was."""
     if not wants_event(options, event_type):
-        return False
-    if event_type == EVENT_PROGRESS:
+        return None
+    if event_type == vocabulary.JobEvent.PROGRESS:
         last = writer.last_event_at(job_id, event_type)
         if last is not None and now - last < PROGRESS_EVENT_INTERVAL:
-            return False
+            return None
     job, runs = writer.snapshot_rows(job_id)
     writer.insert_delivery({"id": new_delivery_id(), "job_id": job_id, "event_type": event_type, "event_at": now,
                             "snapshot": event_snapshot(job, runs), "body": None, "redelivery_of": None,
                             "now": now})
-    return True
+    return event_type
 
 
 def job_from_snapshot(snapshot: dict, *, request: dict) -> tuple[Job, list[JobRun]]:
@@ -287,9 +307,13 @@ def group_attempts(delivery_ids: list[str], rows: list[dict]) -> dict[str, list[
 
 
 class JobStore(typing.Protocol):
-    """Durable job state. Every state change is a guarded update: False/None means someone else won."""
+    """Durable job state (one implementation, `jobs.JobStore`, over either database).
+
+    Every state change is a guarded update that returns a `Change`; only `chalicelib.transitions`
+    calls them, so it can ring the doorbells each change calls for."""
 
     backend: str
+    database: typing.Any
 
     def migrate(self) -> None: ...
     def ping(self) -> None: ...
@@ -302,35 +326,36 @@ class JobStore(typing.Protocol):
         """Where each of `jobs` that is queued stands in the queue (1 = runs next; priority DESC,
         then first in, first out), in one query. Jobs not queued (by their record, or any more by
         the time of the query) are left out."""
-    def cancel_queued(self, job_id: str, *, now: float) -> bool: ...
-    def request_cancel(self, job_id: str, *, now: float) -> bool: ...
     def list_runs(self, job_id: str) -> list[JobRun]: ...
     def count_by_status(self) -> dict[str, int]: ...
+    def stale_queued(self, *, older_than: float, now: float, limit: int) -> list[str]: ...
 
-    # Worker side
+    # Guarded changes (called by chalicelib.transitions only)
+    def cancel_queued(self, job_id: str, *, now: float) -> Change: ...
+    def request_cancel(self, job_id: str, *, now: float) -> Change: ...
     def claim_next(self, *, worker_id: str, instance: str, lease_seconds: float, now: float,
-                   labels: typing.Sequence[str] = ()) -> Job | None:
+                   labels: typing.Sequence[str] = ()) -> Change:
         """The most urgent queued job whose `instance_labels` are all among `labels`, now running
-        on `instance`; None when there is none."""
+        on `instance` (`Change.job`); not applied when there is none."""
     def record_progress(self, job_id: str, *, worker_id: str, progress: dict, preview: str | None,
-                        lease_seconds: float, now: float) -> bool | None: ...
+                        lease_seconds: float, now: float) -> Change:
+        """Not applied when the lease is lost; else `Change.cancel_requested` is the cancel flag."""
     def complete(self, job_id: str, *, worker_id: str, result: dict, image_count: int, now: float,
-                 progress: dict | None = None) -> bool:
+                 progress: dict | None = None) -> Change:
         """`progress` is the job's final progress (default: 1.0 with nothing else known)."""
     def finish_cancelled(self, job_id: str, *, worker_id: str, result: dict | None, image_count: int,
-                         now: float) -> bool: ...
-    def fail(self, job_id: str, *, worker_id: str, code: str, message: str, now: float) -> bool: ...
-    def retry_later(self, job_id: str, *, worker_id: str, delay: float, reason: str, now: float) -> bool: ...
-    def release(self, job_id: str, *, worker_id: str, now: float) -> bool: ...
-    def expire_leases(self, *, max_attempts: int, now: float) -> list[tuple[str, str]]: ...
-    def stale_queued(self, *, older_than: float, now: float, limit: int) -> list[str]: ...
+                         now: float) -> Change: ...
+    def fail(self, job_id: str, *, worker_id: str, code: str, message: str, now: float) -> Change: ...
+    def retry_later(self, job_id: str, *, worker_id: str, delay: float, reason: str, now: float) -> Change: ...
+    def release(self, job_id: str, *, worker_id: str, now: float) -> Change: ...
+    def expire_leases(self, *, max_attempts: int, now: float) -> list[Change]:
+        """The applied changes only, one per job whose lease had expired."""
 
     # Instance slots and workers
     def ensure_slots(self, instance: str, capacity: int) -> None: ...
     def acquire_slot(self, instance: str, *, holder: str, lease_seconds: float, now: float) -> int | None: ...
     def renew_slots(self, holder_prefix: str, *, lease_seconds: float, now: float) -> None: ...
     def release_slot(self, instance: str, slot: int, *, holder: str) -> None: ...
-    def busy_instances(self) -> dict[str, int]: ...
     def heartbeat(self, worker_id: str, *, info: dict, now: float) -> None: ...
     def remove_worker(self, worker_id: str) -> None: ...
     def list_workers(self, *, now: float, keep_seconds: float) -> list[Worker]: ...

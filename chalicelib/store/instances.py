@@ -1,15 +1,16 @@
 """Read-only per-instance facts for routing and GET /sdapi/v1/instances: a port of its own, so they
 never widen `JobStore` (and need no new table: jobs and job_runs already say where each ran).
 
-The SQL is the same on SQLite and Postgres except for the parameter style, which each backend gives.
+The SQL is the same on SQLite and Postgres.
 """
 from __future__ import annotations
 
-import json
 import typing
 
+from chalicelib.store import database as database_module
+
 NEXT_QUEUED = """
-SELECT id, request, options FROM jobs WHERE status = 'queued' AND available_at <= {now}
+SELECT id, request, options FROM jobs WHERE status = 'queued' AND available_at <= :now
 ORDER BY priority DESC, seq LIMIT 1
 """
 RUNNING = "SELECT instance, id FROM jobs WHERE status = 'processing' AND instance IS NOT NULL ORDER BY seq"
@@ -29,26 +30,18 @@ class NextJob(typing.NamedTuple):
     labels: tuple[str, ...]  # its instance_labels
 
 
-class Database(typing.Protocol):
-    def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]: ...
-
-
 class InstanceStats:
-    """Facts about instances from the jobs and job_runs tables; subclasses set NOW (the
-    placeholder of a `now` parameter in their driver's style)."""
+    """Facts about instances from the jobs and job_runs tables."""
 
-    NOW = ""
-
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: database_module.Database) -> None:
         self.database = database
 
     def next_job(self, *, now: float) -> NextJob | None:
         """The most urgent queued job, or None."""
-        rows = self.database.query(NEXT_QUEUED.format(now=self.NOW), {"now": now})
+        rows = self.database.query(self.database.native(NEXT_QUEUED), {"now": now})
         if not rows:
             return None
-        request, options = (json.loads(value) if isinstance(value, str) else value
-                            for value in (rows[0]["request"], rows[0]["options"]))
+        request, options = (self.database.load_json(rows[0][column]) for column in ("request", "options"))
         return NextJob(rows[0]["id"], requested_model(request), tuple(options.get("instance_labels") or ()))
 
     def running(self) -> dict[str, list[str]]:

@@ -15,12 +15,18 @@ prepares statements, and PgBouncer in transaction mode cannot route them. psycop
 Options that belong to this module, not to libpq, ride on the URL's query string and are removed
 before connecting: `pool_size` (connections per process) and `prepare_threshold` (`none` or an
 integer, psycopg's meaning). Every other parameter (sslmode, connect_timeout, ...) goes to libpq.
+
+The interface it shares with `sqlite_db.SqliteDatabase` (see `store.database`): query, query_one,
+execute, transaction, `native` (SQL written with `:name` parameters, in psycopg's `%(name)s`
+style), JSON and array parameters, and the driver's `IntegrityError`.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
+import re
 import select
 import threading
 import time
@@ -30,6 +36,7 @@ import weakref
 
 import psycopg
 from psycopg import rows as psycopg_rows
+from psycopg.types import json as psycopg_json
 
 from chalicelib import errors
 from chalicelib.store import postgres_schema
@@ -55,6 +62,7 @@ SCHEMA_VERSION = "SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrat
 RECORD_MIGRATION = "INSERT INTO schema_migrations (version) VALUES (%(version)s)"
 PING = "SELECT 1"
 OUR_PARAMETERS = ("pool_size", "prepare_threshold")
+NAMED_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")  # `:name`, not a `::type` cast
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +91,37 @@ def parse_url(url: str) -> ConnectionOptions:
                              prepare_threshold=_prepare_threshold(ours.get("prepare_threshold")))
 
 
+@functools.lru_cache(maxsize=512)
+def pyformat(sql: str) -> str:
+    """SQL written with `:name` parameters in psycopg's style: `%(name)s`, a literal % doubled."""
+    return NAMED_PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+class PostgresSession:
+    """Statements inside one transaction on a borrowed connection; rows are dicts, JSON decoded."""
+
+    def __init__(self, connection: psycopg.Connection) -> None:
+        self.connection = connection
+
+    def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]:
+        return self.connection.execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None:
+        return self.connection.execute(sql, params).fetchone()
+
+    def execute(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> int:
+        return self.connection.execute(sql, params).rowcount
+
+    def executemany(self, sql: str, rows: typing.Iterable[typing.Mapping | typing.Sequence]) -> None:
+        with self.connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+
+
 class PostgresDatabase:
     """A Postgres database behind a small per-process connection pool (thread-safe)."""
+
+    dialect = "postgres"
+    IntegrityError = psycopg.IntegrityError
 
     def __init__(self, options: ConnectionOptions) -> None:
         self.options = options
@@ -125,10 +162,31 @@ class PostgresDatabase:
             self._slots.release()
 
     @contextlib.contextmanager
-    def transaction(self) -> typing.Iterator[psycopg.Connection]:
+    def transaction(self) -> typing.Iterator[PostgresSession]:
         """A transaction, committed on success and rolled back on any error."""
         with self.connection() as conn, conn.transaction():
-            yield conn
+            yield PostgresSession(conn)
+
+    def execute_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None:
+        """Run one statement that may write, on its own (autocommit); its first row."""
+        return self.query_one(sql, params)
+
+    native = staticmethod(pyformat)
+
+    @staticmethod
+    def dump_json(value: object) -> psycopg_json.Json:
+        """A parameter for a `json` column."""
+        return psycopg_json.Json(value)
+
+    @staticmethod
+    def load_json(value: object) -> typing.Any:
+        """psycopg decodes json columns already."""
+        return value
+
+    @staticmethod
+    def array(values: typing.Iterable) -> list:
+        """A list parameter, bound as a Postgres array (`= ANY(:values)`)."""
+        return list(values)
 
     def execute(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> int:
         """Run one statement; the number of rows it changed."""

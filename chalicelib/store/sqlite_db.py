@@ -8,10 +8,15 @@ own before `BEGIN IMMEDIATE`: a thread waiting for it wakes the moment the write
 where SQLite's busy handler would sleep in steps of up to 100 ms (the tail latency of concurrent
 submits). Other processes still wait in the busy handler. sqlite3 errors are turned into
 `StoreUnavailable` here, once.
+
+The interface it shares with `postgres_db.PostgresDatabase` (see `store.database`): query,
+query_one, execute, transaction, `native` (SQL written with `:name` parameters, in this driver's
+style: as is), JSON and array parameters, and the driver's `IntegrityError`.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -35,8 +40,35 @@ def _write_lock(path: str) -> threading.RLock:
         return _write_locks.setdefault(key, threading.RLock())
 
 
+class SqliteSession:
+    """Statements inside one write transaction; rows are dicts, JSON columns left as text."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]:
+        cursor = self.connection.execute(sql, params)
+        columns = [d[0] for d in cursor.description or ()]
+        rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+        cursor.close()
+        return rows
+
+    def query_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def execute(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> int:
+        return self.connection.execute(sql, params).rowcount
+
+    def executemany(self, sql: str, rows: typing.Iterable[typing.Mapping | typing.Sequence]) -> None:
+        self.connection.executemany(sql, rows)
+
+
 class SqliteDatabase:
     """A SQLite file with per-thread connections and short write transactions."""
+
+    dialect = "sqlite"
+    IntegrityError = sqlite3.IntegrityError
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -88,6 +120,41 @@ class SqliteDatabase:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def transaction(self) -> typing.Iterator[SqliteSession]:
+        """`write()` with the statements of the common interface."""
+        with self.write() as conn:
+            yield SqliteSession(conn)
+
+    def execute(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> int:
+        """Run one statement in a write transaction of its own; the number of rows it changed."""
+        with self.transaction() as session:
+            return session.execute(sql, params)
+
+    def execute_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None:
+        """Run one statement that may write, in a write transaction of its own; its first row."""
+        with self.transaction() as session:
+            return session.query_one(sql, params)
+
+    @staticmethod
+    def native(sql: str) -> str:
+        """sqlite3 reads `:name` parameters itself."""
+        return sql
+
+    @staticmethod
+    def dump_json(value: object) -> str:
+        """A parameter for a JSON column (TEXT here)."""
+        return json.dumps(value)
+
+    @staticmethod
+    def load_json(value: str | None) -> typing.Any:
+        return None if value is None else json.loads(value)
+
+    @staticmethod
+    def array(values: typing.Iterable) -> str:
+        """A list parameter, read in SQL with json_each (no limit on host parameters)."""
+        return json.dumps(list(values))
 
     def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]:
         with _wrapped():

@@ -2,21 +2,20 @@
 
 Every number comes from one aggregate query (histograms are bucketed in SQL), so a scrape never
 reads job rows into Python. The numbers describe the whole store, not one process: every API
-replica reports the same values. The SQL is the same on SQLite and Postgres; each backend only says
-how it finds out whether a table exists (the webhook outbox may not be migrated yet).
+replica reports the same values. The SQL is the same on SQLite and Postgres but for how each finds
+out whether a table exists (the webhook outbox may not be migrated yet).
 """
 from __future__ import annotations
-
-import abc
 
 import dataclasses
 import typing
 
-from chalicelib.store import base
+from chalicelib import vocabulary
+from chalicelib.store import database as database_module
 
-JOB_STATUSES = ("queued", "processing", "completed", "error", "cancelled")
-FINAL_STATUSES = ("completed", "error", "cancelled")
-DELIVERY_STATUSES = (base.DELIVERY_PENDING, base.DELIVERY_DELIVERED, base.DELIVERY_FAILED)
+JOB_STATUSES = tuple(vocabulary.JobStatus)
+FINAL_STATUSES = tuple(status for status in vocabulary.JobStatus if status in vocabulary.TERMINAL_STATUSES)
+DELIVERY_STATUSES = tuple(vocabulary.DeliveryStatus)
 ATTEMPT_OUTCOMES = ("success", "http_error", "no_response")
 # Upper bounds in seconds (Prometheus's `le`); +Inf is implied.
 QUEUE_WAIT_BOUNDS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -50,6 +49,10 @@ QUEUE_WAIT_VALUE = "started_at - created_at"
 QUEUE_WAIT_ROWS = "jobs WHERE started_at IS NOT NULL"
 RUN_TIME_VALUE = "finished_at - started_at"
 RUN_TIME_ROWS = "jobs WHERE started_at IS NOT NULL AND finished_at IS NOT NULL"
+TABLE_PRESENT = {
+    "sqlite": "SELECT COUNT(*) > 0 AS present FROM sqlite_master WHERE type = 'table' AND name = :name",
+    "postgres": "SELECT to_regclass(:name) IS NOT NULL AS present",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,12 +85,6 @@ class JobStats(typing.Protocol):
         """Finished delivery attempts (POSTs) by outcome; None when this database has no webhook outbox."""
 
 
-class Database(typing.Protocol):
-    """The one method both backends' database objects share that this port needs."""
-
-    def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]: ...
-
-
 def histogram_sql(value: str, *, rows: str, bounds: typing.Sequence[float], group_by: str | None = None) -> str:
     """One aggregate query: count, sum and a cumulative count per bound of `value` over `rows`.
 
@@ -100,15 +97,16 @@ def histogram_sql(value: str, *, rows: str, bounds: typing.Sequence[float], grou
     return f"SELECT {key} AS key, COUNT(*) AS n, SUM({value}) AS total, {buckets} FROM {rows}{grouping}"
 
 
-class SqlJobStats(abc.ABC):
-    """`JobStats` over either backend's database; subclasses say how to find a table."""
+class SqlJobStats:
+    """`JobStats` on either database adapter."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: database_module.Database) -> None:
         self.database = database
 
-    @abc.abstractmethod
     def has_table(self, name: str) -> bool:
         """Whether the table exists (the webhook tables may not, before their migration)."""
+        sql = self.database.native(TABLE_PRESENT[self.database.dialect])
+        return bool(self.database.query_one(sql, {"name": name})["present"])
 
     def jobs_by_status(self) -> dict[str, int]:
         return _counts(self.database.query(JOBS_BY_STATUS), "status", JOB_STATUSES)

@@ -224,7 +224,7 @@ def test_the_sweeper_requeues_an_expired_job_and_shows_in_health(lambda_app, sqs
     support.drain(sqs, queue_urls["jobs"])  # the doorbell is lost
     ctx = context_module.get_context()
     assert ctx.store.claim_next(worker_id="crashed", instance=ctx.instances[0].name, lease_seconds=0.01,
-                                now=time.time()).id == job_id
+                                now=time.time()).job.id == job_id
     time.sleep(0.05)
     event = lambda_app.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
                                                 detail={}, resources=[])

@@ -24,7 +24,7 @@ def completed_job(client, images: list[bytes]) -> str:
     """A job completed straight through the store, with these images."""
     job_id = test_handlers.submit(client)
     ctx = context_module.get_context()
-    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time())
+    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time()).job
     ctx.images.put(claimed.id, claimed.attempts, images)
     ctx.store.complete(claimed.id, worker_id="w1", result={"parameters": {}, "info": "{}"},
                        image_count=len(images), now=time.time())

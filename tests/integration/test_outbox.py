@@ -38,7 +38,7 @@ def add(job_store, *, events=None, url=HOOK, now=NOW) -> base.Job:
 
 
 def claim(job_store, *, worker="w1", now=NOW, lease=30.0) -> base.Job:
-    job = job_store.claim_next(worker_id=worker, instance="gpu0", lease_seconds=lease, now=now)
+    job = job_store.claim_next(worker_id=worker, instance="gpu0", lease_seconds=lease, now=now).job
     assert job is not None
     return job
 
@@ -65,8 +65,9 @@ def progress(step: int) -> dict:
 def test_completion_writes_its_delivery_with_a_snapshot_of_the_completed_job(job_store):
     job = add(job_store)
     claim(job_store)
-    assert job_store.complete(job.id, worker_id="w1", result={"info": "{}", "parameters": {}}, image_count=2,
-                              now=NOW + 5)
+    change = job_store.complete(job.id, worker_id="w1", result={"info": "{}", "parameters": {}}, image_count=2,
+                                now=NOW + 5)
+    assert change == base.Change(applied=True, job_id=job.id, status="completed", event="job.completed")
     [delivery] = deliveries(job_store, job.id)
     assert (delivery.event_type, delivery.status, delivery.event_at, delivery.attempts) == (
         "job.completed", "pending", NOW + 5, 0)
@@ -81,7 +82,8 @@ def test_completion_writes_its_delivery_with_a_snapshot_of_the_completed_job(job
 def test_a_job_without_webhook_url_gets_no_deliveries(job_store):
     job = add(job_store, url=None)
     claim(job_store)
-    job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=NOW)
+    change = job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=NOW)
+    assert change.applied and change.event is None
     assert events(job_store, job.id) == [] and job_store.count_due_deliveries(now=NOW + 100) == 0
 
 
@@ -111,15 +113,17 @@ def test_progress_events_are_at_most_one_per_second_and_only_on_change(job_store
     job = add(job_store, events=["job.progress"])
     claim(job_store)
 
-    def tick(step, at):
-        assert job_store.record_progress(job.id, worker_id="w1", progress=progress(step), preview=None,
-                                         lease_seconds=30, now=NOW + at) is False
+    def tick(step, at, *, sent):
+        change = job_store.record_progress(job.id, worker_id="w1", progress=progress(step), preview=None,
+                                           lease_seconds=30, now=NOW + at)
+        assert change.applied and change.cancel_requested is False
+        assert change.event == ("job.progress" if sent else None)  # says whether it wrote a delivery
 
-    tick(1, 0.0)   # sent
-    tick(2, 0.5)   # too soon
-    tick(3, 1.1)   # sent
-    tick(3, 2.5)   # unchanged
-    tick(4, 2.6)   # sent
+    tick(1, 0.0, sent=True)
+    tick(2, 0.5, sent=False)  # too soon
+    tick(3, 1.1, sent=True)
+    tick(3, 2.5, sent=False)  # unchanged
+    tick(4, 2.6, sent=True)
     assert [d.event_at - NOW for d in deliveries(job_store, job.id)] == pytest.approx([0.0, 1.1, 2.6])
 
 
@@ -129,13 +133,14 @@ def test_progress_events_are_at_most_one_per_second_and_only_on_change(job_store
 def test_every_terminal_change_reports_its_event(job_store, end, expected):
     job = add(job_store)
     if end == "cancel_queued":
-        assert job_store.cancel_queued(job.id, now=NOW)
+        change = job_store.cancel_queued(job.id, now=NOW)
     else:
         claim(job_store)
         if end == "fail":
-            assert job_store.fail(job.id, worker_id="w1", code="a1111_rejected", message="bad", now=NOW)
+            change = job_store.fail(job.id, worker_id="w1", code="a1111_rejected", message="bad", now=NOW)
         else:
-            assert job_store.finish_cancelled(job.id, worker_id="w1", result=None, image_count=0, now=NOW)
+            change = job_store.finish_cancelled(job.id, worker_id="w1", result=None, image_count=0, now=NOW)
+    assert change.applied and change.event == expected
     assert events(job_store, job.id) == [expected]
 
 
@@ -144,22 +149,25 @@ def test_expired_leases_report_error_or_cancelled(job_store):
     claim(job_store, lease=1)
     claim(job_store, lease=1)
     job_store.request_cancel(cancelled.id, now=NOW)
-    assert dict(job_store.expire_leases(max_attempts=1, now=NOW + 5)) == {failed.id: "error", cancelled.id: "cancelled"}
+    changes = job_store.expire_leases(max_attempts=1, now=NOW + 5)
+    assert {change.job_id: (change.status, change.event) for change in changes} == {
+        failed.id: ("error", "job.error"), cancelled.id: ("cancelled", "job.cancelled")}
     assert events(job_store, failed.id) == ["job.error"] and events(job_store, cancelled.id) == ["job.cancelled"]
 
 
 def test_a_requeue_after_a_lost_lease_reports_nothing(job_store):
     job = add(job_store, events=["job.progress"])
     claim(job_store, lease=1)
-    assert dict(job_store.expire_leases(max_attempts=3, now=NOW + 5)) == {job.id: "queued"}
+    changes = job_store.expire_leases(max_attempts=3, now=NOW + 5)
+    assert [(change.job_id, change.status, change.event) for change in changes] == [(job.id, "queued", None)]
     assert events(job_store, job.id) == []
 
 
 def test_a_change_that_loses_its_guard_writes_no_delivery(job_store):
     job = add(job_store)
     claim(job_store, worker="w1")
-    assert not job_store.complete(job.id, worker_id="someone-else", result={}, image_count=0, now=NOW)
-    assert not job_store.cancel_queued(job.id, now=NOW)
+    assert not job_store.complete(job.id, worker_id="someone-else", result={}, image_count=0, now=NOW).applied
+    assert not job_store.cancel_queued(job.id, now=NOW).applied
     assert events(job_store, job.id) == []
 
 
@@ -167,11 +175,7 @@ def test_the_delivery_commits_or_rolls_back_with_the_state_change(job_store):
     job = add(job_store)
     claim(job_store)
     break_outbox = "ALTER TABLE webhook_deliveries RENAME TO webhook_deliveries_gone"
-    if job_store.backend == "sqlite":
-        with job_store.database.write() as conn:
-            conn.execute(break_outbox)
-    else:
-        job_store.database.execute(break_outbox)
+    job_store.database.execute(break_outbox)
     with pytest.raises(errors.StoreUnavailable):
         job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=NOW)
     assert job_store.get_job(job.id).status == "processing"
@@ -297,7 +301,7 @@ def finished_job(ctx, url, *, events=None, images=(PNG,), outcome="complete") ->
         id=str(uuid.uuid4()), owner="alice", kind="txt2img", priority=0, request={"prompt": "a cat"},
         options={"webhook_url": url, "webhook_events": events, "metadata": {"order": 7}},
         webhook_secret=SECRET, idempotency_key=None), now=time.time())
-    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=time.time())
+    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=time.time()).job
     ctx.images.put(job.id, claimed.attempts, list(images))
     if outcome == "complete":
         ctx.store.complete(job.id, worker_id="w1", result={"parameters": {"prompt": "a cat"}, "info": "{}"},

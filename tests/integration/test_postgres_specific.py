@@ -354,10 +354,10 @@ def test_claim_skips_a_job_another_transaction_has_locked_instead_of_waiting(dat
     with psycopg.connect(postgres_url, autocommit=True) as other, other.transaction():
         other.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", [first.id])
         started = time.monotonic()
-        claimed = job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=NOW + 2)
+        claimed = job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=NOW + 2).job
         assert time.monotonic() - started < 0.5
     assert claimed.id == second.id
-    assert job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=NOW + 2).id == first.id
+    assert job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=NOW + 2).job.id == first.id
     job_store.database.close()
 
 
@@ -447,8 +447,8 @@ def test_receivers_on_many_threads_never_get_the_same_message(pg_queue):
 def test_an_error_message_with_a_nul_byte_is_still_recorded(postgres_url, database):
     job_store = store_module.make_store(postgres_url)
     job_store.create_job(new_job(), now=NOW)
-    job = job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=NOW)
-    assert job_store.fail(job.id, worker_id="w1", code="a1111_rejected", message="bad\x00byte", now=NOW)
+    job = job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=NOW).job
+    assert job_store.fail(job.id, worker_id="w1", code="a1111_rejected", message="bad\x00byte", now=NOW).applied
     assert job_store.get_job(job.id).error_message == "bad\ufffdbyte"
     job_store.database.close()
 
@@ -464,8 +464,8 @@ def hooked_job() -> base.NewJob:
 
 def ended_hooked_job(job_store, *, now: float) -> base.Job:
     job, _ = job_store.create_job(hooked_job(), now=now)
-    job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=now)
-    assert job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=now)
+    job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=now).job
+    assert job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=now).applied
     return job
 
 

@@ -5,6 +5,7 @@ import uuid
 
 from chalicelib import metrics
 from chalicelib import store as store_module
+from chalicelib import vocabulary
 from chalicelib.store import base
 from chalicelib.store import stats
 
@@ -22,7 +23,7 @@ def add(job_store, *, now=NOW, webhook_url=None) -> base.Job:
 
 
 def claim(job_store, job: base.Job, *, now) -> None:
-    claimed = job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=300, now=now)
+    claimed = job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=300, now=now).job
     assert claimed is not None and claimed.id == job.id
 
 
@@ -45,10 +46,11 @@ def test_jobs_by_state_and_histograms_of_queue_wait_and_run_time(job_store):
     claim(job_store, quick, now=NOW + 0.5)
     claim(job_store, slow, now=NOW + 3)
     claim(job_store, late, now=NOW + 100)
-    assert job_store.complete(quick.id, worker_id="w1", result={}, image_count=1, now=NOW + 2.5)
-    assert job_store.fail(slow.id, worker_id="w1", code="a1111_rejected", message="no such sampler", now=NOW + 7)
-    assert job_store.complete(late.id, worker_id="w1", result={}, image_count=1, now=NOW + 130)
-    assert job_store.cancel_queued(cancelled.id, now=NOW + 201)
+    assert job_store.complete(quick.id, worker_id="w1", result={}, image_count=1, now=NOW + 2.5).applied
+    assert job_store.fail(slow.id, worker_id="w1", code="a1111_rejected", message="no such sampler",
+                          now=NOW + 7).applied
+    assert job_store.complete(late.id, worker_id="w1", result={}, image_count=1, now=NOW + 130).applied
+    assert job_store.cancel_queued(cancelled.id, now=NOW + 201).applied
     job_stats = store_module.make_stats(job_store)
 
     # then each state is counted, and each histogram bucket counts the values up to its bound
@@ -69,13 +71,13 @@ def test_a1111_errors_count_every_failed_attempt_by_kind(job_store):
     for attempt in range(2):
         claim(job_store, flaky, now=NOW + 10 * attempt)
         assert job_store.retry_later(flaky.id, worker_id="w1", delay=0, reason="connection refused",
-                                     now=NOW + 10 * attempt + 1)
+                                     now=NOW + 10 * attempt + 1).applied
     claim(job_store, flaky, now=NOW + 30)
-    assert job_store.fail(flaky.id, worker_id="w1", code="a1111_unavailable", message="down", now=NOW + 31)
+    assert job_store.fail(flaky.id, worker_id="w1", code="a1111_unavailable", message="down", now=NOW + 31).applied
     claim(job_store, rejected, now=NOW + 40)
-    assert job_store.fail(rejected.id, worker_id="w1", code="a1111_rejected", message="422", now=NOW + 41)
+    assert job_store.fail(rejected.id, worker_id="w1", code="a1111_rejected", message="422", now=NOW + 41).applied
     claim(job_store, garbled, now=NOW + 50)
-    assert job_store.fail(garbled.id, worker_id="w1", code="a1111_bad_response", message="bad", now=NOW + 51)
+    assert job_store.fail(garbled.id, worker_id="w1", code="a1111_bad_response", message="bad", now=NOW + 51).applied
 
     # then: 3 unavailable (2 retries + the last attempt), 1 rejected, 1 bad response
     assert store_module.make_stats(job_store).a1111_errors() == {
@@ -85,7 +87,8 @@ def test_a1111_errors_count_every_failed_attempt_by_kind(job_store):
 def test_a_lost_lease_is_not_an_a1111_error(job_store):
     job = add(job_store)
     claim(job_store, job, now=NOW)
-    assert job_store.expire_leases(max_attempts=1, now=NOW + 1000) == [(job.id, "error")]
+    [expired] = job_store.expire_leases(max_attempts=1, now=NOW + 1000)
+    assert (expired.job_id, expired.status) == (job.id, "error")
     assert sum(store_module.make_stats(job_store).a1111_errors().values()) == 0
 
 
@@ -95,23 +98,26 @@ def test_webhook_deliveries_by_state_and_attempts_by_outcome(job_store):
     def complete_with_webhook(at):
         job = add(job_store, webhook_url="https://hooks.example.com/sd", now=at)
         claim(job_store, job, now=at)
-        assert job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=at + 1)
+        assert job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=at + 1).applied
 
     complete_with_webhook(NOW)
     first = job_store.claim_delivery(dispatcher_id="d1", lease_seconds=30, now=NOW + 5)
     assert job_store.finish_delivery(first.id, claim_token=first.claim_token, attempt=first.attempts,
                                      result=base.AttemptResult(None, None, "connection refused"),
-                                     status=base.DELIVERY_PENDING, next_attempt_at=NOW + 6, body="{}", now=NOW + 5)
+                                     status=vocabulary.DeliveryStatus.PENDING, next_attempt_at=NOW + 6, body="{}",
+                                     now=NOW + 5)
     again = job_store.claim_delivery(dispatcher_id="d1", lease_seconds=30, now=NOW + 6)
     assert again.id == first.id
     assert job_store.finish_delivery(again.id, claim_token=again.claim_token, attempt=again.attempts,
                                      result=base.AttemptResult(500, "oops", None),
-                                     status=base.DELIVERY_PENDING, next_attempt_at=NOW + 7, body=None, now=NOW + 6)
+                                     status=vocabulary.DeliveryStatus.PENDING, next_attempt_at=NOW + 7, body=None,
+                                     now=NOW + 6)
     third = job_store.claim_delivery(dispatcher_id="d1", lease_seconds=30, now=NOW + 7)
     assert third.id == first.id
     assert job_store.finish_delivery(third.id, claim_token=third.claim_token, attempt=third.attempts,
                                      result=base.AttemptResult(204, "", None),
-                                     status=base.DELIVERY_DELIVERED, next_attempt_at=None, body=None, now=NOW + 7)
+                                     status=vocabulary.DeliveryStatus.DELIVERED, next_attempt_at=None, body=None,
+                                     now=NOW + 7)
     complete_with_webhook(NOW + 10)
     assert job_store.claim_delivery(dispatcher_id="d1", lease_seconds=30, now=NOW + 12) is not None
 

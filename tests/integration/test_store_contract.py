@@ -27,7 +27,7 @@ def add(job_store, *args, now=NOW, **kwargs) -> base.Job:
 
 
 def claim(job_store, worker="w1", *, now=NOW, lease=30.0):
-    return job_store.claim_next(worker_id=worker, instance="gpu0", lease_seconds=lease, now=now)
+    return job_store.claim_next(worker_id=worker, instance="gpu0", lease_seconds=lease, now=now).job
 
 
 def test_a_job_with_instance_labels_is_claimed_only_by_an_instance_with_all_of_them(job_store):
@@ -37,7 +37,7 @@ def test_a_job_with_instance_labels_is_claimed_only_by_an_instance_with_all_of_t
     plain = add(job_store, now=NOW + 1)
 
     def claim_on(labels):
-        return job_store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=NOW + 2, labels=labels)
+        return job_store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=NOW + 2, labels=labels).job
 
     assert claim_on(["sdxl"]).id == plain.id  # skips the more urgent job it cannot run
     assert claim_on(["sdxl"]) is None and claim_on(()) is None
@@ -150,7 +150,7 @@ def test_claim_sets_lease_counts_attempt_and_records_run(job_store):
 def test_job_in_backoff_is_not_claimed_until_due(job_store):
     add(job_store)
     job = claim(job_store)
-    assert job_store.retry_later(job.id, worker_id="w1", delay=10, reason="down", now=NOW)
+    assert job_store.retry_later(job.id, worker_id="w1", delay=10, reason="down", now=NOW).applied
     assert claim(job_store, now=NOW + 5) is None
     again = claim(job_store, now=NOW + 11)
     assert again.id == job.id and again.attempts == 2
@@ -159,13 +159,14 @@ def test_job_in_backoff_is_not_claimed_until_due(job_store):
 def test_progress_extends_lease_and_reports_cancel_flag(job_store):
     add(job_store)
     job = claim(job_store)
-    assert job_store.record_progress(job.id, worker_id="w1", progress={"progress": 0.5}, preview="abc",
-                                     lease_seconds=30, now=NOW + 10) is False
+    progressed = job_store.record_progress(job.id, worker_id="w1", progress={"progress": 0.5}, preview="abc",
+                                           lease_seconds=30, now=NOW + 10)
+    assert progressed.applied and progressed.cancel_requested is False
     got = job_store.get_job(job.id)
     assert got.lease_expires_at == NOW + 40 and got.progress == {"progress": 0.5} and got.preview == "abc"
-    assert job_store.request_cancel(job.id, now=NOW + 11)
+    assert job_store.request_cancel(job.id, now=NOW + 11).applied
     assert job_store.record_progress(job.id, worker_id="w1", progress={"progress": 0.6}, preview=None,
-                                     lease_seconds=30, now=NOW + 12) is True
+                                     lease_seconds=30, now=NOW + 12).cancel_requested is True
     assert job_store.get_job(job.id).preview == "abc"
 
 
@@ -173,43 +174,49 @@ def test_only_the_lease_owner_changes_a_running_job(job_store):
     add(job_store)
     job = claim(job_store, "w1")
     assert job_store.record_progress(job.id, worker_id="w2", progress={}, preview=None,
-                                     lease_seconds=30, now=NOW) is None
-    assert not job_store.complete(job.id, worker_id="w2", result={}, image_count=0, now=NOW)
-    assert not job_store.fail(job.id, worker_id="w2", code="x", message="y", now=NOW)
-    assert job_store.complete(job.id, worker_id="w1", result={"info": "{}"}, image_count=2, now=NOW + 5)
+                                     lease_seconds=30, now=NOW) == base.NOT_APPLIED
+    assert not job_store.complete(job.id, worker_id="w2", result={}, image_count=0, now=NOW).applied
+    assert not job_store.fail(job.id, worker_id="w2", code="x", message="y", now=NOW).applied
+    done = job_store.complete(job.id, worker_id="w1", result={"info": "{}"}, image_count=2, now=NOW + 5)
+    assert done == base.Change(applied=True, job_id=job.id, status="completed", event=None)
     done = job_store.get_job(job.id)
     assert done.status == "completed" and done.image_count == 2 and done.result_attempt == 1
     assert done.finished_at == NOW + 5 and done.lease_owner is None
     assert [r.outcome for r in job_store.list_runs(job.id)] == ["completed"]
 
 
+def expired(job_store, *, max_attempts, now) -> list[tuple[str, str]]:
+    return [(change.job_id, change.status) for change in job_store.expire_leases(max_attempts=max_attempts, now=now)]
+
+
 def test_expired_lease_requeues_then_errors_when_attempts_are_spent(job_store):
     add(job_store)
     job = claim(job_store, "w1", lease=5)
     assert job_store.expire_leases(max_attempts=2, now=NOW + 4) == []
-    assert job_store.expire_leases(max_attempts=2, now=NOW + 6) == [(job.id, "queued")]
+    assert expired(job_store, max_attempts=2, now=NOW + 6) == [(job.id, "queued")]
     again = claim(job_store, "w2", now=NOW + 7, lease=5)
     assert again.attempts == 2
-    assert job_store.expire_leases(max_attempts=2, now=NOW + 13) == [(job.id, "error")]
+    assert expired(job_store, max_attempts=2, now=NOW + 13) == [(job.id, "error")]
     ended = job_store.get_job(job.id)
     assert ended.status == "error" and ended.error_code == "lease_expired"
     assert "attempt 2 of 2" in ended.error_message
     assert [r.outcome for r in job_store.list_runs(job.id)] == ["lost", "lost"]
     # the first worker comes back from the dead: nothing changes
-    assert not job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=NOW + 14)
+    assert not job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=NOW + 14).applied
 
 
 def test_expired_lease_of_a_cancel_requested_job_ends_cancelled(job_store):
     add(job_store)
     job = claim(job_store, lease=5)
     job_store.request_cancel(job.id, now=NOW + 1)
-    assert job_store.expire_leases(max_attempts=3, now=NOW + 6) == [(job.id, "cancelled")]
+    assert expired(job_store, max_attempts=3, now=NOW + 6) == [(job.id, "cancelled")]
 
 
 def test_release_returns_the_job_without_counting_the_attempt(job_store):
     add(job_store)
     job = claim(job_store)
-    assert job_store.release(job.id, worker_id="w1", now=NOW + 1)
+    released = job_store.release(job.id, worker_id="w1", now=NOW + 1)
+    assert released == base.Change(applied=True, job_id=job.id, status="queued")
     got = job_store.get_job(job.id)
     assert got.status == "queued" and got.attempts == 0
     assert claim(job_store, "w2", now=NOW + 2).attempts == 1
@@ -217,9 +224,9 @@ def test_release_returns_the_job_without_counting_the_attempt(job_store):
 
 def test_cancel_only_applies_to_its_state(job_store):
     job = add(job_store)
-    assert not job_store.request_cancel(job.id, now=NOW)
-    assert job_store.cancel_queued(job.id, now=NOW)
-    assert not job_store.cancel_queued(job.id, now=NOW)
+    assert job_store.request_cancel(job.id, now=NOW) == base.NOT_APPLIED
+    assert job_store.cancel_queued(job.id, now=NOW) == base.Change(applied=True, job_id=job.id, status="cancelled")
+    assert job_store.cancel_queued(job.id, now=NOW) == base.NOT_APPLIED
     assert claim(job_store) is None
 
 
@@ -235,7 +242,7 @@ def test_cancel_racing_a_claim_has_exactly_one_winner(job_store):
 
         def do_cancel():
             barrier.wait()
-            results["cancelled"] = job_store.cancel_queued(job.id, now=NOW + 1)
+            results["cancelled"] = job_store.cancel_queued(job.id, now=NOW + 1).applied
 
         threads = [threading.Thread(target=do_claim), threading.Thread(target=do_cancel)]
         [t.start() for t in threads]
@@ -252,7 +259,7 @@ def _claim_all(url: str, worker: str, out) -> None:
     job_store = store_module.make_store(url)
     claimed = []
     while True:
-        job = job_store.claim_next(worker_id=worker, instance="gpu0", lease_seconds=60, now=time.time())
+        job = job_store.claim_next(worker_id=worker, instance="gpu0", lease_seconds=60, now=time.time()).job
         if job is None:
             break
         claimed.append(job.id)

@@ -39,7 +39,7 @@ def test_instances_show_health_model_load_and_the_error_of_a_dead_one(client, si
     submitted = json.loads(client.http.post("/sdapi/v1/txt2img", body=json.dumps({"prompt": "a cat"}),
                                             headers={**ALICE, "Content-Type": "application/json"}).body)
     ctx = context_module.get_context()
-    job = ctx.store.claim_next(worker_id="w", instance=sim.url, lease_seconds=30, now=9e9)
+    job = ctx.store.claim_next(worker_id="w", instance=sim.url, lease_seconds=30, now=9e9).job
     assert job.id == submitted["job_id"]
 
     # when the instances are listed

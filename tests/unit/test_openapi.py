@@ -317,7 +317,7 @@ def test_answers_in_every_job_state_conform(client, document):
     assert_conforms(document, "GET /sdapi/v1/jobs/{job_id}", client.http.get(f"/sdapi/v1/jobs/{job_id}",
                                                                              headers=ALICE))
     # processing, with progress and a live preview
-    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time())
+    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time()).job
     ctx.store.record_progress(claimed.id, worker_id="w1", preview=base64.b64encode(PNG_1X1).decode(),
                               progress={"progress": 0.5, "eta_relative": 1.5, "step": 10, "steps": 20,
                                         "job_no": 0, "job_count": 1}, lease_seconds=30, now=time.time())
@@ -335,7 +335,7 @@ def test_answers_in_every_job_state_conform(client, document):
     assert_conforms(document, "GET /sdapi/v1/jobs/{job_id}/images/{n}", image)
     # error
     failing = submit(client, {"prompt": "x"}, kind="txt2img").json_body["job_id"]
-    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time())
+    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time()).job
     ctx.store.fail(claimed.id, worker_id="w1", code="a1111_rejected", message="Script 'x' not found", now=time.time())
     failed = client.http.get(f"/sdapi/v1/jobs/{failing}", headers=ALICE)
     assert failed.json_body["error"]["code"] == "a1111_rejected"
@@ -390,7 +390,7 @@ def test_an_unknown_method_is_a_json_405_that_names_the_allowed_ones(client):
 def test_an_image_without_an_image_accept_header_is_a_documented_400(client, document):
     job_id = submit(client).json_body["job_id"]
     ctx = context_module.get_context()
-    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time())
+    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time()).job
     ctx.images.put(claimed.id, claimed.attempts, [PNG_1X1])
     ctx.store.complete(claimed.id, worker_id="w1", result={"parameters": {}, "info": "{}"}, image_count=1,
                        now=time.time())

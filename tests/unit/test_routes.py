@@ -123,7 +123,7 @@ def test_cancel_running_job_answers_202_and_flags_it(client):
 def test_completed_job_serves_a1111_result_and_image_bytes(client):
     job = submit(client)
     ctx = context_module.get_context()
-    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time())
+    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time()).job
     ctx.images.put(claimed.id, claimed.attempts, [PNG_1X1, PNG_1X1])
     ctx.store.complete(claimed.id, worker_id="w1", result={"parameters": {"prompt": "a cat"},
                                                            "info": '{"seed": 1}'},
@@ -155,7 +155,7 @@ def test_health_needs_no_token_and_reports_store_and_instances(client):
 def test_health_shows_the_webhook_backlog(client):
     job = submit(client, {"prompt": "p", "webhook_url": "https://example.com/hook", "webhook_secret": "k3y-k3y"})
     ctx = context_module.get_context()
-    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time())
+    claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time()).job
     assert claimed.id == job["job_id"]
     ctx.store.complete(claimed.id, worker_id="w1", result={}, image_count=0, now=time.time())
     assert client.http.get("/health").json_body["webhooks"] == {"due": 1}  # job.completed, not yet sent

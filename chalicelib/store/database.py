@@ -1,0 +1,44 @@
+"""The one small interface of both database adapters (`sqlite_db.SqliteDatabase`,
+`postgres_db.PostgresDatabase`), so the job store and its companion ports are written once.
+
+SQL is written with `:name` parameters and passed through `native()` once; JSON column values go
+through `dump_json`/`load_json`, list parameters through `array` (read in SQL by the dialect's
+`queries` override: json_each on SQLite, `= ANY` on Postgres). Driver errors arrive as
+`errors.StoreUnavailable`, except the driver's `IntegrityError`.
+"""
+from __future__ import annotations
+
+import contextlib
+import typing
+
+
+class Session(typing.Protocol):
+    """Statements inside one transaction; rows are dicts."""
+
+    def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]: ...
+    def query_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None: ...
+    def execute(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> int:
+        """The number of rows the statement changed."""
+    def executemany(self, sql: str, rows: typing.Iterable[typing.Mapping | typing.Sequence]) -> None: ...
+
+
+class Database(typing.Protocol):
+    """Outside `transaction()`, `query`/`query_one` read and `execute`/`execute_one` write, each
+    statement on its own (SQLite takes its write lock for the writes)."""
+
+    dialect: str  # "sqlite" | "postgres": the key of a statement's per-dialect override
+    IntegrityError: type[Exception]
+
+    def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]: ...
+    def query_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None: ...
+    def execute(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> int: ...
+    def execute_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None:
+        """One statement that may write (`... RETURNING`), on its own; its first row."""
+    def transaction(self) -> contextlib.AbstractContextManager[Session]: ...
+    def native(self, sql: str) -> str: ...
+    def dump_json(self, value: object) -> typing.Any:
+        """A JSON column's parameter (None becomes JSON null; pass None itself for SQL NULL)."""
+    def load_json(self, value: typing.Any) -> typing.Any: ...
+    def array(self, values: typing.Iterable) -> typing.Any: ...
+    def migrate(self) -> None: ...
+    def close(self) -> None: ...

@@ -1,0 +1,329 @@
+"""The job store: one class over either database adapter (`store.database`), its SQL in `queries`.
+
+Every state change is a guarded statement: `... WHERE id = :id AND status = ...`; no row back
+means someone else won, and nothing is written. Under Postgres's READ COMMITTED a statement that
+waited for a row lock re-checks its guard on the row's newest version; SQLite has one writer at a
+time. A change that reports a webhook event writes the delivery row (`base.write_event`) in its
+own transaction and says so in the `base.Change` it returns; `chalicelib.transitions` rings the
+doorbells.
+"""
+from __future__ import annotations
+
+import typing
+import uuid
+
+from chalicelib import vocabulary
+from chalicelib.store import base
+from chalicelib.store import database as database_module
+from chalicelib.store import queries
+
+JSON_COLUMNS = ("request", "options", "progress", "result")
+RELEASED_DETAIL = "the worker stopped before the job finished"
+
+Status = vocabulary.JobStatus
+Event = vocabulary.JobEvent
+Outcome = vocabulary.RunOutcome
+
+
+class JobStore:
+    """`base.JobStore` on a `database.Database`."""
+
+    def __init__(self, database: database_module.Database) -> None:
+        self.database = database
+        self.backend = database.dialect
+        self.sql = queries.for_database(database)
+
+    def migrate(self) -> None:
+        self.database.migrate()
+
+    def ping(self) -> None:
+        self.database.query_one("SELECT 1")
+
+    # -- API side ---------------------------------------------------------------------------
+
+    def create_job(self, job: base.NewJob, *, now: float) -> tuple[base.Job, bool]:
+        """Insert, or return the job the same owner already created with this idempotency key."""
+        db = self.database
+        params = {
+            "id": job.id, "owner": job.owner, "kind": job.kind, "priority": job.priority,
+            "request": db.dump_json(job.request), "options": db.dump_json(job.options),
+            "webhook_secret": job.webhook_secret, "idempotency_key": job.idempotency_key, "now": now,
+        }
+        row = db.execute_one(self.sql.INSERT_JOB, params)
+        if row is not None:
+            return self._job(row), True
+        return self._job(db.query_one(self.sql.SELECT_BY_IDEMPOTENCY, params)), False
+
+    def get_job(self, job_id: str, *, owner: str | None = None) -> base.Job | None:
+        sql = self.sql.SELECT_JOB if owner is None else self.sql.SELECT_OWNED_JOB
+        row = self.database.query_one(sql, {"id": job_id, "owner": owner})
+        return self._job(row) if row else None
+
+    def list_jobs(self, owner: str, *, status: str | None, limit: int, before: int | None) -> base.Page:
+        params = {"owner": owner, "status": status, "before": before, "limit": limit + 1}
+        where = " AND ".join(clause for name, clause in queries.LIST_FILTERS.items() if params[name] is not None)
+        rows = self.database.query(self.database.native(queries.LIST_JOBS.format(where=where)), params)
+        jobs, next_cursor = base.keyset_page([self._job(row) for row in rows], limit=limit)
+        return base.Page(jobs=jobs, next_cursor=next_cursor)
+
+    def queue_positions(self, jobs: list[base.Job]) -> dict[str, int]:
+        window = base.queue_window(jobs)
+        if window is None:
+            return {}
+        params = {**window, "seqs": self.database.array(window["seqs"])}
+        return base.positions_by_id(jobs, self.database.query(self.sql.QUEUE_POSITIONS, params))
+
+    def list_runs(self, job_id: str) -> list[base.JobRun]:
+        return [base.JobRun(**row) for row in self.database.query(self.sql.SELECT_RUNS, {"id": job_id})]
+
+    def count_by_status(self) -> dict[str, int]:
+        return {row["status"]: row["n"] for row in self.database.query(self.sql.COUNT_BY_STATUS)}
+
+    def stale_queued(self, *, older_than: float, now: float, limit: int) -> list[str]:
+        rows = self.database.query(self.sql.STALE_QUEUED, {"cutoff": now - older_than, "limit": limit})
+        return [row["id"] for row in rows]
+
+    # -- guarded changes (chalicelib.transitions is their one caller) -------------------------
+
+    def cancel_queued(self, job_id: str, *, now: float) -> base.Change:
+        with self.database.transaction() as session:
+            row = session.query_one(self.sql.CANCEL_QUEUED, {"id": job_id, "now": now})
+            if row is None:
+                return base.NOT_APPLIED
+            event = self._write_event(session, job_id, Event.CANCELLED, options=row["options"], now=now)
+        return base.Change(applied=True, job_id=job_id, status=Status.CANCELLED, event=event)
+
+    def request_cancel(self, job_id: str, *, now: float) -> base.Change:
+        row = self.database.execute_one(self.sql.REQUEST_CANCEL, {"id": job_id, "now": now})
+        if row is None:
+            return base.NOT_APPLIED
+        return base.Change(applied=True, job_id=job_id, status=Status.PROCESSING, cancel_requested=True)
+
+    def claim_next(self, *, worker_id: str, instance: str, lease_seconds: float, now: float,
+                   labels: typing.Sequence[str] = ()) -> base.Change:
+        with self.database.transaction() as session:
+            row = session.query_one(self.sql.CLAIM_NEXT, {
+                "worker": worker_id, "instance": instance, "expires": now + lease_seconds, "now": now,
+                "labels": self.database.dump_json(list(labels))})
+            if row is None:
+                return base.NOT_APPLIED
+            job = self._job(row)
+            if self.sql.OPEN_RUN is not None:
+                session.execute(self.sql.OPEN_RUN, {"id": job.id, "attempt": job.attempts, "worker": worker_id,
+                                                    "instance": instance, "now": now})
+            event = self._write_event(session, job.id, Event.STARTED, options=row["options"], now=now)
+        return base.Change(applied=True, job_id=job.id, status=Status.PROCESSING, event=event, job=job,
+                           cancel_requested=job.cancel_requested)
+
+    def record_progress(self, job_id: str, *, worker_id: str, progress: dict, preview: str | None,
+                        lease_seconds: float, now: float) -> base.Change:
+        params = {"id": job_id, "worker": worker_id, "progress": self.database.dump_json(progress),
+                  "preview": preview, "expires": now + lease_seconds, "now": now}
+        with self.database.transaction() as session:
+            if self.sql.PROGRESS_BEFORE is not None:
+                before = session.query_one(self.sql.PROGRESS_BEFORE, params)
+            row = session.query_one(self.sql.RECORD_PROGRESS, params)
+            if row is None:
+                return base.NOT_APPLIED
+            replaced = before["progress"] if self.sql.PROGRESS_BEFORE is not None else row["progress_before"]
+            event = None
+            if self.database.load_json(replaced) != progress:
+                event = self._write_event(session, job_id, Event.PROGRESS, options=row["options"], now=now)
+        return base.Change(applied=True, job_id=job_id, status=Status.PROCESSING, event=event,
+                           cancel_requested=bool(row["cancel_requested"]))
+
+    def complete(self, job_id: str, *, worker_id: str, result: dict, image_count: int, now: float,
+                 progress: dict | None = None) -> base.Change:
+        db = self.database
+        return self._finish(self.sql.COMPLETE, job_id, worker_id, now, status=Status.COMPLETED,
+                            outcome=Outcome.COMPLETED, detail=None, event=Event.COMPLETED, values={
+                                "result": db.dump_json(result), "image_count": image_count,
+                                "progress": db.dump_json(progress or base.final_progress(None))})
+
+    def finish_cancelled(self, job_id: str, *, worker_id: str, result: dict | None, image_count: int,
+                         now: float) -> base.Change:
+        return self._finish(self.sql.FINISH_CANCELLED, job_id, worker_id, now, status=Status.CANCELLED,
+                            outcome=Outcome.CANCELLED, detail=None, event=Event.CANCELLED, values={
+                                "result": None if result is None else self.database.dump_json(result),
+                                "image_count": image_count})
+
+    def fail(self, job_id: str, *, worker_id: str, code: str, message: str, now: float) -> base.Change:
+        message = _text(message)
+        return self._finish(self.sql.FAIL, job_id, worker_id, now, status=Status.ERROR, outcome=Outcome.ERROR,
+                            detail=message, event=Event.ERROR, values={"code": code, "message": message})
+
+    def retry_later(self, job_id: str, *, worker_id: str, delay: float, reason: str, now: float) -> base.Change:
+        return self._finish(self.sql.RETRY_LATER, job_id, worker_id, now, status=Status.QUEUED,
+                            outcome=Outcome.RETRY, detail=_text(reason), event=None,
+                            values={"available_at": now + delay})
+
+    def release(self, job_id: str, *, worker_id: str, now: float) -> base.Change:
+        return self._finish(self.sql.RELEASE, job_id, worker_id, now, status=Status.QUEUED,
+                            outcome=Outcome.RELEASED, detail=RELEASED_DETAIL, event=None, values={})
+
+    def expire_leases(self, *, max_attempts: int, now: float) -> list[base.Change]:
+        """Jobs whose worker vanished go back to the queue, or end once attempts are spent."""
+        expire_to = {Status.QUEUED: self.sql.EXPIRE_TO_QUEUED, Status.ERROR: self.sql.EXPIRE_TO_ERROR,
+                     Status.CANCELLED: self.sql.EXPIRE_TO_CANCELLED}
+        changes = []
+        for row in self.database.query(self.sql.EXPIRED_LEASES, {"now": now}):
+            expiry = base.lease_expiry(attempts=row["attempts"], cancel_requested=bool(row["cancel_requested"]),
+                                       max_attempts=max_attempts)
+            params = {"id": row["id"], "worker": row["lease_owner"], "now": now, "message": expiry.detail}
+            with self.database.transaction() as session:
+                expired = session.query_one(expire_to[expiry.status], params)
+                if expired is None:
+                    continue
+                session.execute(self.sql.FINISH_RUN, {**params, "outcome": Outcome.LOST, "detail": expiry.detail})
+                event = None
+                if expiry.event_type is not None:
+                    event = self._write_event(session, row["id"], expiry.event_type, options=expired["options"],
+                                              now=now)
+            changes.append(base.Change(applied=True, job_id=row["id"], status=expiry.status, event=event))
+        return changes
+
+    # -- instance slots and workers ---------------------------------------------------------
+
+    def ensure_slots(self, instance: str, capacity: int) -> None:
+        params = {"instance": instance, "capacity": capacity}
+        with self.database.transaction() as session:
+            session.execute(self.sql.ENSURE_SLOTS, params)
+            session.execute(self.sql.DROP_EXTRA_SLOTS, params)
+
+    def acquire_slot(self, instance: str, *, holder: str, lease_seconds: float, now: float) -> int | None:
+        row = self.database.execute_one(self.sql.ACQUIRE_SLOT, {"instance": instance, "holder": holder,
+                                                                "expires": now + lease_seconds, "now": now})
+        return None if row is None else row["slot"]
+
+    def renew_slots(self, holder_prefix: str, *, lease_seconds: float, now: float) -> None:
+        self.database.execute(self.sql.RENEW_SLOTS, {"expires": now + lease_seconds, "prefix": holder_prefix})
+
+    def release_slot(self, instance: str, slot: int, *, holder: str) -> None:
+        self.database.execute(self.sql.RELEASE_SLOT, {"instance": instance, "slot": slot, "holder": holder})
+
+    def heartbeat(self, worker_id: str, *, info: dict, now: float) -> None:
+        self.database.execute(self.sql.HEARTBEAT, {"id": worker_id, "now": now,
+                                                   "info": self.database.dump_json(info)})
+
+    def remove_worker(self, worker_id: str) -> None:
+        self.database.execute(self.sql.REMOVE_WORKER, {"id": worker_id})
+
+    def list_workers(self, *, now: float, keep_seconds: float) -> list[base.Worker]:
+        self.database.execute(self.sql.PRUNE_WORKERS, {"cutoff": now - keep_seconds})
+        return [base.Worker(**{**row, "info": self.database.load_json(row["info"])})
+                for row in self.database.query(self.sql.SELECT_WORKERS)]
+
+    # -- webhook outbox ---------------------------------------------------------------------
+
+    def claim_delivery(self, *, dispatcher_id: str, lease_seconds: float,
+                       now: float) -> base.WebhookDelivery | None:
+        if self.sql.ANY_DUE_DELIVERY is not None and self.database.query_one(
+                self.sql.ANY_DUE_DELIVERY, {"now": now}) is None:
+            return None
+        params = {"token": uuid.uuid4().hex, "lease_until": now + lease_seconds, "now": now,
+                  "dispatcher": dispatcher_id, "lost_attempt": base.LOST_ATTEMPT}
+        with self.database.transaction() as session:
+            row = session.query_one(self.sql.CLAIM_DELIVERY, params)
+            if row is None:
+                return None
+            delivery = self._delivery(row)
+            if self.sql.OPEN_ATTEMPT is not None:
+                session.execute(self.sql.CLOSE_LOST_ATTEMPTS, {**params, "id": delivery.id})
+                session.execute(self.sql.OPEN_ATTEMPT, {**params, "id": delivery.id, "attempt": delivery.attempts})
+        return delivery
+
+    def finish_delivery(self, delivery_id: str, *, claim_token: str, attempt: int, result: base.AttemptResult,
+                        status: str, next_attempt_at: float | None, body: str | None, now: float) -> bool:
+        params = {"id": delivery_id, "attempt": attempt, "token": claim_token, "status": status,
+                  "status_code": result.status_code, "response": _text(result.response),
+                  "error": _text(result.error), "next_attempt_at": next_attempt_at, "body": body, "now": now}
+        with self.database.transaction() as session:
+            if self.sql.FINISH_ATTEMPT is not None:
+                session.execute(self.sql.FINISH_ATTEMPT, params)
+            return session.execute(self.sql.FINISH_DELIVERY, params) == 1
+
+    def list_deliveries(self, job_id: str, *, limit: int, before: int | None) -> base.DeliveryPage:
+        rows = self.database.query(self.sql.LIST_DELIVERIES, {"job_id": job_id, "before": before,
+                                                              "limit": limit + 1})
+        deliveries, next_cursor = base.keyset_page([self._delivery(row) for row in rows], limit=limit)
+        return base.DeliveryPage(deliveries=deliveries, next_cursor=next_cursor)
+
+    def list_attempts(self, delivery_ids: list[str]) -> dict[str, list[base.WebhookAttempt]]:
+        if not delivery_ids:
+            return {}
+        rows = self.database.query(self.sql.LIST_ATTEMPTS, {"ids": self.database.array(delivery_ids)})
+        return base.group_attempts(delivery_ids, rows)
+
+    def redeliver_latest(self, job_id: str, *, now: float) -> base.WebhookDelivery | None:
+        row = self.database.execute_one(self.sql.REDELIVER_LATEST, {"id": base.new_delivery_id(),
+                                                                    "job_id": job_id, "now": now})
+        return self._delivery(row) if row else None
+
+    def count_due_deliveries(self, *, now: float) -> int:
+        return self.database.query_one(self.sql.COUNT_DUE_DELIVERIES, {"now": now})["n"]
+
+    # -- rows -------------------------------------------------------------------------------
+
+    def _write_event(self, session: database_module.Session, job_id: str, event: vocabulary.JobEvent, *,
+                     options: typing.Any, now: float) -> vocabulary.JobEvent | None:
+        """Inside the change's transaction: `base.write_event` for the job as the change left it."""
+        return base.write_event(_EventWriter(self, session), job_id, event,
+                                options=self.database.load_json(options), now=now)
+
+    def _finish(self, sql: str, job_id: str, worker_id: str, now: float, *, status: vocabulary.JobStatus,
+                outcome: vocabulary.RunOutcome, detail: str | None, event: vocabulary.JobEvent | None,
+                values: dict) -> base.Change:
+        """A guarded change by the lease owner, with its run row closed (and its webhook delivery
+        written) in the same commit."""
+        with self.database.transaction() as session:
+            row = session.query_one(sql, {"id": job_id, "worker": worker_id, "now": now, **values})
+            if row is None:
+                return base.NOT_APPLIED
+            session.execute(self.sql.FINISH_RUN, {"id": job_id, "worker": worker_id, "now": now,
+                                                  "outcome": outcome, "detail": detail})
+            if event is not None:
+                event = self._write_event(session, job_id, event, options=row["options"], now=now)
+        return base.Change(applied=True, job_id=job_id, status=status, event=event)
+
+    def _decoded(self, row: dict) -> dict:
+        values = dict(row)
+        for column in JSON_COLUMNS:
+            if column in values:
+                values[column] = self.database.load_json(values[column])
+        if "cancel_requested" in values:
+            values["cancel_requested"] = bool(values["cancel_requested"])
+        return values
+
+    def _job(self, row: dict) -> base.Job:
+        return base.Job(**self._decoded(row))
+
+    def _delivery(self, row: dict) -> base.WebhookDelivery:
+        values = dict(row)
+        if values.get("snapshot") is not None:
+            values["snapshot"] = self.database.load_json(values["snapshot"])
+        return base.WebhookDelivery(**values)
+
+
+class _EventWriter:
+    """`base.EventWriter` in the session of a change's transaction."""
+
+    def __init__(self, store: JobStore, session: database_module.Session) -> None:
+        self.store = store
+        self.session = session
+
+    def last_event_at(self, job_id: str, event_type: str) -> float | None:
+        return self.session.query_one(self.store.sql.LAST_EVENT_AT, {"id": job_id, "event_type": event_type})["last"]
+
+    def snapshot_rows(self, job_id: str) -> tuple[dict, list[dict]]:
+        job = self.store._decoded(self.session.query_one(self.store.sql.EVENT_JOB, {"id": job_id}))
+        return job, self.session.query(self.store.sql.SELECT_RUNS, {"id": job_id})
+
+    def insert_delivery(self, values: dict) -> None:
+        self.session.execute(self.store.sql.INSERT_DELIVERY,
+                             {**values, "snapshot": self.store.database.dump_json(values["snapshot"])})
+
+
+def _text(value: str | None) -> str | None:
+    """Free text from outside (A1111's error messages, a webhook receiver's answer) minus NUL, which
+    a Postgres text value cannot hold; otherwise the outcome could never be recorded."""
+    return None if value is None else value.replace("\x00", "\ufffd")
