@@ -3,7 +3,7 @@ records to retry out (`batchItemFailures`), so one bad message never replays its
 
 app.py's `@app.on_sqs_message` / `@app.schedule` functions only call the `on_*` entry points here.
 The per-record work is the same use case everywhere: `jobrunner.run_next_job` (which the runners of
-`python -m worker_fn` call too), `webhooks.deliver_next` (its dispatchers) and
+`python -m worker_fn` call too), `dispatch.deliver_next` (its dispatchers) and
 `intake.submit_message`, whose batch handler `handle_submissions` `python -m worker_fn` calls as is.
 
 A record that cannot be handled now is not left to come back after the queue's long visibility
@@ -30,9 +30,9 @@ from chalicelib import intake
 from chalicelib import jobrunner
 from chalicelib import logs
 from chalicelib import store
-from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
 from chalicelib.store import instances as store_instances
+from chalicelib.webhooks import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def handle_webhook_doorbells(ctx: context_module.Context, records: list[Record],
     for record in records:
         try:
             while budget.remaining() > needed:
-                if not webhooks.deliver_next(ctx, dispatcher_id=dispatcher_id):
+                if not dispatch.deliver_next(ctx, dispatcher_id=dispatcher_id):
                     break
             else:  # out of time with deliveries perhaps still due: another invocation goes on
                 _retry(ctx, queue_base.WEBHOOKS, record, result, delay=0)

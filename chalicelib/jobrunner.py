@@ -17,9 +17,9 @@ from chalicelib import a1111
 from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import models
-from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
+from chalicelib.webhooks import doorbell
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,10 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
     if on_claim is not None:
         on_claim(job.id)
     log.info("job claimed", extra={"job_id": job.id, "worker_id": worker_id, "attempt": job.attempts})
-    webhooks.ring_if_wanted(ctx, job, store_base.EVENT_STARTED)
+    doorbell.ring_if_wanted(ctx, job, store_base.EVENT_STARTED)
     if job.cancel_requested:
         if ctx.store.finish_cancelled(job.id, worker_id=worker_id, result=None, image_count=0, now=time.time()):
-            webhooks.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED)
+            doorbell.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED)
         return job.id
     tracker = ProgressTracker(ctx, job=job, worker_id=worker_id, client=client)
     tracker.start()
@@ -112,7 +112,7 @@ def _end_generated(ctx: context_module.Context, job: store_base.Job, worker_id: 
         log.warning("job finished after its lease was lost; result dropped",
                     extra={"job_id": job.id, "worker_id": worker_id})
     else:
-        webhooks.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED if cancelled else store_base.EVENT_COMPLETED)
+        doorbell.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED if cancelled else store_base.EVENT_COMPLETED)
         log.info("job %s", "cancelled" if cancelled else "completed",
                  extra={"job_id": job.id, "worker_id": worker_id, "images": len(images)})
 
@@ -141,7 +141,7 @@ def _end_unavailable(ctx: context_module.Context, job: store_base.Job, worker_id
     now = time.time()
     if cancelled:
         if ctx.store.finish_cancelled(job.id, worker_id=worker_id, result=None, image_count=0, now=now):
-            webhooks.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED)
+            doorbell.ring_if_wanted(ctx, job, store_base.EVENT_CANCELLED)
         return
     if job.attempts >= settings.job_max_attempts:
         _fail(ctx, job, worker_id, "a1111_unavailable",
@@ -172,7 +172,7 @@ def _end_out_of_time(ctx: context_module.Context, job: store_base.Job, worker_id
 def _fail(ctx: context_module.Context, job: store_base.Job, worker_id: str, code: str,
           message: str) -> None:
     if ctx.store.fail(job.id, worker_id=worker_id, code=code, message=message, now=time.time()):
-        webhooks.ring_if_wanted(ctx, job, store_base.EVENT_ERROR)
+        doorbell.ring_if_wanted(ctx, job, store_base.EVENT_ERROR)
     log.warning("job failed", extra={"job_id": job.id, "worker_id": worker_id, "code": code})
 
 
@@ -227,7 +227,7 @@ class ProgressTracker:
             self.job.id, worker_id=self.worker_id, progress=self._last, preview=preview,
             lease_seconds=self.ctx.settings.job_lease_seconds, now=time.time())
         if cancel is not None:
-            webhooks.ring_if_wanted(self.ctx, self.job, store_base.EVENT_PROGRESS)
+            doorbell.ring_if_wanted(self.ctx, self.job, store_base.EVENT_PROGRESS)
         if cancel is None:
             self.lease_lost = True
             self._stop.set()
@@ -263,12 +263,12 @@ def sweep(ctx: context_module.Context) -> dict:
         if status == "queued":
             ctx.queue.send(queue_base.JOBS, {"job_id": job_id})
         else:
-            webhooks.ring(ctx, job_id)  # its job.error / job.cancelled delivery, if it has a webhook
+            doorbell.ring(ctx, job_id)  # its job.error / job.cancelled delivery, if it has a webhook
     stale = ctx.store.stale_queued(older_than=STALE_QUEUED_SECONDS, now=now, limit=STALE_RERING_LIMIT)
     rerung = 0
     if stale and ctx.queue.depth(queue_base.JOBS).get("visible", 0) == 0:
         for job_id in stale:
             ctx.queue.send(queue_base.JOBS, {"job_id": job_id})
         rerung = len(stale)
-    webhooks_rerung = webhooks.rering_due(ctx, now=now)
+    webhooks_rerung = doorbell.rering_due(ctx, now=now)
     return {"expired": len(expired), "rerung": rerung, "webhooks_rerung": webhooks_rerung}

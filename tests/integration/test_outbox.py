@@ -17,8 +17,10 @@ import pytest
 from chalicelib import config
 from chalicelib import context as context_module
 from chalicelib import errors
-from chalicelib import webhooks
 from chalicelib.store import base
+from chalicelib.webhooks import attempt
+from chalicelib.webhooks import dispatch
+from chalicelib.webhooks import url_safety
 from tests import webhook_receiver
 
 NOW = 1_800_000_000.0
@@ -312,7 +314,7 @@ def drain(ctx, *, until, timeout=5.0) -> None:
     deadline = time.monotonic() + timeout
     while not until():
         assert time.monotonic() < deadline, "dispatcher did not get there in time"
-        if not webhooks.deliver_next(ctx, dispatcher_id="d1"):
+        if not dispatch.deliver_next(ctx, dispatcher_id="d1"):
             time.sleep(0.01)
 
 
@@ -346,7 +348,7 @@ def test_410_stops_at_once(database_url, receiver):
     job = finished_job(ctx, receiver.url)
     drain(ctx, until=lambda: attempts_of(ctx, job.id)[0][0] != "pending")
     time.sleep(0.1)
-    assert not webhooks.deliver_next(ctx, dispatcher_id="d1")
+    assert not dispatch.deliver_next(ctx, dispatcher_id="d1")
     [(status, attempts)] = attempts_of(ctx, job.id)
     assert status == "failed" and [a.status_code for a in attempts] == [410] and len(receiver.received()) == 1
 
@@ -366,7 +368,7 @@ def test_a_hanging_receiver_times_out_and_is_retried(database_url, receiver):
     receiver.script([{"status": 200, "delay": 3}, 200])
     job = finished_job(ctx, receiver.url)
     started = time.monotonic()
-    assert webhooks.deliver_next(ctx, dispatcher_id="d1")
+    assert dispatch.deliver_next(ctx, dispatcher_id="d1")
     assert time.monotonic() - started < 1.5
     drain(ctx, until=lambda: attempts_of(ctx, job.id)[0][0] == "delivered")
     [(_, attempts)] = attempts_of(ctx, job.id)
@@ -384,9 +386,9 @@ def test_a_dead_receiver_fails_after_the_schedule(database_url):
 
 def test_delivery_time_ssrf_check_sends_nothing_to_a_private_address(database_url, receiver, monkeypatch):
     ctx = make_ctx(database_url, webhook_allow_private=False, webhook_retry_schedule="10s")
-    monkeypatch.setattr(webhooks, "resolve_host", lambda host, port: ["127.0.0.1"])
+    monkeypatch.setattr(url_safety, "resolve_host", lambda host, port: ["127.0.0.1"])
     job = finished_job(ctx, receiver.url.replace("127.0.0.1", "rebound.example.com"))
-    assert webhooks.deliver_next(ctx, dispatcher_id="d1")
+    assert dispatch.deliver_next(ctx, dispatcher_id="d1")
     [(status, [attempt])] = attempts_of(ctx, job.id)
     assert status == "pending" and "loopback" in attempt.error and receiver.received() == []
 
@@ -448,8 +450,8 @@ def test_https_connects_to_the_checked_address_and_verifies_the_name(tmp_path, m
         return ["127.0.0.1"]
 
     def send(url):
-        return webhooks.attempt(url, secret="k3y", webhook_id="msg_tls", body="{}", timeout=3,
-                                allow_private=True, send_secret_header=True, resolve=resolve)
+        return attempt.send(url, secret="k3y", webhook_id="msg_tls", body="{}", timeout=3,
+                                allow_private=True, send_secret_header=True, resolver=resolve)
 
     try:
         untrusted = send(f"https://hooks.test:{port}/h")
