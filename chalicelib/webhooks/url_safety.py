@@ -61,8 +61,9 @@ def resolve_host(host: str, port: int) -> list[str]:
 
 
 def resolve(host: str, port: int, *, timeout: float | None, resolver=None) -> list[str]:
-    """The addresses of `host`, or [] when it has none or the lookup outlasts `timeout`: a slow
-    DNS server (which a webhook's owner may run) cannot hold a dispatcher past its deadline."""
+    """The addresses of `host` ([] when it has none). A lookup that outlasts `timeout` is
+    UnresolvableWebhookHost: a slow DNS server (which a webhook's owner may run) cannot hold a
+    dispatcher past its deadline."""
     lookup = resolver or resolve_host
     if timeout is None:
         try:
@@ -80,7 +81,9 @@ def resolve(host: str, port: int, *, timeout: float | None, resolver=None) -> li
     thread = threading.Thread(target=run, name="webhook-dns", daemon=True)
     thread.start()
     thread.join(max(timeout, 0))
-    return list(found) if not thread.is_alive() else []
+    if thread.is_alive():
+        raise UnresolvableWebhookHost(f"webhook_url host {host!r} did not resolve within {timeout:g} s")
+    return found
 
 
 def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:

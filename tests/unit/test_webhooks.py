@@ -17,6 +17,7 @@ from chalicelib import context as context_module
 from chalicelib.webhooks import attempt
 from chalicelib.webhooks import dispatch
 from chalicelib.webhooks import events
+from chalicelib.webhooks import redelivery
 from chalicelib.webhooks import signing
 from chalicelib.webhooks import url_safety
 from chalicelib.store import base as store_base
@@ -160,8 +161,84 @@ def test_allow_private_at_submit_needs_no_dns():
 
 def test_an_attempt_at_a_url_that_now_resolves_privately_sends_nothing():
     result = attempt.send("https://intranet.example.com/h", secret="k", webhook_id="msg_4", body="{}",
-                              timeout=1, allow_private=False, send_secret_header=True, resolver=DNS)
+                          timeout=1, allow_private=False, send_secret_header=True, resolver=DNS)
     assert result.status_code is None and result.error.startswith("not sent:") and "private" in result.error
+
+
+# IPv6 transition addresses that carry IPv4 inside, and 192.0.0.0/24, by literal and by name.
+TRANSITION = {
+    "NAT64 around a private IPv4": ("http://[64:ff9b::a00:1]/h", "NAT64 (64:ff9b::/96)"),
+    "NAT64 around a public IPv4": ("http://[64:ff9b::808:808]/h", "NAT64 (64:ff9b::/96)"),
+    "local-use NAT64": ("http://[64:ff9b:1::a00:1]/h", "local-use NAT64 (64:ff9b:1::/48)"),
+    "6to4 around 10.0.0.1": ("http://[2002:a00:1::1]/h", "6to4 (2002::/16)"),
+    "6to4 around a public IPv4": ("http://[2002:808:808::1]/h", "6to4 (2002::/16)"),
+    "IPv4-compatible private": ("http://[::10.0.0.1]/h", "IPv4-compatible"),
+    "IPv4-compatible public": ("http://[::8.8.8.8]/h", "IPv4-compatible"),
+    "192.0.0.1": ("http://192.0.0.1/h", "192.0.0.0/24"),
+    "192.0.0.9 (global in ipaddress)": ("http://192.0.0.9/h", "192.0.0.0/24"),
+    "192.0.0.170": ("http://192.0.0.170/h", "192.0.0.0/24"),
+    "a name resolving to NAT64": ("https://nat64.example.com/h", "resolves to 64:ff9b::7f00:1"),
+    "a name resolving to 6to4": ("https://sixtofour.example.com/h", "resolves to 2002:7f00:1::1"),
+}
+TRANSITION_DNS = Resolver({"nat64.example.com": ["93.184.215.14", "64:ff9b::7f00:1"],
+                           "sixtofour.example.com": ["2002:7f00:1::1"]})
+
+
+@pytest.mark.parametrize("url, reason", TRANSITION.values(), ids=TRANSITION.keys())
+def test_transition_addresses_and_192_0_0_0_24_are_refused(url, reason):
+    with pytest.raises(url_safety.UnsafeWebhookUrl) as refused:
+        url_safety.check_url(url, allow_private=False, resolver=TRANSITION_DNS)
+    assert reason in refused.value.reason and "publicly reachable" in refused.value.reason
+
+
+@pytest.mark.parametrize("url", [url for url, _ in TRANSITION.values()], ids=TRANSITION.keys())
+def test_transition_addresses_are_allowed_with_allow_private(url):
+    assert url_safety.check_url(url, allow_private=True, resolver=TRANSITION_DNS).addresses
+
+
+def test_public_neighbours_of_the_new_ranges_stay_accepted():
+    for url in ("http://192.0.1.1/h", "http://[2001:4860:4860::8888]/h", "http://[64:ff9c::1]/h"):
+        assert url_safety.check_url(url, allow_private=False).addresses
+
+
+def test_an_internationalized_host_goes_out_in_its_idna_form():
+    resolver = Resolver({"xn--bcher-kva.example.com": ["93.184.215.14"]})
+    target = url_safety.check_url("https://bücher.example.com:8443/hoök?q=ä b", allow_private=False,
+                                  resolver=resolver)
+    assert target.host == "xn--bcher-kva.example.com" and resolver.asked == [("xn--bcher-kva.example.com", 8443)]
+    assert target.host_header == "xn--bcher-kva.example.com:8443"
+    assert target.path == "/ho%C3%B6k?q=%C3%A4%20b" and target.path.isascii()
+
+
+def test_a_host_that_is_not_a_valid_idn_is_refused_clearly():
+    with pytest.raises(url_safety.UnsafeWebhookUrl) as refused:
+        url_safety.check_url(f"https://{'ä' * 64}.example.com/h", allow_private=True, resolver=DNS)
+    assert "internationalized domain name" in refused.value.reason
+
+
+def test_an_attempt_at_an_invalid_idn_host_fails_cleanly():
+    result = attempt.send(f"https://{'ä' * 64}.example.com/h", secret="k", webhook_id="msg_5", body="{}",
+                          timeout=1, allow_private=True, send_secret_header=True, resolver=DNS)
+    assert result.status_code is None and result.error.startswith("not sent:")
+    assert "internationalized domain name" in result.error
+
+
+def test_a_dns_lookup_slower_than_the_deadline_is_cut_short():
+    def slow(host, port):
+        time.sleep(2)
+        return ["93.184.215.14"]
+
+    started = time.monotonic()
+    with pytest.raises(url_safety.UnresolvableWebhookHost) as refused:
+        url_safety.check_url("https://slow.example.com/h", allow_private=False, resolver=slow, timeout=0.3)
+    assert time.monotonic() - started < 1.0 and "within 0.3 s" in refused.value.reason
+
+
+def test_the_claim_must_outlast_the_attempt():
+    with pytest.raises(ValueError) as refused:
+        config.Settings(webhook_timeout=10, webhook_claim_seconds=11)
+    assert "WEBHOOK_CLAIM_SECONDS (11) must be at least WEBHOOK_TIMEOUT + 2 s (12)" in str(refused.value)
+    assert config.Settings(webhook_timeout=10, webhook_claim_seconds=12).webhook_claim_seconds == 12
 
 
 # --- retries -------------------------------------------------------------------------------------
@@ -350,3 +427,75 @@ def test_delivery_list_is_paginated(client, monkeypatch):
     assert len(first["deliveries"]) == 2 and len(second["deliveries"]) == 1 and second["next_cursor"] is None
     assert client.http.get(f"/sdapi/v1/jobs/{job['job_id']}/webhooks?limit=0", headers=ALICE).status_code == 422
 
+
+
+def redeliver(client, job, headers=ALICE):
+    return client.http.post(f"/sdapi/v1/jobs/{job['job_id']}/webhooks/redeliver", headers=headers)
+
+
+def test_redeliver_is_limited_per_job_with_retry_after(client):
+    job, other = submit(client, HOOK).json_body, submit(client, HOOK).json_body
+    for each in (job, other):
+        client.http.post(f"/sdapi/v1/jobs/{each['job_id']}/cancel", headers=ALICE)
+    assert redeliver(client, job).status_code == 202
+    refused = redeliver(client, job)
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 10
+    assert refused.json_body["error"] == "TooManyRequests"
+    assert "WEBHOOK_REDELIVER_INTERVAL" in refused.json_body["detail"]
+    assert redeliver(client, other).status_code == 202  # per job, not per owner
+    assert redeliver(client, job, headers=BOB).status_code == 404  # ownership first: no hint of the job
+    context_module.reset_context()  # as another API process would see it: decided from the store
+    assert redeliver(client, job).status_code == 429
+    listed = client.http.get(f"/sdapi/v1/jobs/{job['job_id']}/webhooks", headers=ALICE).json_body["deliveries"]
+    assert [d["redelivery_of"] is not None for d in listed] == [True, False]
+
+
+def test_redeliver_is_accepted_again_once_the_interval_has_passed(client, monkeypatch):
+    monkeypatch.setenv("WEBHOOK_REDELIVER_INTERVAL", "0.3")
+    context_module.reset_context()
+    job = submit(client, HOOK).json_body
+    client.http.post(f"/sdapi/v1/jobs/{job['job_id']}/cancel", headers=ALICE)
+    assert redeliver(client, job).status_code == 202
+    refused = redeliver(client, job)
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    time.sleep(0.35)
+    assert redeliver(client, job).status_code == 202
+
+
+def test_the_redeliver_limit_looks_past_newer_events():
+    """A new event after a redelivery does not hide it; a redelivery older than the interval is ignored."""
+    def delivery(seq, created_at, redelivery_of=None):
+        return store_base.WebhookDelivery(
+            seq=seq, id=f"msg_{seq}", job_id="j1", event_type="job.progress", status="pending",
+            event_at=created_at, attempts=0, next_attempt_at=created_at, claim_token=None,
+            redelivery_of=redelivery_of, created_at=created_at, updated_at=created_at, finished_at=None)
+
+    class Store:
+        def __init__(self, deliveries):
+            self.deliveries = deliveries  # newest first
+
+        def list_deliveries(self, job_id, *, limit, before):
+            start = 0 if before is None else before
+            page = self.deliveries[start:start + limit]
+            more = start + limit < len(self.deliveries)
+            return store_base.DeliveryPage(deliveries=page, next_cursor=start + limit if more else None)
+
+    now = 1000.0
+    newer_events = [delivery(n, now - 1) for n in range(45)]
+    recent = Store(newer_events + [delivery(99, now - 4, redelivery_of="msg_0")])
+    assert redelivery.seconds_until_allowed(recent, "j1", interval=10, now=now) == pytest.approx(6)
+    old = Store([delivery(1, now - 1), delivery(2, now - 11, redelivery_of="msg_0")])
+    assert redelivery.seconds_until_allowed(old, "j1", interval=10, now=now) == 0
+    assert redelivery.seconds_until_allowed(recent, "j1", interval=0, now=now) == 0
+
+
+@pytest.mark.parametrize("host, status", [("bücher.example.com", 202), ("ä" * 64 + ".example.com", 422)])
+def test_submit_with_an_internationalized_host(client, monkeypatch, host, status):
+    resolver = Resolver({"xn--bcher-kva.example.com": ["93.184.215.14"]})
+    monkeypatch.setattr(url_safety, "resolve_host", resolver)
+    response = submit(client, {**HOOK, "webhook_url": f"https://{host}/h"})
+    assert response.status_code == status, response.json_body
+    assert resolver.asked == ([("xn--bcher-kva.example.com", 443)] if status == 202 else [])
+    if status == 422:
+        [problem] = response.json_body["detail"]
+        assert problem["type"] == "url_unsafe" and "internationalized domain name" in problem["msg"]
