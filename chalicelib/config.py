@@ -12,6 +12,9 @@ import os
 import pydantic
 import pydantic_settings
 
+# A delivery's claim must outlast its attempt by this much, to record the result (README, "Webhooks").
+WEBHOOK_CLAIM_MARGIN_SECONDS = 2.0
+
 
 class Settings(pydantic_settings.BaseSettings):
     """All configuration of the API, the worker and the handlers."""
@@ -83,6 +86,7 @@ class Settings(pydantic_settings.BaseSettings):
     webhook_retry_schedule: str = "5s,30s,2m,10m,30m,1h,2h,4h,8h"
     webhook_dispatcher_threads: int = pydantic.Field(4, ge=0)
     webhook_claim_seconds: float = pydantic.Field(60.0, gt=0)
+    webhook_redeliver_interval: float = pydantic.Field(10.0, ge=0)  # per job; 0: no limit
     public_base_url: str = ""
 
     # Models, LoRAs and A1111 discovery (README, "Models, LoRAs and discovery")
@@ -132,6 +136,16 @@ class Settings(pydantic_settings.BaseSettings):
     def _check_retry_schedule(cls, value: str) -> str:
         parse_durations(value)
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _check_webhook_claim(self) -> "Settings":
+        """A claim that ran out mid-attempt would let a second dispatcher send the same delivery."""
+        least = self.webhook_timeout + WEBHOOK_CLAIM_MARGIN_SECONDS
+        if self.webhook_claim_seconds < least:
+            raise ValueError(f"WEBHOOK_CLAIM_SECONDS ({self.webhook_claim_seconds:g}) must be at least "
+                             f"WEBHOOK_TIMEOUT + {WEBHOOK_CLAIM_MARGIN_SECONDS:g} s ({least:g}), so that no "
+                             "other dispatcher takes a delivery while its attempt is open")
+        return self
 
     def webhook_retry_delays(self) -> list[float]:
         """WEBHOOK_RETRY_SCHEDULE in seconds: the wait before retry 1, 2, ..."""

@@ -22,7 +22,7 @@ from chalicelib import jobrunner
 from chalicelib import placement
 from chalicelib import sqs_batch
 from chalicelib import store
-from chalicelib import webhooks
+from chalicelib.webhooks import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def deliver_webhook_doorbell(ctx: context_module.Context, record: sqs_batch.Reco
     """Deliver due webhooks while any are due and an attempt still fits in the time left."""
     needed = ctx.settings.webhook_timeout + WEBHOOK_TIME_RESERVE_SECONDS
     while budget.remaining() > needed:
-        if not webhooks.deliver_next(ctx, dispatcher_id=dispatcher_id):
+        if not dispatch.deliver_next(ctx, dispatcher_id=dispatcher_id):
             return
     raise sqs_batch.RetryLater("out of time with deliveries perhaps still due", delay=0)
 

@@ -49,6 +49,17 @@ class ValidationFailed(ServiceError):
         return cls([{"loc": loc, "msg": msg, "type": type_}])
 
 
+class TooManyRequests(ServiceError):
+    """429; `retry_after` (whole seconds) is sent as the Retry-After header."""
+
+    status, name = 429, "TooManyRequests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class BadGateway(ServiceError):
     """502: no A1111 instance answered a call passed through to it, and nothing was cached."""
 

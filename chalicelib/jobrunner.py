@@ -18,9 +18,9 @@ from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import models
 from chalicelib import transitions
-from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
+from chalicelib.webhooks import doorbell
 
 log = logging.getLogger(__name__)
 
@@ -249,5 +249,5 @@ def sweep(ctx: context_module.Context) -> dict:
         for job_id in stale:
             ctx.queue.send(queue_base.JOBS, {"job_id": job_id})
         rerung = len(stale)
-    webhooks_rerung = webhooks.rering_due(ctx, now=now)
+    webhooks_rerung = doorbell.rering_due(ctx, now=now)
     return {"expired": len(expired), "rerung": rerung, "webhooks_rerung": webhooks_rerung}

@@ -161,7 +161,7 @@ InstanceLabel = typing.Annotated[str, pydantic.StringConstraints(pattern=r"^[^\s
 
 def _check_webhook_url(url: str) -> str:
     """Syntax only (http/https, a host, no credentials). Address safety needs DNS, so it is
-    `webhooks.check_url`'s job, at submit (service) and again at every delivery."""
+    `webhooks.url_safety.check_url`'s job, at submit (service) and again at every delivery."""
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise pydantic_core.PydanticCustomError("url_parsing", "webhook_url must not contain whitespace")
     try:

@@ -1,6 +1,6 @@
 """pydantic models of what the API answers: the source of the OpenAPI document's response schemas.
 
-The views (`views.py`, `health.py`, `webhooks.delivery_view`) build plain dicts for speed; these
+The views (`views.py`, `health.py`, `webhooks.history.delivery_view`) build plain dicts for speed; these
 models describe them, and tests/unit/test_openapi.py plus the schemathesis run prove that every
 answer validates against them. Job shapes are closed (`extra="forbid"`), so a field added to a view
 without its schema fails the tests instead of going undocumented. A1111's response schemas keep

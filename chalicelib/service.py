@@ -17,9 +17,13 @@ from chalicelib import models
 from chalicelib import transitions
 from chalicelib import views
 from chalicelib import vocabulary
-from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
+from chalicelib.webhooks import doorbell
+from chalicelib.webhooks import history
+from chalicelib.webhooks import redelivery
+from chalicelib.webhooks import signing
+from chalicelib.webhooks import url_safety
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +155,7 @@ def list_webhook_deliveries(ctx: context_module.Context, job_id: str, *, owner: 
     return {
         "job_id": job.id,
         "webhook_url": job.options.get("webhook_url"),
-        "deliveries": [webhooks.delivery_view(delivery, attempts[delivery.id], now=now)
+        "deliveries": [history.delivery_view(delivery, attempts[delivery.id], now=now)
                        for delivery in page.deliveries],
         "next_cursor": _encode_cursor(page.next_cursor),
     }
@@ -162,11 +166,12 @@ def redeliver_webhook(ctx: context_module.Context, job_id: str, *, owner: str) -
     job = _owned_job(ctx, job_id, owner=owner)
     if not job.options.get("webhook_url"):
         raise errors.Conflict(f"job {job.id} has no webhook_url; there is nothing to redeliver")
+    redelivery.check_allowed(ctx, job.id, now=time.time())
     delivery = ctx.store.redeliver_latest(job.id, now=time.time())
     if delivery is None:
         raise errors.Conflict(f"job {job.id} has sent no webhook event yet; there is nothing to redeliver")
-    webhooks.ring(ctx, job.id)
-    return webhooks.delivery_view(delivery, [], now=time.time())
+    doorbell.ring(ctx, job.id)
+    return history.delivery_view(delivery, [], now=time.time())
 
 
 def get_image(ctx: context_module.Context, job_id: str, n: str, *, owner: str) -> tuple[bytes, str]:
@@ -209,16 +214,16 @@ def _check_webhook_options(ctx: context_module.Context, options: models.JobOptio
         problems.append({"loc": ["body", "webhook_secret"], "type": "missing",
                          "msg": "webhook_secret is required with webhook_url: every webhook is signed with it"})
     if options.webhook_secret is not None:
-        problem = webhooks.secret_problem(options.webhook_secret)
+        problem = signing.secret_problem(options.webhook_secret)
         if problem is not None:
             problems.append({"loc": ["body", "webhook_secret"], "msg": problem, "type": "value_error"})
     if options.webhook_url is not None:
         allow_private = ctx.settings.webhook_allow_private
         try:
-            webhooks.check_url(options.webhook_url, allow_private=allow_private, resolve_names=not allow_private)
-        except webhooks.UnresolvableWebhookHost as exc:
+            url_safety.check_url(options.webhook_url, allow_private=allow_private, resolve_names=not allow_private)
+        except url_safety.UnresolvableWebhookHost as exc:
             problems.append({"loc": ["body", "webhook_url"], "msg": exc.reason, "type": "url_unresolvable"})
-        except webhooks.WebhookUrlError as exc:
+        except url_safety.WebhookUrlError as exc:
             problems.append({"loc": ["body", "webhook_url"], "msg": exc.reason, "type": "url_unsafe"})
     if problems:
         raise errors.ValidationFailed(problems)

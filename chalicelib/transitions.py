@@ -20,9 +20,9 @@ import typing
 
 from chalicelib import context as context_module
 from chalicelib import vocabulary
-from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
+from chalicelib.webhooks import doorbell
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +101,14 @@ def _rung(ctx: context_module.Context, change: store_base.Change, *, delay: floa
     if not change.applied:
         return change
     if change.event is not None:
-        webhooks.ring(ctx, change.job_id)
+        doorbell.ring(ctx, change.job_id)
     if change.status == vocabulary.JobStatus.QUEUED:
         _ring_jobs(ctx, change.job_id, delay=delay)
     return change
 
 
 def _ring_jobs(ctx: context_module.Context, job_id: str, *, delay: float) -> None:
-    """Best effort, like `webhooks.ring`: the sweep re-rings a queued job that waited too long."""
+    """Best effort, like `doorbell.ring`: the sweep re-rings a queued job that waited too long."""
     try:
         ctx.queue.send(queue_base.JOBS, {"job_id": job_id}, delay=delay)
     except Exception:  # noqa: BLE001 - the change is committed; the doorbell is an optimisation

@@ -5,7 +5,8 @@ other secret as its UTF-8 bytes: the README's rule, written here independently o
 answered from a script of answers, then 200 once the script is used up:
 
     with WebhookReceiver(secret="s3cret") as receiver:
-        receiver.script([500, 500, 200])          # or {"status": 200, "delay": 30} to hang
+        receiver.script([500, 500, 200])          # or {"status": 200, "delay": 30} to hang,
+                                                   # or {"drip": 0.5}: one byte of the answer every 0.5 s
         ... receiver.url ...                       # http://127.0.0.1:<port>/hook
         receiver.wait_for(lambda got: len(got) == 3, timeout=10)
 
@@ -42,6 +43,7 @@ class Received:
     event: dict | None
     status: int = 0
     answered_at: float | None = None
+    dropped_at: float | None = None  # when the sender closed the connection before the answer was out
 
     @property
     def webhook_id(self) -> str | None:
@@ -96,13 +98,19 @@ class WebhookReceiver:
         self.stop()
 
     def script(self, answers: list) -> None:
-        """Answers for the next requests: a status (int) or {"status", "delay", "body", "headers"}."""
+        """Answers for the next requests: a status (int) or {"status", "delay", "body", "headers"}, or
+        {"drip": seconds}: a 200 whose status line, headers and body go out one byte per `seconds`
+        (a long header keeps it going for minutes)."""
         with self._lock:
             self._script = [a if isinstance(a, dict) else {"status": int(a)} for a in answers]
 
     def received(self) -> list[Received]:
         with self._lock:
             return list(self._received)
+
+    def dropped(self) -> list[Received]:
+        """Requests whose sender hung up before their (dripped) answer was out."""
+        return [r for r in self.received() if r.dropped_at is not None]
 
     def answered(self) -> list[Received]:
         """Requests that got their answer (not still hanging)."""
@@ -140,6 +148,11 @@ class WebhookReceiver:
             answer = {"status": 401, "body": "signature does not verify"}
         return answer, record
 
+    def _dropped(self, record: Received) -> None:
+        with self._lock:
+            record.dropped_at = time.time()
+            self._lock.notify_all()
+
     def _answered(self, record: Received, status: int) -> None:
         with self._lock:
             record.status, record.answered_at = status, time.time()
@@ -172,6 +185,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
         answer, record = receiver._receive(self.path, headers, body)
+        if answer.get("drip"):
+            self._drip(float(answer["drip"]), record)
+            return
         delay = float(answer.get("delay") or 0)
         if delay and receiver._stopping.wait(delay):
             return  # stopping: drop the connection unanswered
@@ -182,6 +198,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             return  # the sender gave up (timeout) before the answer
         receiver._answered(record, status)
+
+    def _drip(self, interval: float, record: Received) -> None:
+        receiver = self.server.receiver
+        answer = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 4096 + b"\r\nContent-Length: 2\r\n\r\nok"
+        for offset in range(len(answer)):
+            try:
+                self.wfile.write(answer[offset:offset + 1])
+            except OSError:
+                receiver._dropped(record)  # the sender gave up
+                return
+            if receiver._stopping.wait(interval):
+                return
+        self.close_connection = True
+        receiver._answered(record, 200)
 
     def _reply(self, status: int, body: bytes, headers: dict) -> None:
         self.send_response(status)

@@ -27,8 +27,8 @@ from chalicelib import placement
 from chalicelib import sqs_batch
 from chalicelib import store
 from chalicelib import transitions
-from chalicelib import webhooks
 from chalicelib.queue import base as queue_base
+from chalicelib.webhooks import dispatch
 from worker_fn import idle_line
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class Dispatcher(threading.Thread):
     def run(self) -> None:
         ctx, stopping = self.worker.ctx, self.worker.stopping
         while not stopping.is_set():
-            if _guarded(lambda: webhooks.deliver_next(ctx, dispatcher_id=self.dispatcher_id)):
+            if _guarded(lambda: dispatch.deliver_next(ctx, dispatcher_id=self.dispatcher_id)):
                 continue
             # One doorbell wakes one dispatcher, so a burst of events spreads over the threads.
             for message in _guarded(lambda: ctx.queue.receive(

@@ -22,7 +22,7 @@ def json_response(body: object, *, status: int = 200, headers: dict | None = Non
 
 
 def error_response(error: errors.ServiceError) -> chalice.Response:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else getattr(error, "headers", None)
     return json_response(error.to_body(), status=error.status, headers=headers)
 
 

@@ -40,9 +40,15 @@ def list_webhook_deliveries(job_id: str) -> chalice.Response:
 @openapi.document(
     operation_id="redeliver_webhook", summary="Send the job's latest webhook event again", tags=["webhooks"],
     description="The same body with a new webhook-id and a fresh retry schedule. 409 when the job has no "
-                "webhook_url or has sent no event yet.",
+                "webhook_url or has sent no event yet; 429 within WEBHOOK_REDELIVER_INTERVAL of the job's "
+                "last redelivery.",
     parameters=(JOB_ID,),
-    responses={202: openapi.Reply("Queued for delivery.", model="WebhookDelivery")},
+    responses={202: openapi.Reply("Queued for delivery.", model="WebhookDelivery"),
+               429: openapi.Reply("The job was redelivered too recently.", model="Error",
+                                  headers={"Retry-After": "seconds until a redelivery is accepted"},
+                                  example={"error": "TooManyRequests",
+                                           "detail": "job 3f0c… was redelivered less than 10 s ago "
+                                                     "(WEBHOOK_REDELIVER_INTERVAL); try again in 7 s"})},
     errors=(404, 409, 503))
 @http.handler
 def redeliver_webhook(job_id: str) -> chalice.Response:

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import AUTH, wait_until
+from tests import support
 from tests import webhook_receiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -23,7 +24,7 @@ def receiver():
 
 def start(cluster, *, gen_seconds=0.3, **env):
     cluster.env.update({"WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_RETRY_SCHEDULE": "0.3,0.3,0.3",
-                        "WEBHOOK_CLAIM_SECONDS": "3", **env})
+                        "WEBHOOK_TIMEOUT": "1", "WEBHOOK_CLAIM_SECONDS": "3", **env})
     cluster.start_simulator(gen_seconds=gen_seconds)
     cluster.start_api()
     return cluster.start_worker()
@@ -131,7 +132,7 @@ def test_a_receiver_that_never_answers_does_not_slow_jobs(cluster, receiver):
 
 
 def test_a_dispatcher_killed_mid_delivery_delivers_after_restart(cluster, receiver):
-    worker = start(cluster, WEBHOOK_CLAIM_SECONDS="2")
+    worker = start(cluster, WEBHOOK_TIMEOUT="4", WEBHOOK_CLAIM_SECONDS="6")
     receiver.script([{"status": 200, "delay": 30}])
     job = cluster.submit(hooked(receiver))
     wait_until(lambda: receiver.received(), timeout=15, what="the first attempt to arrive")
@@ -139,7 +140,7 @@ def test_a_dispatcher_killed_mid_delivery_delivers_after_restart(cluster, receiv
     worker.popen.send_signal(signal.SIGKILL)
     worker.popen.wait(timeout=10)
     cluster.start_worker("worker-replacement")
-    [delivered] = receiver.wait_for(lambda got: got, timeout=20)
+    [delivered] = receiver.wait_for(lambda got: got, timeout=25)
     first = receiver.received()[0]
     assert delivered.verified and delivered.status == 200 and delivered.webhook_id == first.webhook_id
     [delivery] = settled_deliveries(cluster, job["job_id"])
@@ -169,3 +170,37 @@ def test_error_and_cancel_send_their_terminal_events(cluster, receiver):
     assert by_job[running["job_id"]]["data"]["status"] == "cancelled"
     error = by_job[rejected["job_id"]]
     assert error["type"] == "job.error" and error["data"]["error"]["code"] == "a1111_rejected"
+
+
+OTHER_TENANT = {"Authorization": "Bearer other-token"}
+
+
+def test_dripping_receivers_neither_stretch_an_attempt_nor_hold_up_another_tenant(cluster, receiver):
+    """Two receivers that answer one byte every 0.2 s (a per-read timeout never fires) hold both
+    dispatcher threads for at most WEBHOOK_TIMEOUT per attempt; another tenant's webhook still
+    arrives within seconds."""
+    start(cluster, gen_seconds=0.2, WEBHOOK_TIMEOUT="2", WEBHOOK_CLAIM_SECONDS="4",
+          WEBHOOK_DISPATCHER_THREADS="2", WEBHOOK_RETRY_SCHEDULE="0.2,0.2,0.2,0.2,0.2,0.2,0.2,0.2")
+    with webhook_receiver.WebhookReceiver(secret=SECRET) as drip_a, \
+            webhook_receiver.WebhookReceiver(secret=SECRET) as drip_b:
+        for dripping in (drip_a, drip_b):
+            dripping.script([{"drip": 0.2}] * 20)
+            cluster.submit(hooked(dripping))
+        wait_until(lambda: drip_a.received() and drip_b.received(), timeout=20,
+                   what="both dripping receivers to hold an attempt")
+        other = cluster.submit(hooked(receiver), headers=OTHER_TENANT)
+        done = wait_until(lambda: (lambda job: job if job["status"] == "completed" else None)(requests.get(
+            f"{cluster.api_url}/sdapi/v1/jobs/{other['job_id']}", headers=OTHER_TENANT, timeout=10).json()),
+            timeout=20, what="the other tenant's job to complete")
+        [got] = of_job(receiver.wait_for(lambda got: of_job(got, other["job_id"]), timeout=10), other["job_id"])
+        assert got.verified and got.event["type"] == "job.completed"
+        assert got.received_at - seconds(done["finished_at"]) < 2 + 1 + 1.5  # at most one attempt's wait
+        support.wait_until(lambda: len(drip_a.dropped()) >= 2 and len(drip_b.dropped()) >= 2, timeout=20,
+                           what="the dispatcher to cut two attempts at each dripping receiver")
+        for dripping in (drip_a, drip_b):
+            cut = dripping.dropped()
+            assert dripping.answered() == [] and all(r.dropped_at - r.received_at < 2 + 1 for r in cut)
+        for job_id in {r.event["data"]["job_id"] for r in drip_a.received() + drip_b.received()}:
+            attempts = [a for d in deliveries(cluster, job_id) for a in d["attempts"] if a["finished_at"]]
+            assert len(attempts) >= 2 and all("timed out" in a["error"] for a in attempts)
+            assert all(seconds(a["finished_at"]) - seconds(a["started_at"]) < 2 + 1 for a in attempts)

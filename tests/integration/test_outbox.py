@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -17,8 +18,12 @@ import pytest
 from chalicelib import config
 from chalicelib import context as context_module
 from chalicelib import errors
-from chalicelib import webhooks
 from chalicelib.store import base
+from chalicelib.webhooks import attempt
+from chalicelib.webhooks import dispatch
+from chalicelib.webhooks import events as webhook_events
+from chalicelib.webhooks import url_safety
+from tests import support
 from tests import webhook_receiver
 
 NOW = 1_800_000_000.0
@@ -316,7 +321,7 @@ def drain(ctx, *, until, timeout=5.0) -> None:
     deadline = time.monotonic() + timeout
     while not until():
         assert time.monotonic() < deadline, "dispatcher did not get there in time"
-        if not webhooks.deliver_next(ctx, dispatcher_id="d1"):
+        if not dispatch.deliver_next(ctx, dispatcher_id="d1"):
             time.sleep(0.01)
 
 
@@ -350,7 +355,7 @@ def test_410_stops_at_once(database_url, receiver):
     job = finished_job(ctx, receiver.url)
     drain(ctx, until=lambda: attempts_of(ctx, job.id)[0][0] != "pending")
     time.sleep(0.1)
-    assert not webhooks.deliver_next(ctx, dispatcher_id="d1")
+    assert not dispatch.deliver_next(ctx, dispatcher_id="d1")
     [(status, attempts)] = attempts_of(ctx, job.id)
     assert status == "failed" and [a.status_code for a in attempts] == [410] and len(receiver.received()) == 1
 
@@ -370,12 +375,90 @@ def test_a_hanging_receiver_times_out_and_is_retried(database_url, receiver):
     receiver.script([{"status": 200, "delay": 3}, 200])
     job = finished_job(ctx, receiver.url)
     started = time.monotonic()
-    assert webhooks.deliver_next(ctx, dispatcher_id="d1")
+    assert dispatch.deliver_next(ctx, dispatcher_id="d1")
     assert time.monotonic() - started < 1.5
     drain(ctx, until=lambda: attempts_of(ctx, job.id)[0][0] == "delivered")
     [(_, attempts)] = attempts_of(ctx, job.id)
     assert "timed out" in attempts[0].error and attempts[0].status_code is None
     assert attempts[1].status_code == 200
+
+
+def test_a_dripping_receiver_cannot_stretch_an_attempt_past_its_deadline(database_url, receiver):
+    """One byte every 0.2 s never trips a per-read timeout of 1 s; the total deadline still ends it."""
+    ctx = make_ctx(database_url, webhook_timeout=1.0, webhook_retry_schedule="10s")
+    receiver.script([{"drip": 0.2}])
+    job = finished_job(ctx, receiver.url)
+    started = time.monotonic()
+    assert dispatch.deliver_next(ctx, dispatcher_id="d1")
+    assert time.monotonic() - started < 1.0 + 1.0
+    [(status, [attempt_row])] = attempts_of(ctx, job.id)
+    assert status == "pending" and attempt_row.status_code is None and "timed out" in attempt_row.error
+    assert attempt_row.finished_at - attempt_row.started_at < 1.0 + 1.0
+    support.wait_until(receiver.dropped, timeout=3, what="the receiver to see the connection cut")
+    assert receiver.answered() == []  # cut, never answered
+
+
+def test_a_body_dripped_after_the_status_line_does_not_undo_the_status(database_url):
+    """Headers in time, then a body that never ends: the status decides, within the deadline."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        while not stop.wait(0.2):
+            try:
+                conn.sendall(b"x")
+            except OSError:
+                break
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    ctx = make_ctx(database_url, webhook_timeout=1.0)
+    job = finished_job(ctx, f"http://127.0.0.1:{listener.getsockname()[1]}/hook")
+    started = time.monotonic()
+    try:
+        assert dispatch.deliver_next(ctx, dispatcher_id="d1")
+    finally:
+        stop.set()
+        listener.close()
+    assert time.monotonic() - started < 2.0
+    [(status, [attempt_row])] = attempts_of(ctx, job.id)
+    assert status == "delivered" and attempt_row.status_code == 200
+
+
+def test_an_attempt_ends_before_its_claim_runs_out(database_url, receiver, monkeypatch):
+    """A body that took long to prepare shortens the attempt, so no other dispatcher can take the
+    delivery while it is open."""
+    ctx = make_ctx(database_url, webhook_timeout=1.5, webhook_claim_seconds=3.5, webhook_retry_schedule="10s")
+    render = webhook_events.render_body
+
+    def slow_render(*args, **kwargs):
+        time.sleep(1.0)
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(webhook_events, "render_body", slow_render)
+    receiver.script([{"status": 200, "delay": 10}])
+    job = finished_job(ctx, receiver.url)
+    claimed_at = time.time()
+    assert dispatch.deliver_next(ctx, dispatcher_id="d1")
+    [delivery] = ctx.store.list_deliveries(job.id, limit=1, before=None).deliveries
+    [(status, [attempt_row])] = attempts_of(ctx, job.id)
+    assert status == "pending" and "timed out" in attempt_row.error  # recorded: the claim still held
+    assert attempt_row.finished_at < claimed_at + 3.5 - 1.0 and delivery.claim_token is None
+
+
+def test_an_internationalized_host_is_sent_in_its_idna_form(database_url, receiver, monkeypatch):
+    ctx = make_ctx(database_url)
+    asked = []
+    monkeypatch.setattr(url_safety, "resolve_host", lambda host, port: asked.append(host) or ["127.0.0.1"])
+    port = receiver.url.split(":")[2].split("/")[0]
+    job = finished_job(ctx, f"http://bücher.test:{port}/hoök")
+    drain(ctx, until=lambda: receiver.answered())
+    [got] = receiver.answered()
+    assert got.verified and got.headers["host"] == f"xn--bcher-kva.test:{port}" and got.path == "/ho%C3%B6k"
+    assert asked == ["xn--bcher-kva.test"] and attempts_of(ctx, job.id)[0][0] == "delivered"
 
 
 def test_a_dead_receiver_fails_after_the_schedule(database_url):
@@ -388,9 +471,9 @@ def test_a_dead_receiver_fails_after_the_schedule(database_url):
 
 def test_delivery_time_ssrf_check_sends_nothing_to_a_private_address(database_url, receiver, monkeypatch):
     ctx = make_ctx(database_url, webhook_allow_private=False, webhook_retry_schedule="10s")
-    monkeypatch.setattr(webhooks, "resolve_host", lambda host, port: ["127.0.0.1"])
+    monkeypatch.setattr(url_safety, "resolve_host", lambda host, port: ["127.0.0.1"])
     job = finished_job(ctx, receiver.url.replace("127.0.0.1", "rebound.example.com"))
-    assert webhooks.deliver_next(ctx, dispatcher_id="d1")
+    assert dispatch.deliver_next(ctx, dispatcher_id="d1")
     [(status, [attempt])] = attempts_of(ctx, job.id)
     assert status == "pending" and "loopback" in attempt.error and receiver.received() == []
 
@@ -452,8 +535,8 @@ def test_https_connects_to_the_checked_address_and_verifies_the_name(tmp_path, m
         return ["127.0.0.1"]
 
     def send(url):
-        return webhooks.attempt(url, secret="k3y", webhook_id="msg_tls", body="{}", timeout=3,
-                                allow_private=True, send_secret_header=True, resolve=resolve)
+        return attempt.send(url, secret="k3y", webhook_id="msg_tls", body="{}", timeout=3,
+                                allow_private=True, send_secret_header=True, resolver=resolve)
 
     try:
         untrusted = send(f"https://hooks.test:{port}/h")

@@ -8,7 +8,7 @@ from chalice import test as chalice_test
 
 import app as app_module
 from chalicelib import context as context_module
-from chalicelib import webhooks
+from chalicelib.webhooks import url_safety
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def client(monkeypatch, tmp_path):
     monkeypatch.setenv("A1111_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("MAX_BODY_BYTES", "4096")
     # Webhook hosts are resolved at submit; tests never ask real DNS (example.com is public).
-    monkeypatch.setattr(webhooks, "resolve_host", lambda host, port: ["93.184.215.14"])
+    monkeypatch.setattr(url_safety, "resolve_host", lambda host, port: ["93.184.215.14"])
     context_module.reset_context()
     with chalice_test.Client(app_module.app) as test_client:
         yield test_client

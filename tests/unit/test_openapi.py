@@ -25,8 +25,8 @@ from chalicelib import errors
 from chalicelib import models
 from chalicelib import openapi
 from chalicelib import schemas
-from chalicelib import webhooks
 from chalicelib.api import docs
+from chalicelib.webhooks import events
 
 ALICE = {"Authorization": "Bearer tok-alice", "Content-Type": "application/json"}
 PNG_1X1 = base64.b64decode(
@@ -408,7 +408,7 @@ def test_health_conforms(client, document):
 def test_a_webhook_event_body_conforms(client, document):
     job_id = submit(client).json_body["job_id"]
     detail = client.http.get(f"/sdapi/v1/jobs/{job_id}", headers=ALICE).json_body
-    body = webhooks.build_body("job.completed", event_at=time.time(), detail=detail, max_inline_bytes=1 << 20)
+    body = events.build_body("job.completed", event_at=time.time(), detail=detail, max_inline_bytes=1 << 20)
     assert_valid(document, {"$ref": "#/components/schemas/WebhookEvent"}, json.loads(body))
 
 
