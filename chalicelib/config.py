@@ -25,6 +25,8 @@ DEFAULT_ALLOWED_OVERRIDES = (
     "initial_noise_multiplier", "img2img_extra_noise", "img2img_color_correction", "img2img_fix_steps",
     "img2img_background_color", "inpainting_mask_weight", "sd_vae_encode_method", "sd_vae_decode_method",
 )
+# Always-on scripts a job may pass arguments to: the face fixer and the guidance most clients send.
+DEFAULT_ALLOWED_ALWAYSON_SCRIPTS = "ADetailer,ControlNet"
 
 
 class Settings(pydantic_settings.BaseSettings):
@@ -128,7 +130,7 @@ class Settings(pydantic_settings.BaseSettings):
     a1111_allow_save: bool = False
     a1111_allowed_overrides: str = ",".join(DEFAULT_ALLOWED_OVERRIDES)
     a1111_allowed_scripts: str = ""
-    a1111_allowed_alwayson_scripts: str = "ADetailer,ControlNet"
+    a1111_allowed_alwayson_scripts: str = DEFAULT_ALLOWED_ALWAYSON_SCRIPTS
     a1111_extra_fields: str = ""
     health_cache_seconds: float = pydantic.Field(5.0, ge=0)
     api_threads: int = pydantic.Field(16, ge=1, le=1024)

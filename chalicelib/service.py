@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 
+from chalicelib import a1111_policy
 from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import models
@@ -35,7 +36,8 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
                idempotency_key: str | None) -> tuple[dict, bool]:
     """Validate and store a job, ring the doorbell. Returns (summary, created)."""
     _check_idempotency_key(idempotency_key)
-    submission = models.parse_submission(kind, body, limits=models.Limits.from_settings(ctx.settings))
+    submission = models.parse_submission(kind, body, limits=models.Limits.from_settings(ctx.settings),
+                                         policy=a1111_policy.Policy.from_settings(ctx.settings))
     options = submission.options
     _check_webhook_options(ctx, options)
     _check_instance_labels(ctx, options.instance_labels)
@@ -50,6 +52,7 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
             "webhook_events": options.webhook_events,
             "metadata": options.metadata,
             **({"instance_labels": sorted(set(options.instance_labels))} if options.instance_labels else {}),
+            **({"dropped_fields": list(submission.dropped_fields)} if submission.dropped_fields else {}),
         },
         webhook_secret=options.webhook_secret,
         idempotency_key=idempotency_key,

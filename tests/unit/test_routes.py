@@ -51,7 +51,9 @@ def test_detail_shows_the_request_and_never_the_webhook_secret(client):
     response = client.http.get(f"/sdapi/v1/jobs/{job['job_id']}", headers=ALICE)
     assert response.status_code == 200
     detail = response.json_body
-    assert detail["request"] == {"prompt": "p", "unknown_fork_field": 7}
+    assert detail["request"] == {"prompt": "p", "save_images": False, "do_not_save_samples": True,
+                                 "do_not_save_grid": True, "override_settings_restore_afterwards": True}
+    assert detail["dropped_fields"] == ["unknown_fork_field"]
     assert detail["webhook_url"] == "https://example.com/hook"
     assert "very-secret-value" not in response.body.decode()
     assert detail["result"] is None and detail["runs"] == []
