@@ -3,6 +3,7 @@ and its cache, the docs' security headers, and settings that refuse to start."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import pathlib
@@ -266,7 +267,7 @@ def test_docs_send_csp_nosniff_and_frame_options(client):
     page = client.http.get("/doc")
     csp = page.headers["Content-Security-Policy"]
     [script] = re.findall(r"<script>(.*?)</script>", page.body.decode(), re.S)
-    digest = base64.b64encode(__import__("hashlib").sha256(script.encode()).digest()).decode()
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     assert f"script-src 'self' 'sha256-{digest}'" in csp and "unsafe-eval" not in csp
 
 
