@@ -63,7 +63,8 @@ REFUSED = {
     "a URL as init image": ("img2img", {"init_images": [IMAGE, "https://example.com/a.png"]},
                             [("init_images.1", "base64_image")]),
     "a URL as mask": ("img2img", {"init_images": [IMAGE], "mask": "http://10.0.0.1/m.png"}, [("mask", "base64_image")]),
-    "an init image that is not a string": ("img2img", {"init_images": [{"url": "x"}]}, [("init_images.0", "base64_image")]),
+    "an init image that is not a string": ("img2img", {"init_images": [{"url": "x"}]},
+                                           [("init_images.0", "base64_image")]),
     "a URL as the first-pass image": ("txt2img", {"firstpass_image": "http://example.com/a.png"},
                                       [("firstpass_image", "base64_image")]),
     "NaN inside a governed dict (from a queue message)": (
@@ -109,7 +110,8 @@ def test_allowed_scripts_and_options_pass_and_names_compare_as_a1111_does():
             "alwayson_scripts": {"adetailer": {"args": [{"ad_model": "face_yolov8n.pt"}]},
                                  "CONTROLNET": {"args": [{"image": IMAGE}]}}}
     assert parse(body, policy=policy).payload["alwayson_scripts"] == body["alwayson_scripts"]
-    assert refused({"override_settings": {"sd_vae": "x"}}, policy=policy) == [("override_settings.sd_vae", "not_allowed")]
+    assert refused({"override_settings": {"sd_vae": "x"}}, policy=policy) == [
+        ("override_settings.sd_vae", "not_allowed")]
 
 
 def test_a_star_allows_every_name():
