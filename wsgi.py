@@ -13,8 +13,11 @@ import json
 import logging
 import re
 import signal
+import sys
 import time
 import urllib.parse
+
+import pydantic
 
 from chalice import config as chalice_config
 from chalice import local
@@ -33,7 +36,6 @@ access_log = logging.getLogger("access")
 # Probes and scrapes log at DEBUG, so that every-few-seconds traffic does not bury the rest.
 QUIET_PATHS = frozenset({"/health", "/metrics"})
 JOB_PATH = re.compile(r"^/sdapi/v1/jobs/([^/]+)")
-SERVER_THREADS = 16
 CUT_WAIT_SECONDS = 1.0  # past the grace: how long the exit waits for request threads before cutting them
 
 _gateway = local.LocalGateway(app, chalice_config.Config.create(chalice_stage="prod", chalice_app=app,
@@ -193,7 +195,10 @@ def _drain(socket_map: dict, listeners: list, *, grace: float) -> int:
 
 
 def main() -> None:
-    settings = config.get_settings()
+    try:
+        settings = config.get_settings()
+    except pydantic.ValidationError as exc:  # its text never holds a value (hide_input_in_errors)
+        sys.exit(f"configuration error: {exc}")
     logs.configure(settings.log_level)
     try:
         context.get_context()  # migrate before the first request
@@ -201,8 +206,12 @@ def main() -> None:
         # Serve anyway: /health says 503 and each request retries, so a database that starts late
         # or restarts does not put the API into a crash loop.
         log.warning("the job store is unavailable; the API answers 503 until it is back: %s", exc)
+    # Connections beyond the limit wait in the listen backlog; an idle or slow one is closed after the
+    # channel timeout. Poll, not select: select fails past 1024 open sockets.
     serve(application, host=settings.host, port=settings.port, grace=settings.api_shutdown_grace,
-          threads=SERVER_THREADS, max_request_body_size=settings.max_body_bytes + 1024, ident="a1111-async")
+          threads=settings.api_threads, connection_limit=settings.api_connection_limit,
+          channel_timeout=settings.api_channel_timeout, asyncore_use_poll=True,
+          max_request_body_size=settings.max_body_bytes + 1024, ident="a1111-async")
 
 
 if __name__ == "__main__":

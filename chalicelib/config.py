@@ -16,10 +16,28 @@ import pydantic_settings
 WEBHOOK_CLAIM_MARGIN_SECONDS = 2.0
 
 
+# Generation-only A1111 options a job may set in `override_settings` (A1111 restores them after the job).
+# No paths, file names, saving, memory or cache sizes, API or UI options: those change A1111 for everyone.
+DEFAULT_ALLOWED_OVERRIDES = (
+    "sd_model_checkpoint", "sd_vae", "sd_unet", "CLIP_stop_at_last_layers", "sdxl_clip_l_skip", "emphasis",
+    "comma_padding_backtrack", "randn_source", "eta_noise_seed_delta", "eta_ancestral", "eta_ddim",
+    "s_churn", "s_tmin", "s_tmax", "s_noise", "s_min_uncond", "sigma_min", "sigma_max", "rho",
+    "always_discard_next_to_last_sigma", "sgm_noise_multiplier", "sd_noise_schedule", "beta_dist_alpha",
+    "beta_dist_beta", "uni_pc_variant", "uni_pc_skip_type", "uni_pc_order", "uni_pc_lower_order_final",
+    "token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr", "pad_cond_uncond",
+    "initial_noise_multiplier", "img2img_extra_noise", "img2img_color_correction", "img2img_fix_steps",
+    "img2img_background_color", "inpainting_mask_weight", "sd_vae_encode_method", "sd_vae_decode_method",
+)
+# Always-on scripts a job may pass arguments to: the face fixer and the guidance most clients send.
+DEFAULT_ALLOWED_ALWAYSON_SCRIPTS = "ADetailer,ControlNet"
+
+
 class Settings(pydantic_settings.BaseSettings):
     """All configuration of the API, the worker and the handlers."""
 
-    model_config = pydantic_settings.SettingsConfigDict(case_sensitive=False, extra="ignore")
+    # hide_input_in_errors: a refused setting never echoes its value (API_TOKENS, DATABASE_URL are secrets).
+    model_config = pydantic_settings.SettingsConfigDict(case_sensitive=False, extra="ignore",
+                                                        hide_input_in_errors=True)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -112,7 +130,38 @@ class Settings(pydantic_settings.BaseSettings):
     lambda_time_reserve_seconds: float = pydantic.Field(20.0, ge=0)
     lambda_min_generation_seconds: float = pydantic.Field(30.0, ge=0)
 
+    # Security: what reaches A1111 and what the server accepts (docs/security.md)
+    a1111_allow_save: bool = False
+    a1111_allowed_overrides: str = ",".join(DEFAULT_ALLOWED_OVERRIDES)
+    a1111_allowed_scripts: str = ""
+    a1111_allowed_alwayson_scripts: str = DEFAULT_ALLOWED_ALWAYSON_SCRIPTS
+    a1111_extra_fields: str = ""
+    health_cache_seconds: float = pydantic.Field(5.0, ge=0)
+    api_threads: int = pydantic.Field(16, ge=1, le=1024)
+    api_connection_limit: int = pydantic.Field(1000, ge=1)
+    api_channel_timeout: float = pydantic.Field(30.0, gt=0)
+
     log_level: str = "INFO"
+
+    @pydantic.field_validator("api_tokens")
+    @classmethod
+    def _check_api_tokens(cls, value: str) -> str:
+        """An empty entry would be an empty token, or `alice:` a token spelled "alice:": refuse both."""
+        if value == "":
+            return value  # not set: every protected route answers 401 saying so
+        items = value.split(",")
+        for number, item in enumerate(items, start=1):
+            name, sep, token = item.strip().partition(":")
+            if not item.strip():
+                raise ValueError(f"entry {number} of {len(items)} is empty (entries are separated by "
+                                 "commas: name:token,other:token2)")
+            if sep and not token.strip():
+                raise ValueError(f"entry {number} of {len(items)} has an empty token after ':' "
+                                 "(write name:token)")
+            if sep and not name.strip():
+                raise ValueError(f"entry {number} of {len(items)} has an empty name before ':' "
+                                 "(write name:token, or the token alone)")
+        return value
 
     def token_map(self) -> dict[str, str]:
         """`API_TOKENS` as {token: owner name}.
@@ -150,6 +199,11 @@ class Settings(pydantic_settings.BaseSettings):
     def webhook_retry_delays(self) -> list[float]:
         """WEBHOOK_RETRY_SCHEDULE in seconds: the wait before retry 1, 2, ..."""
         return parse_durations(self.webhook_retry_schedule)
+
+
+def parse_names(text: str) -> frozenset[str]:
+    """A comma-separated list of names (settings such as A1111_ALLOWED_SCRIPTS) as a set."""
+    return frozenset(part.strip() for part in text.split(",") if part.strip())
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,9 +1,10 @@
 """`/health`: the store, the queue, the webhook backlog, the workers' heartbeats and each A1111
-instance, in one look."""
+instance, in one look: in detail for a token, as up/degraded/down per component for anyone."""
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 import time
 
 from chalicelib import a1111
@@ -17,6 +18,47 @@ log = logging.getLogger(__name__)
 
 PING_TIMEOUT = 1.5
 WORKER_ROW_KEEP_SECONDS = 24 * 3600
+# A worker is up while its heartbeat is this fresh: a few HEARTBEAT_INTERVALs, and never less than
+# the time between two runs of the Lambda deployment's sweeper (every minute), which heartbeats too.
+WORKER_FRESH_MIN_SECONDS = 150.0
+UP, DEGRADED, DOWN = "up", "degraded", "down"
+
+_summary_lock = threading.Lock()
+_summary_cache: tuple[context_module.Context, float, dict, bool] | None = None
+
+
+def summary(ctx: context_module.Context) -> tuple[dict, bool]:
+    """(the anonymous report, healthy), refreshed at most every HEALTH_CACHE_SECONDS.
+
+    Anyone may call it, so it tells only up/degraded/down per component (no job ids, error text,
+    instance names or URLs), and a burst of calls probes each A1111 instance once, not once per call:
+    the first caller refreshes while the others wait for its answer.
+    """
+    global _summary_cache
+    with _summary_lock:
+        cached = _summary_cache
+        now = time.monotonic()
+        if cached and cached[0] is ctx and now - cached[1] < ctx.settings.health_cache_seconds:
+            return cached[2], cached[3]
+        report, healthy = check(ctx)
+        _summary_cache = (ctx, time.monotonic(), summarize(report, settings=ctx.settings), healthy)
+        return _summary_cache[2], healthy
+
+
+def summarize(report: dict, *, settings) -> dict:
+    """The detailed report of `check` reduced to one word per component."""
+    if not report["store"]["ok"]:
+        return {"status": "unavailable", "components": {"store": DOWN}}
+    fresh = max(3 * settings.heartbeat_interval, WORKER_FRESH_MIN_SECONDS)
+    healthy_instances = sum(1 for instance in report["instances"] if instance["healthy"])
+    components = {
+        "store": UP,
+        "queue": UP,  # its depth was read; dead letters are in the detail (the sweep re-rings their jobs)
+        "workers": UP if any(w["heartbeat_age_seconds"] <= fresh for w in report["workers"]) else DOWN,
+        "instances": (UP if healthy_instances == len(report["instances"]) and healthy_instances
+                      else DEGRADED if healthy_instances else DOWN),
+    }
+    return {"status": "ok" if set(components.values()) == {UP} else "degraded", "components": components}
 
 
 def check(ctx: context_module.Context) -> tuple[dict, bool]:

@@ -18,6 +18,7 @@ import urllib.parse
 import pydantic
 import pydantic_core
 
+from chalicelib import a1111_policy
 from chalicelib import config
 from chalicelib import errors
 
@@ -49,7 +50,7 @@ class JobKind(str, enum.Enum):
 # that A1111 would trip over mid-job (steps, width, prompt...) is a 422 at submit instead.
 
 _A1111_CONFIG = pydantic.ConfigDict(
-    extra="allow",  # forks and extensions add fields; they are kept and sent to A1111 unchanged
+    extra="allow",  # fields listed in A1111_EXTRA_FIELDS (forks, extensions) are sent on unchanged
     coerce_numbers_to_str=True,  # pydantic v1 turned 7 into "7" for str fields; keep accepting it
     allow_inf_nan=False,  # JSON has no NaN/Infinity, and A1111 would fail on them mid-job
 )
@@ -240,27 +241,34 @@ class Submission:
     """A validated submit: the body for A1111 and our own options, kept apart."""
 
     kind: JobKind
-    payload: dict  # what the client sent for A1111 (coerced), unknown keys included, no force_task_id
+    payload: dict  # what goes to A1111: the client's fields (coerced) as a1111_policy governs them
     options: JobOptions
+    dropped_fields: tuple[str, ...] = ()  # fields A1111 does not define, not forwarded (A1111_EXTRA_FIELDS)
 
 
-def parse_submission(kind: JobKind | str, body: object, *, limits: Limits) -> Submission:
+def parse_submission(kind: JobKind | str, body: object, *, limits: Limits,
+                     policy: a1111_policy.Policy = a1111_policy.Policy()) -> Submission:
     """Validate a submit body; every problem found is reported at once as one 422."""
     kind = JobKind(kind)
     if not isinstance(body, dict):
         raise errors.ValidationFailed.single(["body"], "the request body must be a JSON object", "model_type")
     problems: list[dict] = []
+    model = A1111_REQUEST_MODELS[kind]
     # force_task_id is the worker's (it sets the job id there to follow progress); a client's is dropped.
     request_body = {k: v for k, v in body.items() if k not in _OWN_FIELDS and k != "force_task_id"}
-    request, failed = _validate_request(A1111_REQUEST_MODELS[kind], request_body, problems)
+    request_body, dropped = a1111_policy.split_fields(request_body, known=model.model_fields, policy=policy)
+    request, failed = _validate_request(model, request_body, problems)
     if kind is JobKind.img2img and "init_images" not in failed and not request.init_images:
         problems.append(_problem("init_images", "img2img needs at least one init image",
                                  "too_short" if request.init_images == [] else "missing"))
     problems.extend(_limit_problems(request, limits=limits, skip=failed))
+    payload = request.model_dump(exclude_unset=True)
+    problems.extend(a1111_policy.problems(payload, policy=policy))
     options = _validate_options({k: v for k, v in body.items() if k in _OWN_FIELDS}, problems)
     if problems:
         raise errors.ValidationFailed(problems)
-    return Submission(kind=kind, payload=request.model_dump(exclude_unset=True), options=options)
+    return Submission(kind=kind, payload=a1111_policy.enforce(payload, policy=policy), options=options,
+                      dropped_fields=tuple(dropped))
 
 
 def _problem(field: str, msg: str, type_: str) -> dict:

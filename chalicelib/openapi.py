@@ -36,7 +36,7 @@ TAGS = {
     "models": "Checkpoints and LoRAs of every A1111 instance, in A1111's shapes, with Civitai's metadata.",
     "discovery": "A1111's read-only lists (samplers, schedulers, VAEs, upscalers, scripts, options, "
                  "embeddings), passed through from an instance.",
-    "health": "The service at a glance (no token).",
+    "health": "The service at a glance: a summary for anyone, the detail with a token.",
     "metrics": "Prometheus metrics (METRICS_TOKEN or an API token).",
     "docs": "This document and Swagger UI (no token).",
 }
@@ -144,6 +144,7 @@ class Operation:
     body: Body | None = None
     errors: tuple[int, ...] = ()  # statuses answered with `Error`/`HTTPValidationError`
     public: bool = False  # no token needed
+    token_optional: bool = False  # no token needed, but a token gets more (and a wrong one is 401)
     webhook_callback: bool = False  # the body's webhook_url receives `WebhookEvent`s
 
 
@@ -252,6 +253,8 @@ def _operation(path: str, entry: typing.Any, operation: Operation, *, body_refs:
         result["callbacks"] = {"jobEvent": _webhook_callback()}
     if operation.public:
         result["security"] = []
+    elif operation.token_optional:
+        result["security"] = [{}, *({name: []} for name in SECURITY_SCHEMES)]
     return result
 
 

@@ -122,7 +122,9 @@ class JobDetail(JobSummary):
         "progress": {"progress": 1.0, "eta_relative": 0.0, "step": 20, "steps": 20, "job_no": 0, "job_count": 1,
                      "current_image": None},
         "started_at": "2026-11-26T07:10:00.456Z", "finished_at": "2026-11-26T07:10:04.789Z",
-        "request": {"prompt": "a lighthouse at dusk", "steps": 20},
+        "request": {"prompt": "a lighthouse at dusk", "steps": 20, "save_images": False, "do_not_save_samples": True,
+                    "do_not_save_grid": True, "override_settings_restore_afterwards": True},
+        "dropped_fields": [],
         "webhook_url": None, "webhook_events": None, "instance": "http://127.0.0.1:7860", "instance_labels": None,
         "result": {"images": ["iVBORw0KGgo..."], "parameters": {"prompt": "a lighthouse at dusk", "steps": 20},
                    "info": "{\"prompt\": \"a lighthouse at dusk\", \"seed\": 1234}"},
@@ -135,8 +137,12 @@ class JobDetail(JobSummary):
 
     progress: DetailProgress | None
     request: dict[str, typing.Any] = pydantic.Field(
-        description="the A1111 request body as the worker sends it (the fields the client set; never our own "
-                    "fields, never the webhook secret)")
+        description="the A1111 request body as the worker sends it: the fields the client set as the policy "
+                    "governs them (docs/security.md: saving forced off, options restored afterwards); never our "
+                    "own fields, never the webhook secret")
+    dropped_fields: list[str] = pydantic.Field(
+        description="top-level fields of the submit that A1111 does not define and A1111_EXTRA_FIELDS does "
+                    "not list: they were not forwarded (A1111 would ignore them)")
     webhook_url: str | None
     webhook_events: list[models.WebhookEvent] | None = pydantic.Field(
         description="non-terminal events the client asked for (terminal events are always sent)")
@@ -279,6 +285,26 @@ class Health(pydantic.BaseModel):
     webhooks: HealthWebhooks | None = None
     workers: list[HealthWorker] | None = None
     instances: list[HealthInstance] | None = None
+
+
+ComponentState = typing.Literal["up", "degraded", "down"]
+
+
+class HealthSummary(pydantic.BaseModel):
+    """What GET /health tells without a token: one word per component, nothing about jobs or hosts."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra={"examples": [{
+        "status": "degraded", "components": {"store": "up", "queue": "up", "workers": "up", "instances": "degraded"}}]})
+
+    status: typing.Literal["ok", "degraded", "unavailable"] = pydantic.Field(
+        description="ok: every component is up; degraded: the store is up but something else is not; "
+                    "unavailable (503): the job store cannot be reached")
+    components: dict[str, ComponentState] = pydantic.Field(
+        description="store, queue, workers (a heartbeat is fresh), instances (up: all answer, degraded: some)")
+
+
+class HealthReport(pydantic.RootModel[typing.Union[HealthSummary, Health]]):
+    """GET /health: the summary without a token, the detailed `Health` with one."""
 
 
 # --- Webhooks ------------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ import logging
 import time
 import uuid
 
+from chalicelib import a1111_policy
 from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import models
+from chalicelib import strict_json
 from chalicelib import transitions
 from chalicelib import views
 from chalicelib import vocabulary
@@ -40,7 +42,8 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
                idempotency_key: str | None) -> tuple[dict, bool]:
     """Validate and store a job, ring the doorbell. Returns (summary, created)."""
     _check_idempotency_key(idempotency_key)
-    submission = models.parse_submission(kind, body, limits=models.Limits.from_settings(ctx.settings))
+    submission = models.parse_submission(kind, body, limits=models.Limits.from_settings(ctx.settings),
+                                         policy=a1111_policy.Policy.from_settings(ctx.settings))
     options = submission.options
     _check_webhook_options(ctx, options)
     _check_instance_labels(ctx, options.instance_labels)
@@ -55,6 +58,7 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
             "webhook_events": options.webhook_events,
             "metadata": options.metadata,
             **({"instance_labels": sorted(set(options.instance_labels))} if options.instance_labels else {}),
+            **({"dropped_fields": list(submission.dropped_fields)} if submission.dropped_fields else {}),
         },
         webhook_secret=options.webhook_secret,
         idempotency_key=idempotency_key,
@@ -176,7 +180,7 @@ def redeliver_webhook(ctx: context_module.Context, job_id: str, *, owner: str) -
 
 def get_image(ctx: context_module.Context, job_id: str, n: str, *, owner: str) -> tuple[bytes, str]:
     job = _owned_job(ctx, job_id, owner=owner)
-    if not n.isdigit() or int(n) >= job.image_count or job.result_attempt is None:
+    if not (n.isascii() and n.isdigit()) or int(n) >= job.image_count or job.result_attempt is None:
         raise errors.NotFound(f"job {job.id} has no image {n} (it has {job.image_count})")
     found = ctx.images.get(job.id, job.result_attempt, int(n))
     if found is None:
@@ -240,13 +244,18 @@ def _check_idempotency_key(key: str | None) -> None:
 
 def _parse_limit(value: str | None, problems: list, *, default: int = DEFAULT_LIST_LIMIT,
                  maximum: int = MAX_LIST_LIMIT) -> int:
+    """ASCII digits only: `str.isdigit` also accepts "²", which `int` refuses."""
     if value is None:
         return default
-    if value.isdigit() and 1 <= int(value) <= maximum:
+    if value.isascii() and value.isdigit() and len(value) <= len(str(maximum)) and 1 <= int(value) <= maximum:
         return int(value)
     problems.append({"loc": ["query", "limit"], "msg": f"must be an integer from 1 to {maximum}",
                      "type": "int_range"})
     return default
+
+
+MAX_CURSOR_LENGTH = 64  # an encoded {"before": <int64>} is about 40 characters
+MAX_CURSOR_SEQ = 2**63 - 1  # the stores' 64-bit integers: a larger one overflows SQLite's driver
 
 
 def _encode_cursor(seq: int | None) -> str | None:
@@ -256,15 +265,18 @@ def _encode_cursor(seq: int | None) -> str | None:
 
 
 def _decode_cursor(cursor: str | None, problems: list) -> int | None:
+    """The position a cursor of `_encode_cursor` names; anything else (tampered, too long, out of the
+    stores' range) is a problem, never an exception."""
     if cursor is None:
         return None
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        before = json.loads(base64.urlsafe_b64decode(padded.encode()))["before"]
-        if isinstance(before, int) and not isinstance(before, bool) and before > 0:
-            return before
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        pass
+    if len(cursor) <= MAX_CURSOR_LENGTH:
+        try:
+            padded = cursor + "=" * (-len(cursor) % 4)
+            before = strict_json.loads(base64.urlsafe_b64decode(padded.encode()))["before"]
+            if isinstance(before, int) and not isinstance(before, bool) and 0 < before <= MAX_CURSOR_SEQ:
+                return before
+        except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError):
+            pass
     problems.append({"loc": ["query", "cursor"], "msg": "not a cursor returned by this API",
                      "type": "value_error"})
     return None

@@ -69,6 +69,7 @@ def job_detail(job: base.Job, *, queue_position: int | None, runs: list[base.Job
         }
     detail.update({
         "request": job.request,
+        "dropped_fields": job.options.get("dropped_fields", []),
         "webhook_url": job.options.get("webhook_url"),
         "webhook_events": job.options.get("webhook_events"),
         "instance": job.instance,

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+import pydantic
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: chalicelib lives beside scripts/
 
@@ -62,7 +64,11 @@ def main() -> int:
         os.environ["API_TOKENS"] = f"dev:{token}"
     if args.with_simulator:
         os.environ["A1111_BASE_URL"] = f"http://127.0.0.1:{args.simulator_port}"
-    settings = config.get_settings()
+    try:
+        settings = config.get_settings()  # a bad setting stops everything now, with its reason
+    except pydantic.ValidationError as exc:  # its text never holds a value (hide_input_in_errors)
+        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+        return 2
     logs.configure(settings.log_level)
     if not settings.api_tokens:
         log.warning("API_TOKENS is not set: every route except /health, /doc and /openapi.json answers 401 "

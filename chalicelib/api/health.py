@@ -1,4 +1,4 @@
-"""`GET /health`: no token needed, so load balancers and orchestrators can call it."""
+"""`GET /health`: no token needed, so load balancers and orchestrators can call it; the detail needs one."""
 from __future__ import annotations
 
 import logging
@@ -18,27 +18,40 @@ blueprint = chalice.Blueprint(__name__)
 @blueprint.route("/health", methods=["GET"])
 @openapi.document(
     operation_id="get_health", summary="Health of the store, queue, workers and A1111 instances", tags=["health"],
-    description="No token needed. Each A1111 instance is pinged (at most 1.5 s).",
-    responses={200: openapi.Reply("The service can take and run jobs.", model="Health"),
-               503: openapi.Reply("The job store cannot be reached.", model="Health",
-                                  example={"status": "unavailable", "store": {"ok": False}})},
-    public=True)
+    description="Without a token: one word per component (`up`, `degraded`, `down`), answered from a cache "
+                "refreshed at most every HEALTH_CACHE_SECONDS (default 5), so that anyone may call it often. "
+                "With a valid token (any token: there are no roles yet): the detailed report, checked now "
+                "(each A1111 instance is probed, at most 1.5 s), with job counts, worker heartbeats and "
+                "instances. An invalid token is 401.",
+    responses={200: openapi.Reply("The service can take and run jobs (the summary, without a token).",
+                                  model="HealthReport", example={"status": "ok", "components": {
+                                      "store": "up", "queue": "up", "workers": "up", "instances": "up"}}),
+               503: openapi.Reply("The job store cannot be reached.", model="HealthReport",
+                                  example={"status": "unavailable", "components": {"store": "down"}})},
+    token_optional=True)
 @http.handler
 def get_health() -> chalice.Response:
+    request = blueprint.current_request
+    detailed = bool(request.headers.get("authorization"))
+    if detailed:
+        http.owner_of(request)
     try:
         ctx = context_module.get_context()
     except errors.StoreUnavailable:
         log.exception("the job store cannot be reached")
-        return http.json_response({"status": "unavailable", "store": {"ok": False}}, status=503)
-    report, healthy = health.check(ctx)
+        body = {"status": "unavailable", "store": {"ok": False}} if detailed else \
+            {"status": "unavailable", "components": {"store": health.DOWN}}
+        return http.json_response(body, status=503)
+    report, healthy = health.check(ctx) if detailed else health.summary(ctx)
     return http.json_response(report, status=200 if healthy else 503)
 
 
 @blueprint.route("/sdapi/v1/instances", methods=["GET"])
 @openapi.document(
     operation_id="list_instances", summary="Each A1111 instance: health, load, model, jobs done", tags=["health"],
-    description="Every instance is probed now (GET /sdapi/v1/options, at most 1.5 s each, in parallel); "
-                "busy, current jobs, jobs done and the latest failure come from the job store.",
+    description="The `instances` of the detailed GET /health, nothing more: every instance is probed now "
+                "(GET /sdapi/v1/options, at most 1.5 s each, in parallel); busy, current jobs, jobs done and the "
+                "latest failure come from the job store. Any token may read it (there are no roles yet).",
     responses={200: openapi.Reply("The configured instances.", model="Instances")},
     errors=(401, 503))
 @http.handler

@@ -12,6 +12,7 @@ import chalice
 
 from chalicelib import config
 from chalicelib import errors
+from chalicelib import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ def json_body(request: chalice.app.Request, *, max_bytes: int) -> object:
     if not raw.strip():
         raise errors.BadRequest("the body is empty; send a JSON object")
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return strict_json.loads(raw)
+    except strict_json.Invalid as exc:
         raise errors.BadRequest(f"the body is not valid JSON: {exc}") from None
 
 

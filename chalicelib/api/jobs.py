@@ -53,8 +53,10 @@ SUBMITTED = openapi.Reply(
     headers={"Location": "the job's URL",
              "Idempotent-Replayed": "`true` when an earlier job with the same Idempotency-Key is returned"})
 SUBMIT_DESCRIPTION = (
-    "A1111's own request body ({model}, every field, type and default of A1111 v1.10.1; unknown fields "
-    "are passed on to A1111) plus the job's own fields: `priority` (-100..100, higher runs first), `metadata` "
+    "A1111's own request body ({model}, every field, type and default of A1111 v1.10.1; what reaches A1111 is "
+    "governed: no saving, allow-listed override_settings and scripts, base64 images only, and unknown fields are "
+    "not forwarded but listed in the job's `dropped_fields`; see docs/security.md) plus the job's own fields: "
+    "`priority` (-100..100, higher runs first), `metadata` "
     "(a JSON object up to 16 KiB, returned with the job), `webhook_url` + `webhook_secret` (+ `webhook_events`) "
     "to be notified, `instance_labels` to run only on an A1111 instance configured with all those labels. "
     "Answers 202 at once with a queued job; the result is A1111's {response} in the job's `result`. The body "

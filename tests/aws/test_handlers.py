@@ -234,7 +234,7 @@ def test_the_sweeper_requeues_an_expired_job_and_shows_in_health(lambda_app, sqs
     assert report["expired"] == 1 and report["instances"] == {ctx.instances[0].name: True}
     [doorbell] = support.drain(sqs, queue_urls["jobs"])
     assert job_id in doorbell["Body"] and job(lambda_app, job_id)["status"] == "queued"
-    workers = lambda_app.http.get("/health").json_body["workers"]
+    workers = lambda_app.http.get("/health", headers=ALICE).json_body["workers"]
     assert [w["id"] for w in workers] == [handlers.SWEEPER_ID]
 
 

@@ -140,7 +140,7 @@ def start_default_command(run_image, simulator, **env) -> tuple[ImageProcess, st
         **FAST, **env))
     wait_healthy(container, image.healthcheck()[1])
     api_url = f"http://127.0.0.1:{port}"
-    support.wait_until(lambda: requests.get(f"{api_url}/health", timeout=5).json()["workers"], timeout=30,
+    support.wait_until(lambda: requests.get(f"{api_url}/health", headers=AUTH, timeout=5).json()["workers"], timeout=30,
                        interval=0.1, what="the worker's heartbeat")
     return container, api_url
 

@@ -142,7 +142,7 @@ class Cluster:
                           timeout=timeout, what=f"job {job_id} to reach {statuses}")
 
     def health(self) -> dict:
-        return requests.get(f"{self.api_url}/health", timeout=10).json()
+        return requests.get(f"{self.api_url}/health", headers=AUTH, timeout=10).json()
 
     def sim(self, method: str, path: str, **kwargs) -> dict:
         response = requests.request(method, f"{self.sim_url}{path}", timeout=10, **kwargs)

@@ -62,6 +62,9 @@ def browser_page(api_url):
         page = context.new_page()
         page.set_default_timeout(15_000)
         page.outside = outside
+        page.csp_violations = []  # the page's Content-Security-Policy must not block anything it needs
+        page.on("console", lambda message: page.csp_violations.append(message.text)
+                if "Content Security Policy" in message.text else None)
         try:
             yield page
         finally:
@@ -101,8 +104,9 @@ def test_swagger_ui_authorizes_and_submits_a_job_that_completes(api_url, browser
     # given Swagger UI served by the API itself
     page.goto(f"{api_url}/doc")
     page.wait_for_selector(TXT2IMG)
-    # then it shows every operation of the document
+    # then it shows every operation of the document, and its security policy blocked nothing
     assert page.locator(".opblock").count() == operation_count
+    assert page.csp_violations == []
     # when a user authorizes with a token
     authorize(page, e2e.TOKEN)
     assert page.locator(f"{TXT2IMG} .authorization__btn.locked").count() == 1
@@ -129,8 +133,8 @@ def test_swagger_ui_authorizes_and_submits_a_job_that_completes(api_url, browser
     assert len(detail["result"]["images"]) == 1 and json.loads(detail["result"]["info"])["prompt"] == BODY["prompt"]
     block.locator(".live-responses-table").scroll_into_view_if_needed()
     page.screenshot(path=str(artifact("swagger-ui-job-completed.png")))
-    # and nothing was fetched from anywhere but the API
-    assert page.outside == []
+    # and nothing was fetched from anywhere but the API, nor blocked by the page's policy
+    assert page.outside == [] and page.csp_violations == []
 
 
 def test_swagger_ui_without_a_token_gets_the_documented_401(api_url, browser_page):

@@ -234,7 +234,7 @@ def test_api_answers_503_while_the_database_is_down_and_recovers_when_it_is_back
     started = time.monotonic()
     down = [client.http.get("/sdapi/v1/jobs", headers=TOKEN),
             client.http.post("/sdapi/v1/txt2img", headers=TOKEN, body='{"prompt": "a dog"}'),
-            client.http.get("/health")]
+            client.http.get("/health", headers=TOKEN)]
     assert [r.status_code for r in down] == [503, 503, 503]
     assert down[0].json_body["error"] == "StoreUnavailable" and down[2].json_body["store"]["ok"] is False
     assert time.monotonic() - started < 3  # refused at once, no hanging request threads

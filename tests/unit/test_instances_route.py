@@ -54,7 +54,7 @@ def test_instances_show_health_model_load_and_the_error_of_a_dead_one(client, si
                     "last_error": None}
     assert dead["healthy"] is False and dead["busy"] is False and dead["loaded_model"] is None
     assert "refused the connection" in dead["last_error"]
-    health = json.loads(client.http.get("/health").body)
+    health = json.loads(client.http.get("/health", headers=ALICE).body)
     assert [i["healthy"] for i in health["instances"]] == [True, False]
 
 

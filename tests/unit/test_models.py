@@ -30,6 +30,11 @@ WEBUIAPI_TXT2IMG = {
 }
 
 
+# What a1111_policy adds to every payload under the default settings (docs/security.md).
+FORCED = {"save_images": False, "do_not_save_samples": True, "do_not_save_grid": True,
+          "override_settings_restore_afterwards": True}
+
+
 def parse(body, kind="txt2img", limits=LIMITS) -> models.Submission:
     return models.parse_submission(kind, body, limits=limits)
 
@@ -56,7 +61,7 @@ def summary(items: list[dict]) -> list[tuple[str, str]]:
 # --- accepted bodies ------------------------------------------------------------------------------
 
 ACCEPTED = {
-    # name: (kind, body, payload sent to A1111)
+    # name: (kind, body, payload sent to A1111 besides FORCED)
     "empty txt2img": ("txt2img", {}, {}),
     "minimal img2img": ("img2img", {"init_images": [IMAGE]}, {"init_images": [IMAGE]}),
     "only what was sent, no defaults": ("txt2img", {"prompt": "cat", "steps": 20}, {"prompt": "cat", "steps": 20}),
@@ -69,21 +74,20 @@ ACCEPTED = {
         "txt2img", {"sampler_name": None, "styles": None, "eta": None},
         {"sampler_name": None, "styles": None, "eta": None},
     ),
-    "unknown fields pass through unchanged": (
-        "txt2img", {"prompt": "x", "fork_flag": True, "fork_opts": {"a": [1, None, "b"]}},
-        {"prompt": "x", "fork_flag": True, "fork_opts": {"a": [1, None, "b"]}},
+    "unknown fields are not forwarded": (
+        "txt2img", {"prompt": "x", "fork_flag": True, "fork_opts": {"a": [1, None, "b"]}}, {"prompt": "x"},
     ),
-    "hires fields are unknown (passed through) on img2img": (
+    "hires fields are unknown (not forwarded) on img2img": (
         "img2img", {"init_images": [IMAGE], "hr_second_pass_steps": 999, "enable_hr": True},
-        {"init_images": [IMAGE], "hr_second_pass_steps": 999, "enable_hr": True},
+        {"init_images": [IMAGE]},
     ),
     "force_task_id of the client is dropped": ("txt2img", {"prompt": "x", "force_task_id": "mine"}, {"prompt": "x"}),
     "force_task_id is dropped even when invalid": ("img2img", {"init_images": [IMAGE], "force_task_id": {"x": 1}},
                                                    {"init_images": [IMAGE]}),
     "img2img fields and defaults": (
-        "img2img", {"init_images": [IMAGE, "https://example.com/a.png"], "mask": IMAGE, "denoising_strength": "0.4",
-                    "inpainting_fill": 1, "include_init_images": False},
-        {"init_images": [IMAGE, "https://example.com/a.png"], "mask": IMAGE, "denoising_strength": 0.4,
+        "img2img", {"init_images": [IMAGE, "data:image/png;base64," + IMAGE], "mask": IMAGE,
+                    "denoising_strength": "0.4", "inpainting_fill": 1, "include_init_images": False},
+        {"init_images": [IMAGE, "data:image/png;base64," + IMAGE], "mask": IMAGE, "denoising_strength": 0.4,
          "inpainting_fill": 1, "include_init_images": False},
     ),
     "infotext is sent on": ("txt2img", {"infotext": "a cat\nSteps: 20, Sampler: Euler a, Size: 512x512"},
@@ -95,14 +99,14 @@ ACCEPTED = {
 def test_accepted_body_becomes_the_payload(kind, body, payload):
     submission = parse(body, kind)
     assert submission.kind is models.JobKind(kind)
-    assert submission.payload == payload
-    assert {k: type(v) for k, v in submission.payload.items()} == {k: type(v) for k, v in payload.items()}
+    assert submission.payload == {**payload, **FORCED}
+    assert {k: type(v) for k, v in submission.payload.items()} == {k: type(v) for k, v in {**payload, **FORCED}.items()}
     assert submission.options == models.JobOptions()
 
 
-def test_webuiapi_txt2img_payload_is_accepted_as_sent():
+def test_webuiapi_txt2img_payload_is_accepted_as_sent_with_saving_forced_off():
     submission = parse(dict(WEBUIAPI_TXT2IMG))
-    assert submission.payload == WEBUIAPI_TXT2IMG
+    assert submission.payload == {**WEBUIAPI_TXT2IMG, **FORCED} and submission.dropped_fields == ()
     assert submission.payload["hr_scale"] == 2.0 and isinstance(submission.payload["hr_scale"], float)
     assert submission.payload["hr_checkpoint_name"] is None and submission.payload["script_name"] is None
 
@@ -121,7 +125,7 @@ def test_our_fields_go_to_options_not_to_the_payload():
         "instance_labels": ["sdxl"],
     }
     submission = parse(body)
-    assert submission.payload == {"prompt": "x"}
+    assert submission.payload == {"prompt": "x", **FORCED}
     assert submission.options.model_dump() == {
         "webhook_url": "https://hooks.example.com/sd?x=1", "webhook_secret": "whsec_abc",
         "webhook_events": ["job.completed", "job.error"], "priority": 7, "metadata": {"user": 42, "tags": ["a"]},
@@ -332,7 +336,7 @@ AT_LIMIT = {
 
 @pytest.mark.parametrize("kind, body", AT_LIMIT.values(), ids=AT_LIMIT.keys())
 def test_at_a_limit_is_accepted(kind, body):
-    assert parse(body, kind).payload == body
+    assert parse(body, kind).payload == {**body, **FORCED}
 
 
 @pytest.mark.parametrize("limits, msg", [
@@ -390,11 +394,11 @@ def test_infotext_values_count_against_the_limits(infotext, msg):
 def test_fields_sent_explicitly_win_over_infotext():
     body = {"infotext": "cat\nSteps: 500, Batch size: 64, Size: 4096x4096", "steps": 20, "batch_size": 1,
             "width": 512, "height": 512}
-    assert parse(body).payload == body
+    assert parse(body).payload == {**body, **FORCED}
 
 
 def test_infotext_without_parameters_is_only_a_prompt():
-    assert parse({"infotext": "Steps: 500"}).payload == {"infotext": "Steps: 500"}
+    assert parse({"infotext": "Steps: 500"}).payload == {"infotext": "Steps: 500", **FORCED}
 
 
 def test_hostile_infotext_is_parsed_in_linear_time():

@@ -51,7 +51,9 @@ def test_detail_shows_the_request_and_never_the_webhook_secret(client):
     response = client.http.get(f"/sdapi/v1/jobs/{job['job_id']}", headers=ALICE)
     assert response.status_code == 200
     detail = response.json_body
-    assert detail["request"] == {"prompt": "p", "unknown_fork_field": 7}
+    assert detail["request"] == {"prompt": "p", "save_images": False, "do_not_save_samples": True,
+                                 "do_not_save_grid": True, "override_settings_restore_afterwards": True}
+    assert detail["dropped_fields"] == ["unknown_fork_field"]
     assert detail["webhook_url"] == "https://example.com/hook"
     assert "very-secret-value" not in response.body.decode()
     assert detail["result"] is None and detail["runs"] == []
@@ -141,9 +143,17 @@ def test_completed_job_serves_a1111_result_and_image_bytes(client):
     assert missing.status_code == 404
 
 
-def test_health_needs_no_token_and_reports_store_and_instances(client):
+def test_health_needs_no_token_and_says_only_one_word_per_component(client):
     submit(client)
     response = client.http.get("/health")
+    assert response.status_code == 200
+    assert response.json_body == {"status": "degraded", "components": {
+        "store": "up", "queue": "up", "workers": "down", "instances": "down"}}  # no worker; nothing on port 9
+
+
+def test_health_with_a_token_reports_store_and_instances(client):
+    submit(client)
+    response = client.http.get("/health", headers=ALICE)
     assert response.status_code == 200
     body = response.json_body
     assert body["store"] == {"backend": "sqlite", "ok": True}
@@ -158,7 +168,7 @@ def test_health_shows_the_webhook_backlog(client):
     claimed = ctx.store.claim_next(worker_id="w1", instance="gpu", lease_seconds=30, now=time.time()).job
     assert claimed.id == job["job_id"]
     ctx.store.complete(claimed.id, worker_id="w1", result={}, image_count=0, now=time.time())
-    assert client.http.get("/health").json_body["webhooks"] == {"due": 1}  # job.completed, not yet sent
+    assert client.http.get("/health", headers=ALICE).json_body["webhooks"] == {"due": 1}  # job.completed, not yet sent
 
 
 @pytest.mark.parametrize("case, method, path, body, headers, status, error", [
@@ -239,6 +249,8 @@ def test_unreachable_store_is_503_on_health_and_routes(client, monkeypatch, tmp_
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{blocker}/jobs.db")
     context_module.reset_context()
     health = client.http.get("/health")
+    assert health.status_code == 503 and health.json_body == {"status": "unavailable", "components": {"store": "down"}}
+    health = client.http.get("/health", headers=ALICE)
     assert health.status_code == 503 and health.json_body["status"] == "unavailable"
     response = post(client, "/sdapi/v1/txt2img", {"prompt": "x"})
     assert response.status_code == 503 and response.json_body["error"] == "StoreUnavailable"

@@ -1,0 +1,76 @@
+"""JSON as the API accepts it: finite numbers, integers of bounded size, bounded nesting.
+
+Python's `json` reads `NaN` and `Infinity` (which JSON has not, and which Postgres refuses), raises a
+bare ValueError for integers of 4,300+ digits and a RecursionError for nesting ~1000 deep. Here each
+of those is an `Invalid` that names the rule, so every caller can answer 400/422 instead of 500.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+MAX_DEPTH = 64  # A1111 bodies nest ~6 deep (ControlNet units in alwayson_scripts)
+MAX_INT_DIGITS = 20  # any 64-bit integer, signed or not
+
+
+class Invalid(ValueError):
+    """The text is not JSON, or breaks one of the limits; the message says which and why."""
+
+
+def loads(text: str | bytes) -> object:
+    """Parse `text`; raises `Invalid` (never RecursionError, OverflowError or a bare ValueError)."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_int=_parse_int, parse_float=_parse_float)
+    except RecursionError:
+        raise Invalid(f"it is nested too deeply; the limit is {MAX_DEPTH} levels of arrays and objects") from None
+    except Invalid:
+        raise
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise Invalid(str(exc)) from None
+    check_depth(value)
+    return value
+
+
+def check_depth(value: object) -> None:
+    """Raise `Invalid` when arrays and objects nest deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > MAX_DEPTH:
+            raise Invalid(f"it is nested too deeply; the limit is {MAX_DEPTH} levels of arrays and objects")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def non_finite_paths(value: object) -> list[list]:
+    """The locations (as loc lists) of NaN and ±Infinity floats inside `value`."""
+    found, stack = [], [(value, [])]
+    while stack:
+        item, loc = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            found.append(loc)
+        elif isinstance(item, dict):
+            stack.extend((child, [*loc, str(key)]) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, [*loc, index]) for index, child in enumerate(item))
+    return sorted(found, key=str)
+
+
+def _refuse_constant(name: str) -> float:
+    raise Invalid(f"{name} is not a JSON number; send finite numbers only")
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise Invalid(f"an integer has {digits} digits; the limit is {MAX_INT_DIGITS}")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise Invalid(f"the number {text[:40]} is too large to be a finite number")
+    return value
