@@ -232,6 +232,13 @@ class A1111Client:
         return body
 
 
+def is_idle(progress: dict) -> bool:
+    """Whether a `GET /sdapi/v1/progress` answer says A1111 runs no generation (`job_count` is 0
+    when idle, -1 while a generation starts, the number of jobs while it runs)."""
+    state = progress.get("state")
+    return isinstance(state, dict) and state.get("job_count") == 0
+
+
 def _text_of(response: requests.Response) -> str:
     """The body as text, decoded as `response.json()` decodes it: the declared charset, else JSON's
     own UTF-8/16/32 detection."""

@@ -71,6 +71,9 @@ class Settings(pydantic_settings.BaseSettings):
     a1111_auth: str = ""
     a1111_timeout: float = pydantic.Field(600.0, gt=0)
     a1111_connect_timeout: float = pydantic.Field(5.0, gt=0)
+    # After a generation call that ended without an answer (timeout, dropped connection) A1111 may
+    # still be generating: it is interrupted and its slot held until it reports idle, this long at most.
+    a1111_settle_seconds: float = pydantic.Field(60.0, ge=0)
 
     # Serving
     host: str = "127.0.0.1"

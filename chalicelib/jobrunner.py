@@ -67,13 +67,22 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
         _end_rejected(ctx, job, worker_id, exc)
     except errors.A1111Unavailable as exc:
         tracker.stop()
-        if (timeout < settings.a1111_timeout and not tracker.cancel_sent
-                and time.monotonic() - started >= timeout * TIMED_OUT_FRACTION):
-            _end_out_of_time(ctx, job, worker_id, client, timeout=timeout)
+        out_of_time = (timeout < settings.a1111_timeout and not tracker.cancel_sent
+                       and time.monotonic() - started >= timeout * TIMED_OUT_FRACTION)
+        if out_of_time:
+            _end_out_of_time(ctx, job, worker_id, timeout=timeout)
         else:
             _end_unavailable(ctx, job, worker_id, exc, cancelled=tracker.cancel_sent)
-            if on_unavailable is not None:
-                on_unavailable(exc.message)
+        problem = None if out_of_time else exc.message
+        if exc.status is None:  # no answer: the generation may still be running on A1111
+            wait = settings.a1111_settle_seconds
+            if time_limit is not None:  # under Lambda, within the reserve kept after the call
+                wait = min(wait, settings.lambda_time_reserve_seconds / 2)
+            if not settle(client, wait=wait, interval=min(settings.progress_interval, 0.5)):
+                problem = (f"A1111 at {instance.name} did not report idle within {wait:g} s of an "
+                           "interrupt after a generation call that ended without an answer")
+        if problem is not None and on_unavailable is not None:
+            on_unavailable(problem)
     else:
         tracker.stop()
         _end_generated(ctx, job, worker_id, response, cancelled=tracker.cancel_sent,
@@ -144,18 +153,33 @@ def _end_unavailable(ctx: context_module.Context, job: store_base.Job, worker_id
                            "reason": exc.message})
 
 
-def _end_out_of_time(ctx: context_module.Context, job: store_base.Job, worker_id: str,
-                     client: a1111.A1111Client, *, timeout: float) -> None:
-    """The generation outlasted the time this invocation had: stop A1111 (its slot is ours) and
-    end the job, since every attempt would be cut off the same way instead of looping."""
-    try:
-        client.interrupt()
-    except errors.A1111Error as exc:
-        log.warning("interrupt after the time limit failed: %s", exc.message, extra={"job_id": job.id})
+def _end_out_of_time(ctx: context_module.Context, job: store_base.Job, worker_id: str, *,
+                     timeout: float) -> None:
+    """The generation outlasted the time this invocation had: end the job (`settle` stops A1111),
+    since every attempt would be cut off the same way instead of looping."""
     _fail(ctx, job, worker_id, "time_limit_exceeded",
           f"the generation did not finish within the {timeout:.0f} s this AWS Lambda invocation had left "
           f"(a Lambda function runs at most 15 minutes); A1111 was interrupted. Ask for fewer steps, "
           f"images or pixels, or run such jobs on a `python -m worker_fn` worker, which has no time limit")
+
+
+def settle(client: a1111.A1111Client, *, wait: float, interval: float) -> bool:
+    """Interrupt A1111 until it reports idle, at most `wait` seconds; False if it did not (or could
+    not be asked). The caller still holds the instance's slot, so no other job is sent to an A1111
+    that is still busy with a generation this worker gave up on. The interrupt is repeated because
+    A1111 forgets one that arrives before its generation has begun."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if a1111.is_idle(client.progress(skip_current_image=True)):
+                return True
+            client.interrupt()
+        except errors.A1111Error as exc:
+            log.warning("A1111 could not be interrupted after a call without an answer: %s", exc.message)
+            return False
+        if time.monotonic() + interval > deadline:
+            return False
+        time.sleep(interval)
 
 
 def _fail(ctx: context_module.Context, job: store_base.Job, worker_id: str, code: str,

@@ -227,9 +227,9 @@ def test_anonymous_health_tells_nothing_and_probes_a1111_at_most_once_per_cache_
     running = client.http.post("/sdapi/v1/txt2img", headers=ALICE, body='{"prompt": "a"}').json_body["job_id"]
     failed = client.http.post("/sdapi/v1/txt2img", headers=ALICE, body='{"prompt": "b"}').json_body["job_id"]
     now = 9e9
-    claimed = ctx.store.claim_next(worker_id="worker-secret-7", instance=sim.url, lease_seconds=30, now=now)
+    claimed = ctx.store.claim_next(worker_id="worker-secret-7", instance=sim.url, lease_seconds=30, now=now).job
     ctx.store.heartbeat("worker-secret-7", info={"current_jobs": [claimed.id]}, now=now)
-    other = ctx.store.claim_next(worker_id="worker-secret-7", instance=sim.url, lease_seconds=30, now=now)
+    other = ctx.store.claim_next(worker_id="worker-secret-7", instance=sim.url, lease_seconds=30, now=now).job
     ctx.store.fail(other.id, worker_id="worker-secret-7", code="a1111_rejected",
                    message="Script 'tenant-secret-script' not found", now=now)
     assert {claimed.id, other.id} == {running, failed}
