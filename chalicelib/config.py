@@ -1,7 +1,8 @@
 """Settings from the environment, read once.
 
 Every knob of the service is an environment variable (documented in the README). Stage defaults in
-`.chalice/config.json` never shadow a variable the user set, because the dev stage sets none.
+`.chalice/config.json` never shadow a variable the user set, because the dev stage sets none of
+them (only DEV_TOKEN_STAGE, read by chalicelib/dev_token.py).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import os
 
 import pydantic
 import pydantic_settings
+
+from chalicelib import local_data
 
 
 class Settings(pydantic_settings.BaseSettings):
@@ -37,7 +40,7 @@ class Settings(pydantic_settings.BaseSettings):
     metrics_token: pydantic.SecretStr = pydantic.SecretStr("")  # opens GET /metrics only (README, "Metrics")
 
     # Backends
-    database_url: str = "sqlite:///data/jobs.db"
+    database_url: str = pydantic.Field(default_factory=local_data.default_database_url)  # outside the project
     queue_backend: str = "local"
     jobs_queue_url: str = ""
     webhooks_queue_url: str = ""
