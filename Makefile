@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-server.txt
 PYTEST_ARGS ?=
 PACKAGE_DIR ?= build/package
 
-.PHONY: setup run demo test unit bench package image clean
+.PHONY: setup run local demo test unit bench package image clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): requirements.txt requirements-server.txt requirements-dev.txt
 
 run: setup  ## API (waitress) + worker on the embedded SQLite default
 	$(PY) scripts/serve_all.py --dev-token
+
+local: setup  ## Chalice's dev server (chalice local, reloads on edits) + worker, like `make run`
+	$(PY) scripts/serve_local.py
 
 demo: setup  ## the whole service against the A1111 simulator
 	$(PY) scripts/serve_all.py --dev-token --with-simulator

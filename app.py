@@ -1,6 +1,10 @@
 """Chalice app: registers the blueprints and the SQS and schedule handlers. No logic."""
+import os
+import sys
+
 from chalice import Chalice
 
+from chalicelib import dev_token
 from chalicelib import handlers
 from chalicelib.api import catalog
 from chalicelib.api import docs
@@ -9,6 +13,8 @@ from chalicelib.api import http
 from chalicelib.api import jobs
 from chalicelib.api import metrics
 from chalicelib.api import webhooks
+
+dev_token.install_under_chalice_local(os.environ, sys.argv)  # the dev stage only; see there
 
 # configure_logs=False: Chalice's own log lines go through chalicelib.logs (JSON) like ours.
 app = Chalice(app_name="a1111-async", configure_logs=False)

@@ -1,7 +1,8 @@
 """Settings from the environment, read once.
 
 Every knob of the service is an environment variable (documented in the README). Stage defaults in
-`.chalice/config.json` never shadow a variable the user set, because the dev stage sets none.
+`.chalice/config.json` never shadow a variable the user set, because the dev stage sets none of
+them (only DEV_TOKEN_STAGE, read by chalicelib/dev_token.py).
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import os
 import pydantic
 import pydantic_settings
 
-# A delivery's claim must outlast its attempt by this much, to record the result (README, "Webhooks").
+from chalicelib import local_data
+
+# A delivery's claim must outlast its attempt by this much, to record the result (docs/webhooks.md, "Retries").
 WEBHOOK_CLAIM_MARGIN_SECONDS = 2.0
 
 
@@ -58,7 +61,7 @@ class Settings(pydantic_settings.BaseSettings):
     metrics_token: pydantic.SecretStr = pydantic.SecretStr("")  # opens GET /metrics only (README, "Metrics")
 
     # Backends
-    database_url: str = "sqlite:///data/jobs.db"
+    database_url: str = pydantic.Field(default_factory=local_data.default_database_url)  # outside the project
     queue_backend: str = "local"
     jobs_queue_url: str = ""
     webhooks_queue_url: str = ""
@@ -99,7 +102,7 @@ class Settings(pydantic_settings.BaseSettings):
     max_images: int = pydantic.Field(16, gt=0)
     max_prompt_length: int = pydantic.Field(10000, gt=0)
 
-    # Webhooks (README, "Webhooks")
+    # Webhooks (docs/webhooks.md, "Retries")
     webhook_allow_private: bool = False
     webhook_max_inline_bytes: int = pydantic.Field(1024 * 1024, ge=0)
     webhook_send_secret_header: bool = True

@@ -6,9 +6,10 @@ restarts the whole container. SIGTERM or SIGINT is passed on to both, which stop
 API answers the requests in flight, the worker finishes or releases its job); it waits for them
 and exits 0 when both stopped cleanly. Its own lines are JSON like theirs.
 
-`--dev-token` (what `make run` and `make demo` pass): without API_TOKENS, create a development
-token, keep it in data/dev-token and print it. Without the flag nothing is created: a container
-without API_TOKENS logs a warning and every protected route answers 401 saying so.
+`--dev-token` (what `make run` and `make demo` pass): without API_TOKENS, use the checkout's
+development token (chalicelib/dev_token.py: created once, kept outside the project folder) and print
+it. Without the flag nothing is created: a container without API_TOKENS logs a warning and every
+protected route answers 401 saying so.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import argparse
 import logging
 import os
 import pathlib
-import secrets
 import signal
 import subprocess
 import sys
@@ -28,29 +28,19 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: chalicelib lives beside scripts/
 
 from chalicelib import config  # noqa: E402
+from chalicelib import dev_token  # noqa: E402
 from chalicelib import logs  # noqa: E402
 
 log = logging.getLogger("supervisor")
 
-TOKEN_FILE = ROOT / "data" / "dev-token"
 POLL_SECONDS = 0.2
 STOP_MARGIN_SECONDS = 10.0  # beyond the longer grace: time to release a job and close connections
-
-
-def dev_token() -> str:
-    if TOKEN_FILE.exists():
-        return TOKEN_FILE.read_text().strip()
-    TOKEN_FILE.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(24)
-    TOKEN_FILE.write_text(token + "\n")
-    TOKEN_FILE.chmod(0o600)
-    return token
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dev-token", action="store_true",
-                        help="without API_TOKENS, create a development token (data/dev-token) and print it")
+                        help="without API_TOKENS, use the development token (created once) and print it")
     parser.add_argument("--with-simulator", action="store_true",
                         help="also run the A1111 simulator (tests/a1111_sim) and point the worker at it")
     parser.add_argument("--simulator-port", type=int, default=7860)
@@ -60,8 +50,7 @@ def main() -> int:
     os.environ["PYTHONUNBUFFERED"] = "1"
     token = None
     if not os.environ.get("API_TOKENS") and args.dev_token:
-        token = dev_token()
-        os.environ["API_TOKENS"] = f"dev:{token}"
+        token = dev_token.install(os.environ)
     if args.with_simulator:
         os.environ["A1111_BASE_URL"] = f"http://127.0.0.1:{args.simulator_port}"
     try:

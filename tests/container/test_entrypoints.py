@@ -211,10 +211,12 @@ def test_when_one_process_dies_the_other_is_stopped_and_the_container_exits_non_
     assert died["level"] == "ERROR" and died["exit_code"] == -signal.SIGKILL
 
 
-def test_without_api_tokens_the_container_warns_and_creates_no_token(run_image, simulator):
+def test_without_api_tokens_the_container_warns_and_creates_no_token(run_image, simulator, tmp_path):
     simulator.start_simulator(gen_seconds=0.3)
     port = support.free_port()
-    env = image.image_env(HOST="127.0.0.1", PORT=str(port), A1111_BASE_URL=simulator.sim_url, **FAST)
+    data_home = tmp_path / "data-home"  # where a development token would go (chalicelib/local_data.py)
+    env = image.image_env(HOST="127.0.0.1", PORT=str(port), A1111_BASE_URL=simulator.sim_url,
+                          XDG_DATA_HOME=str(data_home), **FAST)
     assert "API_TOKENS" not in env  # docker run without -e API_TOKENS
     container = run_image("container", image.cmd(), env)
     wait_healthy(container, image.healthcheck()[1])
@@ -222,7 +224,7 @@ def test_without_api_tokens_the_container_warns_and_creates_no_token(run_image, 
     assert response.status_code == 401 and "API_TOKENS" in response.json()["detail"]
     assert container.terminate() == 0
     assert any(e["level"] == "WARNING" and "API_TOKENS is not set" in e["message"] for e in container.entries())
-    assert not (run_image.app / "data" / "dev-token").exists()
+    assert not list(data_home.rglob("dev-token")) and not list(run_image.app.rglob("dev-token"))
 
 
 def test_compose_api_and_worker_commands_alone_on_postgres_with_health_checks_and_metrics(
