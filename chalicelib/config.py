@@ -111,6 +111,9 @@ class Settings(pydantic_settings.BaseSettings):
     webhook_dispatcher_threads: int = pydantic.Field(4, ge=0)
     webhook_claim_seconds: float = pydantic.Field(60.0, gt=0)
     webhook_redeliver_interval: float = pydantic.Field(10.0, ge=0)  # per job; 0: no limit
+    # Attempts in flight to one destination host at once, over all dispatchers: a tenant's slow or
+    # hanging receivers hold at most this many dispatcher threads.
+    webhook_host_concurrency: int = pydantic.Field(2, ge=1)
     public_base_url: str = ""
 
     # Models, LoRAs and A1111 discovery (README, "Models, LoRAs and discovery")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import urllib.parse
 import uuid
 
 from chalicelib import vocabulary
@@ -229,8 +230,16 @@ def write_event(writer: EventWriter, job_id: str, event_type: vocabulary.JobEven
     job, runs = writer.snapshot_rows(job_id)
     writer.insert_delivery({"id": new_delivery_id(), "job_id": job_id, "event_type": event_type, "event_at": now,
                             "snapshot": event_snapshot(job, runs), "body": None, "redelivery_of": None,
-                            "now": now})
+                            "host": destination_host(options["webhook_url"]), "now": now})
     return event_type
+
+
+def destination_host(url: str) -> str | None:
+    """The host a delivery goes to (lower case), which the per-host limit on attempts counts by."""
+    try:
+        return urllib.parse.urlsplit(url).hostname
+    except ValueError:
+        return None
 
 
 def job_from_snapshot(snapshot: dict, *, request: dict) -> tuple[Job, list[JobRun]]:

@@ -215,13 +215,13 @@ class JobStore:
 
     # -- webhook outbox ---------------------------------------------------------------------
 
-    def claim_delivery(self, *, dispatcher_id: str, lease_seconds: float,
-                       now: float) -> base.WebhookDelivery | None:
+    def claim_delivery(self, *, dispatcher_id: str, lease_seconds: float, now: float,
+                       per_host: int | None = None) -> base.WebhookDelivery | None:
         if self.sql.ANY_DUE_DELIVERY is not None and self.database.query_one(
                 self.sql.ANY_DUE_DELIVERY, {"now": now}) is None:
             return None
         params = {"token": uuid.uuid4().hex, "lease_until": now + lease_seconds, "now": now,
-                  "dispatcher": dispatcher_id, "lost_attempt": base.LOST_ATTEMPT}
+                  "dispatcher": dispatcher_id, "lost_attempt": base.LOST_ATTEMPT, "per_host": per_host}
         with self.database.transaction() as session:
             row = session.query_one(self.sql.CLAIM_DELIVERY, params)
             if row is None:

@@ -209,9 +209,20 @@ SELECT MAX(event_at) AS last FROM webhook_deliveries WHERE job_id = :id AND even
 
 INSERT_DELIVERY = """
 INSERT INTO webhook_deliveries (id, job_id, event_type, status, event_at, snapshot, body, attempts,
-                                next_attempt_at, redelivery_of, created_at, updated_at)
+                                next_attempt_at, redelivery_of, host, created_at, updated_at)
 VALUES (:id, :job_id, :event_type, 'pending', :event_at, :snapshot, :body, 0, :now, :redelivery_of,
-        :now, :now)
+        :host, :now, :now)
+"""
+
+# A due delivery may be claimed unless its host already has :per_host attempts in flight (claimed,
+# claim not expired); NULL :per_host means no limit. Concurrent claims on Postgres may each see the
+# other's attempt not yet in flight, so the limit can be exceeded by the number of racing dispatchers.
+CLAIMABLE = """
+status = 'pending' AND next_attempt_at <= :now
+AND (CAST(:per_host AS INTEGER) IS NULL OR host IS NULL OR (
+    SELECT COUNT(*) FROM webhook_deliveries AS busy
+    WHERE busy.host = webhook_deliveries.host AND busy.status = 'pending'
+      AND busy.claim_token IS NOT NULL AND busy.next_attempt_at > :now) < CAST(:per_host AS INTEGER))
 """
 
 # Idle dispatchers poll: on SQLite a read, not a write lock, when nothing is due.
@@ -256,8 +267,8 @@ FROM webhook_attempts WHERE {delivery_id_in_ids} ORDER BY delivery_id, attempt
 # A copy of the job's latest delivery under a new id: same event, snapshot and (frozen) body.
 REDELIVER_LATEST = f"""
 INSERT INTO webhook_deliveries (id, job_id, event_type, status, event_at, snapshot, body, attempts,
-                                next_attempt_at, redelivery_of, created_at, updated_at)
-SELECT :id, job_id, event_type, 'pending', event_at, snapshot, body, 0, :now, id, :now, :now
+                                next_attempt_at, redelivery_of, host, created_at, updated_at)
+SELECT :id, job_id, event_type, 'pending', event_at, snapshot, body, 0, :now, id, host, :now, :now
 FROM webhook_deliveries WHERE job_id = :job_id ORDER BY seq DESC LIMIT 1
 RETURNING {DELIVERY_COLUMNS}, snapshot, body
 """
@@ -295,7 +306,7 @@ RETURNING slot
     "CLAIM_DELIVERY": f"""
 UPDATE webhook_deliveries SET attempts = attempts + 1, claim_token = :token,
        next_attempt_at = :lease_until, updated_at = :now
-WHERE seq = (SELECT seq FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= :now
+WHERE seq = (SELECT seq FROM webhook_deliveries WHERE {CLAIMABLE}
              ORDER BY next_attempt_at, seq LIMIT 1)
   AND status = 'pending'
 RETURNING {DELIVERY_COLUMNS}, snapshot, body
@@ -363,7 +374,7 @@ RETURNING instance_slots.slot
     "CLAIM_DELIVERY": f"""
 WITH candidate AS (
     SELECT seq FROM webhook_deliveries
-    WHERE status = 'pending' AND next_attempt_at <= :now
+    WHERE {CLAIMABLE}
     ORDER BY next_attempt_at, seq LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), claimed AS (

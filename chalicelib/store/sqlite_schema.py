@@ -138,4 +138,11 @@ MIGRATIONS = [
         excerpt TEXT NOT NULL
     )
     """,
+    # 5: the destination host of each delivery, so a claim can skip hosts that already have
+    # WEBHOOK_HOST_CONCURRENCY attempts in flight (one tenant's slow receivers never hold every dispatcher).
+    """
+    ALTER TABLE webhook_deliveries ADD COLUMN host TEXT;
+    CREATE INDEX webhook_deliveries_in_flight ON webhook_deliveries (host)
+        WHERE status = 'pending' AND claim_token IS NOT NULL
+    """,
 ]

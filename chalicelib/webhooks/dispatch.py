@@ -39,7 +39,7 @@ def deliver_next(ctx: context_module.Context, *, dispatcher_id: str) -> bool:
     settings = ctx.settings
     claimed_at = time.time()
     delivery = ctx.store.claim_delivery(dispatcher_id=dispatcher_id, lease_seconds=settings.webhook_claim_seconds,
-                                        now=claimed_at)
+                                        now=claimed_at, per_host=settings.webhook_host_concurrency)
     if delivery is None:
         return False
     schedule = settings.webhook_retry_delays()

@@ -267,6 +267,33 @@ def test_a_failed_attempt_waits_for_its_retry_and_keeps_the_first_body(job_store
     assert delivery.status == "failed" and delivery.next_attempt_at is None
 
 
+def test_a_claim_skips_hosts_that_already_have_their_share_of_attempts_in_flight(job_store):
+    slow = [add(job_store, url="https://Slow.example.org/hook") for _ in range(3)]
+    other = add(job_store, url="https://fast.example.net/hook")
+    for job in slow + [other]:
+        job_store.cancel_queued(job.id, now=NOW)  # each writes one job.cancelled delivery, due at NOW
+
+    first = job_store.claim_delivery(dispatcher_id="d1", lease_seconds=30, now=NOW, per_host=2)
+    second = job_store.claim_delivery(dispatcher_id="d2", lease_seconds=30, now=NOW, per_host=2)
+    third = job_store.claim_delivery(dispatcher_id="d3", lease_seconds=30, now=NOW, per_host=2)
+    assert [first.job_id, second.job_id] == [slow[0].id, slow[1].id]
+    assert third.job_id == other.id  # the slow host's third delivery waits; another host's does not
+    assert job_store.claim_delivery(dispatcher_id="d4", lease_seconds=30, now=NOW, per_host=2) is None
+    unlimited = job_store.claim_delivery(dispatcher_id="d4", lease_seconds=30, now=NOW)
+    assert unlimited.job_id == slow[2].id  # without a limit the host's third attempt goes out too
+
+    job_store.finish_delivery(first.id, claim_token=first.claim_token, attempt=1,
+                              result=base.AttemptResult(200, "", None), status="delivered",
+                              next_attempt_at=None, body="{}", now=NOW + 1)
+    late = add(job_store, url="https://slow.example.org/other")
+    job_store.cancel_queued(late.id, now=NOW + 1)
+    # second and slow[2] are still in flight: a limit of 2 holds the new one back, 3 lets it go
+    assert job_store.claim_delivery(dispatcher_id="d5", lease_seconds=30, now=NOW + 1, per_host=2) is None
+    assert job_store.claim_delivery(dispatcher_id="d5", lease_seconds=30, now=NOW + 1, per_host=3).job_id == late.id
+    # a claim that expired (its dispatcher died) no longer counts as in flight
+    assert job_store.claim_delivery(dispatcher_id="d6", lease_seconds=30, now=NOW + 31, per_host=1) is not None
+
+
 def test_redeliver_copies_the_latest_event_under_a_new_id(job_store):
     job = add(job_store, events=["job.started"])
     claim(job_store)
