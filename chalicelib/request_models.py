@@ -1,9 +1,9 @@
-"""pydantic schemas: the A1111 request bodies, our own job options, job states, and submit parsing.
+"""pydantic models of what a client sends: the A1111 request bodies, our own job options, and submit parsing.
 
 The two A1111 models mirror `StableDiffusionProcessingTxt2Img` / `StableDiffusionProcessingImg2Img` of
 A1111 v1.10.1's openapi.json field for field, because a client's body is validated against them and
-then sent on to A1111. They are written out here (shared/ is not deployed);
-tests/unit/test_a1111_drift.py fails when they drift from the document.
+then sent on to A1111. They are written out here rather than read from that document at run time;
+tests/unit/test_a1111_drift.py fails when they drift from it.
 """
 from __future__ import annotations
 
