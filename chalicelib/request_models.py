@@ -21,19 +21,7 @@ import pydantic_core
 from chalicelib import a1111_policy
 from chalicelib import config
 from chalicelib import errors
-
-
-class JobStatus(str, enum.Enum):
-    """Life of a job: queued → processing → completed | error | cancelled (or queued → cancelled)."""
-
-    queued = "queued"
-    processing = "processing"
-    completed = "completed"
-    error = "error"
-    cancelled = "cancelled"
-
-
-TERMINAL_STATUSES = frozenset({JobStatus.completed, JobStatus.error, JobStatus.cancelled})
+from chalicelib import vocabulary
 
 
 class JobKind(str, enum.Enum):
@@ -152,8 +140,9 @@ A1111_REQUEST_MODELS: dict[JobKind, type[A1111Request]] = {
 
 # --- Our own submit fields -----------------------------------------------------------------------
 
-WebhookEvent = typing.Literal["job.started", "job.progress", "job.completed", "job.error", "job.cancelled"]
-WEBHOOK_EVENTS: tuple[str, ...] = typing.get_args(WebhookEvent)
+# A Literal of the event names rather than the enum itself, so that an unknown name stays a
+# `literal_error` in the 422 and the document lists the names inline.
+WebhookEvent = typing.Literal[tuple(event.value for event in vocabulary.JobEvent)]
 MAX_METADATA_BYTES = 16 * 1024
 MAX_WEBHOOK_URL_LENGTH = 2048
 MAX_INSTANCE_LABELS = 16

@@ -15,11 +15,9 @@ import pydantic
 
 from chalicelib import examples
 from chalicelib import request_models
+from chalicelib import vocabulary
 
 _CLOSED = pydantic.ConfigDict(extra="forbid")
-
-RunOutcome = typing.Literal["completed", "error", "cancelled", "retry", "lost", "released"]
-DeliveryStatus = typing.Literal["pending", "delivered", "failed"]
 
 EXAMPLE_CREATED_AT = "2026-11-26T07:09:59.123Z"
 
@@ -70,7 +68,7 @@ class JobSummary(pydantic.BaseModel):
 
     job_id: str = pydantic.Field(description="the job's id (a UUID)")
     type: request_models.JobKind
-    status: request_models.JobStatus
+    status: vocabulary.JobStatus
     priority: int = pydantic.Field(ge=-100, le=100, description="higher runs first")
     queue_position: int | None = pydantic.Field(ge=1, description="while queued: 1 = next to run")
     progress: Progress | None
@@ -109,7 +107,7 @@ class JobRun(pydantic.BaseModel):
     instance: str = pydantic.Field(description="the A1111 instance it ran on")
     started_at: datetime.datetime
     finished_at: datetime.datetime | None
-    outcome: RunOutcome | None = pydantic.Field(description="null while the attempt runs")
+    outcome: vocabulary.RunOutcome | None = pydantic.Field(description="null while the attempt runs")
     detail: str | None
 
 
@@ -349,7 +347,7 @@ class WebhookDelivery(pydantic.BaseModel):
 
     webhook_id: str
     type: request_models.WebhookEvent
-    status: DeliveryStatus
+    status: vocabulary.DeliveryStatus
     in_flight: bool = pydantic.Field(description="an attempt is being made right now")
     event_timestamp: datetime.datetime | None
     created_at: datetime.datetime

@@ -111,8 +111,8 @@ def list_jobs(ctx: context_module.Context, *, owner: str, status: str | None, li
               cursor: str | None) -> dict:
     """Newest first, keyset-paginated by an opaque cursor."""
     problems = []
-    if status is not None and status not in {s.value for s in request_models.JobStatus}:
-        allowed = ", ".join(s.value for s in request_models.JobStatus)
+    if status is not None and status not in {s.value for s in vocabulary.JobStatus}:
+        allowed = ", ".join(s.value for s in vocabulary.JobStatus)
         problems.append({"loc": ["query", "status"], "msg": f"unknown status {status!r}; use one of: {allowed}",
                          "type": "enum"})
     size = _parse_limit(limit, problems)

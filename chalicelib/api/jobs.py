@@ -11,6 +11,7 @@ from chalicelib import examples
 from chalicelib import openapi
 from chalicelib import request_models
 from chalicelib import service
+from chalicelib import vocabulary
 from chalicelib.api import http
 
 blueprint = chalice.Blueprint(__name__)
@@ -117,7 +118,7 @@ def img2img() -> chalice.Response:
 @openapi.document(
     operation_id="list_jobs", summary="List your jobs, newest first", tags=["jobs"],
     parameters=(
-        openapi.Param("status", "query", "only jobs in this state", openapi.enum_schema(request_models.JobStatus)),
+        openapi.Param("status", "query", "only jobs in this state", openapi.enum_schema(vocabulary.JobStatus)),
         openapi.Param("limit", "query", "page size", {"type": "integer", "minimum": 1,
                                                       "maximum": service.MAX_LIST_LIMIT,
                                                       "default": service.DEFAULT_LIST_LIMIT}),

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import time
+import typing
 
 import pytest
 
 from chalicelib import config
 from chalicelib import errors
 from chalicelib import request_models
+from chalicelib import vocabulary
 
 # Distinct numbers so that every message can be checked for the right limit.
 LIMITS = request_models.Limits(max_width=1024, max_height=768, max_steps=100, max_images=8, max_prompt_length=200)
@@ -145,7 +147,7 @@ def test_secret_stays_out_of_reprs():
 
 
 def test_every_webhook_event_is_accepted():
-    assert parse({"webhook_events": list(request_models.WEBHOOK_EVENTS)}).options.webhook_events == [
+    assert parse({"webhook_events": list(vocabulary.JobEvent)}).options.webhook_events == [
         "job.started", "job.progress", "job.completed", "job.error", "job.cancelled"]
 
 
@@ -417,10 +419,12 @@ def test_limits_from_settings():
 
 
 def test_statuses_and_kinds():
-    assert [s.value for s in request_models.JobStatus] == ["queued", "processing", "completed", "error", "cancelled"]
-    assert request_models.TERMINAL_STATUSES == {request_models.JobStatus.completed, request_models.JobStatus.error, request_models.JobStatus.cancelled}
-    assert "completed" in request_models.TERMINAL_STATUSES and "queued" not in request_models.TERMINAL_STATUSES
-    assert request_models.JobStatus("queued") == "queued"
+    assert [s.value for s in vocabulary.JobStatus] == ["queued", "processing", "completed", "error", "cancelled"]
+    assert vocabulary.TERMINAL_STATUSES == {vocabulary.JobStatus.COMPLETED, vocabulary.JobStatus.ERROR,
+                                            vocabulary.JobStatus.CANCELLED}
+    assert "completed" in vocabulary.TERMINAL_STATUSES and "queued" not in vocabulary.TERMINAL_STATUSES
+    assert vocabulary.JobStatus("queued") == "queued"
+    assert typing.get_args(request_models.WebhookEvent) == tuple(vocabulary.JobEvent)
     assert [k.value for k in request_models.JobKind] == ["txt2img", "img2img"]
     assert request_models.A1111_REQUEST_MODELS == {
         request_models.JobKind.txt2img: request_models.StableDiffusionProcessingTxt2Img,
