@@ -175,7 +175,7 @@ def delete_job(job_id: str) -> chalice.Response:
 def _cancel(job_id: str) -> chalice.Response:
     owner = http.owner_of(blueprint.current_request)
     summary = service.cancel_job(context_module.get_context(), job_id, owner=owner)
-    return http.json_response(summary, status=200 if summary["status"] == "cancelled" else 202)
+    return http.json_response(summary, status=200 if summary["status"] == vocabulary.JobStatus.CANCELLED else 202)
 
 
 @blueprint.route("/sdapi/v1/jobs/{job_id}/images/{n}", methods=["GET"])
