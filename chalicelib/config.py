@@ -1,6 +1,6 @@
 """Settings from the environment, read once.
 
-Every knob of the service is an environment variable (documented in the README). Stage defaults in
+Every knob of the service is an environment variable (documented in docs/configuration.md). Stage defaults in
 `.chalice/config.json` never shadow a variable the user set, because the dev stage sets none.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import pydantic
 import pydantic_settings
 
-# A delivery's claim must outlast its attempt by this much, to record the result (README, "Webhooks").
+# A delivery's claim must outlast its attempt by this much, to record the result (docs/webhooks.md, "Retries").
 WEBHOOK_CLAIM_MARGIN_SECONDS = 2.0
 
 
@@ -55,7 +55,7 @@ class Settings(pydantic_settings.BaseSettings):
 
     # Auth
     api_tokens: str = ""
-    metrics_token: pydantic.SecretStr = pydantic.SecretStr("")  # opens GET /metrics only (README, "Metrics")
+    metrics_token: pydantic.SecretStr = pydantic.SecretStr("")  # opens GET /metrics only (docs/observability.md)
 
     # Backends
     database_url: str = "sqlite:///data/jobs.db"
@@ -96,7 +96,7 @@ class Settings(pydantic_settings.BaseSettings):
     max_images: int = pydantic.Field(16, gt=0)
     max_prompt_length: int = pydantic.Field(10000, gt=0)
 
-    # Webhooks (README, "Webhooks")
+    # Webhooks (docs/webhooks.md)
     webhook_allow_private: bool = False
     webhook_max_inline_bytes: int = pydantic.Field(1024 * 1024, ge=0)
     webhook_send_secret_header: bool = True
@@ -107,11 +107,11 @@ class Settings(pydantic_settings.BaseSettings):
     webhook_redeliver_interval: float = pydantic.Field(10.0, ge=0)  # per job; 0: no limit
     public_base_url: str = ""
 
-    # Models, LoRAs and A1111 discovery (README, "Models, LoRAs and discovery")
+    # Models, LoRAs and A1111 discovery (docs/models.md)
     catalog_ttl: float = pydantic.Field(30.0, ge=0)
     catalog_timeout: float = pydantic.Field(10.0, gt=0)
 
-    # Civitai enrichment of the model lists (README, "Models, LoRAs and discovery")
+    # Civitai enrichment of the model lists (docs/models.md, "Civitai")
     civitai_enabled: bool = False
     civitai_api_key: pydantic.SecretStr = pydantic.SecretStr("")  # never in a repr or a log line
     civitai_base_url: str = "https://civitai.com/api/v1"
@@ -121,7 +121,7 @@ class Settings(pydantic_settings.BaseSettings):
     civitai_cache_ttl: float = pydantic.Field(7 * 24 * 3600.0, ge=0)
     civitai_not_found_ttl: float = pydantic.Field(24 * 3600.0, ge=0)
 
-    # AWS (README, "Deploying to AWS")
+    # AWS (docs/aws.md)
     config_ssm_path: str = ""  # settings under this SSM path (e.g. /a1111-async/prod/DATABASE_URL)
     config_secret_id: str = ""  # a Secrets Manager secret whose JSON keys are settings
     image_url_expiry_seconds: float = pydantic.Field(3600.0, gt=0, le=7 * 24 * 3600)

@@ -372,7 +372,7 @@ class WebhookDeliveryList(pydantic.BaseModel):
 
 
 # --- Models, LoRAs and A1111 discovery -----------------------------------------------------------
-# A1111's shapes under A1111's names (shared/a1111/openapi.json), open to extra keys: what an instance
+# A1111's shapes under A1111's names (as in A1111 v1.10.1's openapi.json), open to extra keys: what an instance
 # answers is passed on as it is. Checkpoints and LoRAs add `instances`, `stale` and `civitai`.
 
 EXAMPLE_INSTANCE = "http://127.0.0.1:7860"
