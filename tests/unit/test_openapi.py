@@ -254,9 +254,8 @@ def tiny_app() -> chalice.Chalice:
     return tiny
 
 
-def test_a_route_without_documentation_is_reported_and_left_out():
+def test_a_route_without_documentation_is_left_out():
     tiny = tiny_app()
-    assert openapi.undocumented_routes(tiny) == ["GET /things (list_things)"]
     assert set(openapi.build_document(tiny)["paths"]) == {"/things/{thing_id}"}
 
 
