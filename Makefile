@@ -36,7 +36,7 @@ unit: setup
 bench: setup
 	$(PY) bench/core.py
 
-package: setup  ## deployable template + code: $(PACKAGE_DIR)/sam.yaml and deployment.zip (see README, AWS)
+package: setup  ## deployable template + code: $(PACKAGE_DIR)/sam.yaml and deployment.zip (see docs/aws.md)
 	rm -rf $(PACKAGE_DIR)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(VENV)/bin/chalice package --stage prod \
 		--merge-template infra/template.yaml $(PACKAGE_DIR)
@@ -44,7 +44,7 @@ package: setup  ## deployable template + code: $(PACKAGE_DIR)/sam.yaml and deplo
 	$(PY) infra/add_bytecode.py $(PACKAGE_DIR)
 	$(VENV)/bin/cfn-lint $(PACKAGE_DIR)/sam.yaml
 
-image:  ## the container image (API + worker; see README, Containers); needs a Docker engine
+image:  ## the container image (API + worker; see docs/containers.md); needs a Docker engine
 	docker build -t a1111-async:latest .
 
 clean:

@@ -28,7 +28,7 @@ app.register_blueprint(metrics.blueprint)
 app.register_blueprint(catalog.blueprint)
 
 # Lambda functions beside the API (chalicelib/handlers.py). Each event source is pointed at the
-# stack's own queue, with ReportBatchItemFailures, by infra/template.json (`make package`); the
+# stack's own queue, with ReportBatchItemFailures, by infra/template.yaml (`make package`); the
 # names here are the queues' names when the stack is called a1111-async.
 
 

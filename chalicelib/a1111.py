@@ -25,7 +25,8 @@ if typing.TYPE_CHECKING:
 
 GENERATE_KINDS = ("txt2img", "img2img")
 
-# A1111 answers these with 500 although the request is at fault (NOTES A.5, A.13).
+# A1111 v1.10.1 answers these with 500 although the request is at fault: an undecodable image, image
+# URLs disabled or local, an unknown samples_format (its api.py raises HTTPException(500) for them).
 _BAD_INPUT_500_DETAILS = frozenset({
     "Invalid encoded image", "Requests not allowed", "Request to local resource not allowed",
     "Invalid image url", "Invalid image format",

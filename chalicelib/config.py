@@ -1,8 +1,8 @@
 """Settings from the environment, read once.
 
-Every knob of the service is an environment variable (documented in the README). Stage defaults in
-`.chalice/config.json` never shadow a variable the user set, because the dev stage sets none of
-them (only DEV_TOKEN_STAGE, read by chalicelib/dev_token.py).
+Every knob of the service is an environment variable (documented in docs/configuration.md). Stage
+defaults in `.chalice/config.json` never shadow a variable the user set, because the dev stage sets
+none of them (only DEV_TOKEN_STAGE, read by chalicelib/dev_token.py).
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class Settings(pydantic_settings.BaseSettings):
 
     # Auth
     api_tokens: str = ""
-    metrics_token: pydantic.SecretStr = pydantic.SecretStr("")  # opens GET /metrics only (README, "Metrics")
+    metrics_token: pydantic.SecretStr = pydantic.SecretStr("")  # opens GET /metrics only (docs/observability.md)
 
     # Backends
     database_url: str = pydantic.Field(default_factory=local_data.default_database_url)  # outside the project
@@ -102,7 +102,7 @@ class Settings(pydantic_settings.BaseSettings):
     max_images: int = pydantic.Field(16, gt=0)
     max_prompt_length: int = pydantic.Field(10000, gt=0)
 
-    # Webhooks (docs/webhooks.md, "Retries")
+    # Webhooks (docs/webhooks.md)
     webhook_allow_private: bool = False
     webhook_max_inline_bytes: int = pydantic.Field(1024 * 1024, ge=0)
     webhook_send_secret_header: bool = True
@@ -116,11 +116,11 @@ class Settings(pydantic_settings.BaseSettings):
     webhook_host_concurrency: int = pydantic.Field(2, ge=1)
     public_base_url: str = ""
 
-    # Models, LoRAs and A1111 discovery (README, "Models, LoRAs and discovery")
+    # Models, LoRAs and A1111 discovery (docs/models.md)
     catalog_ttl: float = pydantic.Field(30.0, ge=0)
     catalog_timeout: float = pydantic.Field(10.0, gt=0)
 
-    # Civitai enrichment of the model lists (README, "Models, LoRAs and discovery")
+    # Civitai enrichment of the model lists (docs/models.md, "Civitai")
     civitai_enabled: bool = False
     civitai_api_key: pydantic.SecretStr = pydantic.SecretStr("")  # never in a repr or a log line
     civitai_base_url: str = "https://civitai.com/api/v1"
@@ -130,7 +130,7 @@ class Settings(pydantic_settings.BaseSettings):
     civitai_cache_ttl: float = pydantic.Field(7 * 24 * 3600.0, ge=0)
     civitai_not_found_ttl: float = pydantic.Field(24 * 3600.0, ge=0)
 
-    # AWS (README, "Deploying to AWS")
+    # AWS (docs/aws.md)
     config_ssm_path: str = ""  # settings under this SSM path (e.g. /a1111-async/prod/DATABASE_URL)
     config_secret_id: str = ""  # a Secrets Manager secret whose JSON keys are settings
     image_url_expiry_seconds: float = pydantic.Field(3600.0, gt=0, le=7 * 24 * 3600)

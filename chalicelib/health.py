@@ -12,6 +12,7 @@ from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import instance_health
 from chalicelib import store
+from chalicelib import vocabulary
 from chalicelib.queue import base as queue_base
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,7 @@ def check(ctx: context_module.Context) -> tuple[dict, bool]:
     return {
         "status": "ok",
         "store": {"backend": ctx.store.backend, "ok": True},
-        "queue": {"jobs": {status: counts.get(status, 0) for status in
-                           ("queued", "processing", "completed", "error", "cancelled")},
+        "queue": {"jobs": {status.value: counts.get(status, 0) for status in vocabulary.JobStatus},
                   "doorbells": doorbells},
         "webhooks": {"due": due_webhooks},
         "workers": [{"id": w.id, "heartbeat_age_seconds": round(now - w.heartbeat_at, 1),

@@ -23,8 +23,8 @@ import pydantic
 
 from chalicelib import context as context_module
 from chalicelib import errors
-from chalicelib import models
 from chalicelib import rejections
+from chalicelib import request_models
 from chalicelib import service
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,12 @@ log = logging.getLogger(__name__)
 CREATED = "created"
 DUPLICATE = "duplicate"
 REJECTED = "rejected"
-OWN_FIELDS = tuple(models.JobOptions.model_fields)
+OWN_FIELDS = tuple(request_models.JobOptions.model_fields)
 SECRET_IN_TEXT = re.compile(r'("webhook_secret"\s*:\s*)"(?:[^"\\]|\\.)*"?')
 REDACTED = "***"
 
 
-class SubmissionMessage(models.JobOptions):
+class SubmissionMessage(request_models.JobOptions):
     """One message of the submissions queue: a job as other systems submit it without HTTP."""
 
     model_config = pydantic.ConfigDict(
@@ -51,7 +51,7 @@ class SubmissionMessage(models.JobOptions):
              "webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
         ]})
 
-    type: models.JobKind = pydantic.Field(description="which A1111 endpoint the request is for")
+    type: request_models.JobKind = pydantic.Field(description="which A1111 endpoint the request is for")
     request: dict[str, typing.Any] = pydantic.Field(
         description="A1111's request body, exactly as POST /sdapi/v1/txt2img or /sdapi/v1/img2img takes it "
                     "(StableDiffusionProcessingTxt2Img / StableDiffusionProcessingImg2Img of A1111 v1.10.1; "

@@ -16,7 +16,7 @@ from chalicelib import a1111
 from chalicelib import backoff
 from chalicelib import context as context_module
 from chalicelib import errors
-from chalicelib import models
+from chalicelib import request_models
 from chalicelib import transitions
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
@@ -24,7 +24,7 @@ from chalicelib.webhooks import doorbell
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STEPS = models.StableDiffusionProcessingTxt2Img.model_fields["steps"].default  # what A1111 runs
+DEFAULT_STEPS = request_models.StableDiffusionProcessingTxt2Img.model_fields["steps"].default  # what A1111 runs
 
 MAX_RETRY_DELAY = 300.0
 RETRY_JITTER = 0.2

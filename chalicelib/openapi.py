@@ -4,11 +4,11 @@ Each route carries its own documentation: `@openapi.document(...)` next to `@blu
 says what the route's parameters, body and answers are, naming the pydantic models the route uses.
 `build_document(app)` walks the app's route table, so the document can only list what is really
 routed, and it refuses a route whose path parameters and documentation disagree. Routes without
-documentation are left out and listed by `undocumented_routes(app)` (a test fails on them).
+documentation are left out (tests/unit/test_openapi.py fails on them).
 
 Schemas come from pydantic (JSON Schema 2020-12) and are rewritten into OpenAPI 3.0's dialect
 (`nullable`, a single `example`, boolean `exclusiveMinimum`), which Swagger UI 4 and most client
-generators read. Answers name their model in `chalicelib.schemas` by name: that module is imported
+generators read. Answers name their model in `chalicelib.response_models` by name: that module is imported
 only when a document is built, since building its models was the largest share of a cold start's
 own import time (bench/cold_start.py).
 """
@@ -22,12 +22,13 @@ import chalice
 import pydantic
 from pydantic import json_schema as pydantic_json_schema
 
+from chalicelib import examples
+
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1.0.0"
 OPERATION_ATTRIBUTE = "openapi_operation"
 REF_PREFIX = "#/components/schemas/"
 JSON = "application/json"
-EXAMPLE_JOB_ID = "b11f2730-5cde-4f0e-9d4c-8a4c0e1f2a3b"  # the one job id every example shows
 
 TAGS = {
     "generation": "A1111's generation endpoints, answered at once with a queued job (202).",
@@ -69,8 +70,8 @@ ERROR_DESCRIPTIONS = {
 ERROR_EXAMPLES = {
     400: {"error": "BadRequest", "detail": "the body is not valid JSON: Expecting value: line 1 column 1 (char 0)"},
     401: {"error": "Unauthorized", "detail": "invalid token"},
-    404: {"error": "NotFound", "detail": f"no job '{EXAMPLE_JOB_ID}'"},
-    409: {"error": "Conflict", "detail": f"job {EXAMPLE_JOB_ID} is already completed; only queued or "
+    404: {"error": "NotFound", "detail": f"no job '{examples.JOB_ID}'"},
+    409: {"error": "Conflict", "detail": f"job {examples.JOB_ID} is already completed; only queued or "
                                         "processing jobs can be cancelled"},
     413: {"error": "PayloadTooLarge", "detail": "the body is 40000000 bytes; the limit is 33554432 (MAX_BODY_BYTES)"},
     415: {"error": "UnsupportedMediaType", "detail": "Unsupported media type: application/xml"},
@@ -119,7 +120,7 @@ class Body:
 
 @dataclasses.dataclass(frozen=True)
 class Reply:
-    """One documented answer: a model (its name in chalicelib.schemas), else a plain `schema`, else
+    """One documented answer: a model (its name in chalicelib.response_models), else a plain `schema`, else
     binary `media_types`."""
 
     description: str
@@ -177,12 +178,6 @@ def operation_of(view: typing.Callable) -> Operation | None:
 def routes(app: chalice.Chalice) -> list[tuple[str, str, typing.Any]]:
     """(path, method, route entry) for every route, in registration order."""
     return [(path, method, entry) for path, methods in app.routes.items() for method, entry in methods.items()]
-
-
-def undocumented_routes(app: chalice.Chalice) -> list[str]:
-    """`METHOD /path (view)` of every route that has no `@openapi.document`."""
-    return [f"{method} {path} ({entry.view_name})" for path, method, entry in routes(app)
-            if operation_of(entry.view_function) is None]
 
 
 def build_document(app: chalice.Chalice, *, server_url: str = "/") -> dict:
@@ -332,23 +327,23 @@ def _webhook_callback() -> dict:
 
 def _component_schemas(operations: list[Operation]) -> tuple[dict[str, dict], dict[int, str]]:
     """Every schema the operations use, converted to OpenAPI 3.0, and each body's $ref."""
-    from chalicelib import schemas  # noqa: PLC0415 - only documents need the response models
+    from chalicelib import response_models  # noqa: PLC0415 - only documents need the response models
 
     def response_model(name: str) -> type[pydantic.BaseModel]:
-        model = getattr(schemas, name, None)
+        model = getattr(response_models, name, None)
         if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
-            raise DocumentError(f"no response model {name!r} in chalicelib.schemas")
+            raise DocumentError(f"no response model {name!r} in chalicelib.response_models")
         return model
 
-    wanted: dict[type[pydantic.BaseModel], str] = {schemas.Error: "serialization",
-                                                   schemas.HTTPValidationError: "serialization"}
+    wanted: dict[type[pydantic.BaseModel], str] = {response_models.Error: "serialization",
+                                                   response_models.HTTPValidationError: "serialization"}
     for operation in operations:
         if operation.body is not None:
             wanted.update({model: "validation" for model in operation.body.models})
         wanted.update({response_model(reply.model): "serialization"
                        for reply in operation.responses.values() if reply.model})
         if operation.webhook_callback:
-            wanted[schemas.WebhookEvent] = "serialization"
+            wanted[response_models.WebhookEvent] = "serialization"
     _, top = pydantic_json_schema.models_json_schema(list(wanted.items()), ref_template=REF_PREFIX + "{model}")
     components = {name: to_oas30(schema) for name, schema in top.get("$defs", {}).items()}
     body_refs: dict[int, str] = {}
@@ -386,8 +381,8 @@ def to_oas30(schema: typing.Any) -> typing.Any:
     if "const" in schema:
         schema["enum"] = [schema.pop("const")]
     if "examples" in schema:
-        examples = schema.pop("examples")
-        schema["example"] = examples[0] if isinstance(examples, list) else examples
+        values = schema.pop("examples")
+        schema["example"] = values[0] if isinstance(values, list) else values
     for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
         if isinstance(schema.get(exclusive), (int, float)) and not isinstance(schema[exclusive], bool):
             schema[bound], schema[exclusive] = schema[exclusive], True

@@ -14,7 +14,7 @@ import uuid
 from chalicelib import a1111_policy
 from chalicelib import context as context_module
 from chalicelib import errors
-from chalicelib import models
+from chalicelib import request_models
 from chalicelib import strict_json
 from chalicelib import transitions
 from chalicelib import views
@@ -42,7 +42,7 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
                idempotency_key: str | None) -> tuple[dict, bool]:
     """Validate and store a job, ring the doorbell. Returns (summary, created)."""
     _check_idempotency_key(idempotency_key)
-    submission = models.parse_submission(kind, body, limits=models.Limits.from_settings(ctx.settings),
+    submission = request_models.parse_submission(kind, body, limits=request_models.Limits.from_settings(ctx.settings),
                                          policy=a1111_policy.Policy.from_settings(ctx.settings))
     options = submission.options
     _check_webhook_options(ctx, options)
@@ -111,8 +111,8 @@ def list_jobs(ctx: context_module.Context, *, owner: str, status: str | None, li
               cursor: str | None) -> dict:
     """Newest first, keyset-paginated by an opaque cursor."""
     problems = []
-    if status is not None and status not in {s.value for s in models.JobStatus}:
-        allowed = ", ".join(s.value for s in models.JobStatus)
+    if status is not None and status not in {s.value for s in vocabulary.JobStatus}:
+        allowed = ", ".join(s.value for s in vocabulary.JobStatus)
         problems.append({"loc": ["query", "status"], "msg": f"unknown status {status!r}; use one of: {allowed}",
                          "type": "enum"})
     size = _parse_limit(limit, problems)
@@ -211,7 +211,7 @@ def _check_instance_labels(ctx: context_module.Context, labels: list[str] | None
         f"(instances: {configured})", "value_error")
 
 
-def _check_webhook_options(ctx: context_module.Context, options: models.JobOptions) -> None:
+def _check_webhook_options(ctx: context_module.Context, options: request_models.JobOptions) -> None:
     """A webhook needs a usable secret, and a URL whose host is public (checked again at delivery)."""
     problems = []
     if options.webhook_url is not None and options.webhook_secret is None:

@@ -1,4 +1,4 @@
-"""JSON views of jobs: the summary for lists and the detail for one job (contract: DESIGN.md §3).
+"""JSON views of jobs: the summary for lists and the detail for one job (documented in docs/api.md).
 
 Secrets never reach a view: the webhook secret lives in its own column and is not read here.
 """

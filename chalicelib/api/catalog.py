@@ -2,7 +2,7 @@
 
 Checkpoints and LoRAs come from every instance, merged and enriched (chalicelib/catalog.py); the
 discovery lists are passed through from one instance. All are read-only: writes to A1111 (POST
-options, refresh-*) are not offered (README, "Models, LoRAs and discovery"). A1111's operationIds
+options, refresh-*) are not offered (docs/models.md, "Writes are not offered"). A1111's operationIds
 are kept so generated A1111 clients work unchanged.
 """
 from __future__ import annotations

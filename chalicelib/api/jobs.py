@@ -7,9 +7,11 @@ from __future__ import annotations
 import chalice
 
 from chalicelib import context as context_module
-from chalicelib import models
+from chalicelib import examples
 from chalicelib import openapi
+from chalicelib import request_models
 from chalicelib import service
+from chalicelib import vocabulary
 from chalicelib.api import http
 
 blueprint = chalice.Blueprint(__name__)
@@ -29,7 +31,7 @@ IMG2IMG_EXAMPLES = {
     "an edit": {"prompt": "an oil painting", "init_images": [EXAMPLE_IMAGE], "denoising_strength": 0.6,
                 "steps": 20, "width": 512, "height": 512},
 }
-JOB_ID = openapi.path_param("job_id", "the job's id, as submit answered it", example=openapi.EXAMPLE_JOB_ID)
+JOB_ID = openapi.path_param("job_id", "the job's id, as submit answered it", example=examples.JOB_ID)
 IDEMPOTENCY_KEY = openapi.Param(  # no example: Swagger UI would send it with every "Try it out"
     name="Idempotency-Key", location="header",
     description="e.g. `order-42`. The same key from the same token returns the first job (with "
@@ -89,7 +91,7 @@ def _submit(kind: str) -> chalice.Response:
     summary="Submit a txt2img job", tags=["generation"],
     description=SUBMIT_DESCRIPTION.format(model="StableDiffusionProcessingTxt2Img", response="TextToImageResponse"),
     parameters=(IDEMPOTENCY_KEY,),
-    body=openapi.Body(models=(models.StableDiffusionProcessingTxt2Img, models.JobOptions), name="Txt2ImgJobRequest",
+    body=openapi.Body(models=(request_models.StableDiffusionProcessingTxt2Img, request_models.JobOptions), name="Txt2ImgJobRequest",
                       description="A1111's txt2img request plus the job's own fields", examples=SUBMIT_EXAMPLES),
     responses={202: SUBMITTED}, errors=(400, 413, 422, 503), webhook_callback=True)
 @http.handler
@@ -104,7 +106,7 @@ def txt2img() -> chalice.Response:
     description=SUBMIT_DESCRIPTION.format(model="StableDiffusionProcessingImg2Img", response="ImageToImageResponse")
     + " `init_images` needs at least one image (raw base64 or a data: URI).",
     parameters=(IDEMPOTENCY_KEY,),
-    body=openapi.Body(models=(models.StableDiffusionProcessingImg2Img, models.JobOptions), name="Img2ImgJobRequest",
+    body=openapi.Body(models=(request_models.StableDiffusionProcessingImg2Img, request_models.JobOptions), name="Img2ImgJobRequest",
                       description="A1111's img2img request plus the job's own fields", examples=IMG2IMG_EXAMPLES),
     responses={202: SUBMITTED}, errors=(400, 413, 422, 503), webhook_callback=True)
 @http.handler
@@ -116,7 +118,7 @@ def img2img() -> chalice.Response:
 @openapi.document(
     operation_id="list_jobs", summary="List your jobs, newest first", tags=["jobs"],
     parameters=(
-        openapi.Param("status", "query", "only jobs in this state", openapi.enum_schema(models.JobStatus)),
+        openapi.Param("status", "query", "only jobs in this state", openapi.enum_schema(vocabulary.JobStatus)),
         openapi.Param("limit", "query", "page size", {"type": "integer", "minimum": 1,
                                                       "maximum": service.MAX_LIST_LIMIT,
                                                       "default": service.DEFAULT_LIST_LIMIT}),
@@ -173,7 +175,7 @@ def delete_job(job_id: str) -> chalice.Response:
 def _cancel(job_id: str) -> chalice.Response:
     owner = http.owner_of(blueprint.current_request)
     summary = service.cancel_job(context_module.get_context(), job_id, owner=owner)
-    return http.json_response(summary, status=200 if summary["status"] == "cancelled" else 202)
+    return http.json_response(summary, status=200 if summary["status"] == vocabulary.JobStatus.CANCELLED else 202)
 
 
 @blueprint.route("/sdapi/v1/jobs/{job_id}/images/{n}", methods=["GET"])

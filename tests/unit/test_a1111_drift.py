@@ -13,11 +13,11 @@ import pathlib
 import pydantic
 import pytest
 
-from chalicelib import models
+from chalicelib import request_models
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 OPENAPI_PATH = REPO_ROOT.parent / "shared" / "a1111" / "openapi.json"
-MODELS = [models.StableDiffusionProcessingTxt2Img, models.StableDiffusionProcessingImg2Img]
+MODELS = [request_models.StableDiffusionProcessingTxt2Img, request_models.StableDiffusionProcessingImg2Img]
 NO_DEFAULT = object()
 
 
@@ -100,8 +100,8 @@ def test_model_matches_the_a1111_document(schemas, model):
 def test_field_counts_match_the_notes(schemas):
     assert len(schemas["StableDiffusionProcessingTxt2Img"]["properties"]) == 55
     assert len(schemas["StableDiffusionProcessingImg2Img"]["properties"]) == 57
-    assert len(models.StableDiffusionProcessingTxt2Img.model_fields) == 55
-    assert len(models.StableDiffusionProcessingImg2Img.model_fields) == 57
+    assert len(request_models.StableDiffusionProcessingTxt2Img.model_fields) == 55
+    assert len(request_models.StableDiffusionProcessingImg2Img.model_fields) == 57
 
 
 DOCUMENT_MUTATIONS = {
@@ -152,7 +152,7 @@ MODEL_MUTATIONS = {
 @pytest.mark.parametrize("field, definition", MODEL_MUTATIONS.values(), ids=MODEL_MUTATIONS.keys())
 def test_drift_in_the_model_is_detected(schemas, field, definition):
     # given a model with one field redefined
-    model = pydantic.create_model("StableDiffusionProcessingTxt2Img", __base__=models.StableDiffusionProcessingTxt2Img,
+    model = pydantic.create_model("StableDiffusionProcessingTxt2Img", __base__=request_models.StableDiffusionProcessingTxt2Img,
                                   **{field: definition})
     # then the check reports that field
     problems = drift(schemas["StableDiffusionProcessingTxt2Img"], model)
@@ -162,7 +162,7 @@ def test_drift_in_the_model_is_detected(schemas, field, definition):
 def test_a_required_field_is_detected(schemas):
     schema = copy.deepcopy(schemas["StableDiffusionProcessingImg2Img"])
     schema["required"] = ["init_images"]
-    assert drift(schema, models.StableDiffusionProcessingImg2Img) == ["the document requires ['init_images']"]
+    assert drift(schema, request_models.StableDiffusionProcessingImg2Img) == ["the document requires ['init_images']"]
 
 
 # --- Our OpenAPI document uses A1111's names for A1111's schemas, and A1111's operationIds ---------

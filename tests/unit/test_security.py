@@ -20,17 +20,17 @@ from chalicelib import a1111_policy
 from chalicelib import config
 from chalicelib import context as context_module
 from chalicelib import errors
-from chalicelib import models
+from chalicelib import request_models
 from tests.a1111_sim import server as a1111_sim
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ALICE = {"Authorization": "Bearer tok-alice", "Content-Type": "application/json"}
-LIMITS = models.Limits(max_width=2048, max_height=2048, max_steps=150, max_images=16, max_prompt_length=10000)
+LIMITS = request_models.Limits(max_width=2048, max_height=2048, max_steps=150, max_images=16, max_prompt_length=10000)
 IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 
-def parse(body, kind="txt2img", policy=a1111_policy.Policy()) -> models.Submission:
-    return models.parse_submission(kind, body, limits=LIMITS, policy=policy)
+def parse(body, kind="txt2img", policy=a1111_policy.Policy()) -> request_models.Submission:
+    return request_models.parse_submission(kind, body, limits=LIMITS, policy=policy)
 
 
 def refused(body, kind="txt2img", policy=a1111_policy.Policy()) -> list[tuple[str, str]]:

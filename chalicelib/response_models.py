@@ -13,13 +13,11 @@ import typing
 
 import pydantic
 
-from chalicelib import models
-from chalicelib.openapi import EXAMPLE_JOB_ID
+from chalicelib import examples
+from chalicelib import request_models
+from chalicelib import vocabulary
 
 _CLOSED = pydantic.ConfigDict(extra="forbid")
-
-RunOutcome = typing.Literal["completed", "error", "cancelled", "retry", "lost", "released"]
-DeliveryStatus = typing.Literal["pending", "delivered", "failed"]
 
 EXAMPLE_CREATED_AT = "2026-11-26T07:09:59.123Z"
 
@@ -63,14 +61,14 @@ class JobSummary(pydantic.BaseModel):
     """A job as lists, submits and cancels show it."""
 
     model_config = _example({
-        "job_id": EXAMPLE_JOB_ID, "type": "txt2img", "status": "queued", "priority": 0, "queue_position": 1,
+        "job_id": examples.JOB_ID, "type": "txt2img", "status": "queued", "priority": 0, "queue_position": 1,
         "progress": None, "attempts": 0, "cancel_requested": False, "created_at": EXAMPLE_CREATED_AT,
         "started_at": None, "finished_at": None, "error": None, "metadata": {"order": 42},
     })
 
     job_id: str = pydantic.Field(description="the job's id (a UUID)")
-    type: models.JobKind
-    status: models.JobStatus
+    type: request_models.JobKind
+    status: vocabulary.JobStatus
     priority: int = pydantic.Field(ge=-100, le=100, description="higher runs first")
     queue_position: int | None = pydantic.Field(ge=1, description="while queued: 1 = next to run")
     progress: Progress | None
@@ -109,7 +107,7 @@ class JobRun(pydantic.BaseModel):
     instance: str = pydantic.Field(description="the A1111 instance it ran on")
     started_at: datetime.datetime
     finished_at: datetime.datetime | None
-    outcome: RunOutcome | None = pydantic.Field(description="null while the attempt runs")
+    outcome: vocabulary.RunOutcome | None = pydantic.Field(description="null while the attempt runs")
     detail: str | None
 
 
@@ -128,7 +126,7 @@ class JobDetail(JobSummary):
         "webhook_url": None, "webhook_events": None, "instance": "http://127.0.0.1:7860", "instance_labels": None,
         "result": {"images": ["iVBORw0KGgo..."], "parameters": {"prompt": "a lighthouse at dusk", "steps": 20},
                    "info": "{\"prompt\": \"a lighthouse at dusk\", \"seed\": 1234}"},
-        "image_urls": [f"/sdapi/v1/jobs/{EXAMPLE_JOB_ID}/images/0"],
+        "image_urls": [f"/sdapi/v1/jobs/{examples.JOB_ID}/images/0"],
         "image_delivery": "base64", "image_delivery_note": None,
         "runs": [{"attempt": 1, "worker_id": "worker-1", "instance": "http://127.0.0.1:7860",
                   "started_at": "2026-11-26T07:10:00.456Z", "finished_at": "2026-11-26T07:10:04.789Z",
@@ -144,7 +142,7 @@ class JobDetail(JobSummary):
         description="top-level fields of the submit that A1111 does not define and A1111_EXTRA_FIELDS does "
                     "not list: they were not forwarded (A1111 would ignore them)")
     webhook_url: str | None
-    webhook_events: list[models.WebhookEvent] | None = pydantic.Field(
+    webhook_events: list[request_models.WebhookEvent] | None = pydantic.Field(
         description="non-terminal events the client asked for (terminal events are always sent)")
     instance: str | None = pydantic.Field(description="the A1111 instance that ran it")
     instance_labels: list[str] | None = pydantic.Field(
@@ -178,7 +176,7 @@ class JobList(pydantic.BaseModel):
 class Error(pydantic.BaseModel):
     """Every error but validation: the error's name and a sentence saying what to do."""
 
-    model_config = _example({"error": "NotFound", "detail": f"no job '{EXAMPLE_JOB_ID}'"})
+    model_config = _example({"error": "NotFound", "detail": f"no job '{examples.JOB_ID}'"})
 
     error: str = pydantic.Field(description="BadRequest, Unauthorized, NotFound, Conflict, PayloadTooLarge, "
                                             "StoreUnavailable, MethodNotAllowedError, UnsupportedMediaType, ...")
@@ -254,7 +252,7 @@ class Instances(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(json_schema_extra={"examples": [{"instances": [{
         "name": "http://127.0.0.1:7860", "capacity": 1, "labels": ["sdxl"], "reachable": True,
-        "healthy": True, "busy": True, "running_jobs": 1, "current_jobs": [EXAMPLE_JOB_ID],
+        "healthy": True, "busy": True, "running_jobs": 1, "current_jobs": [examples.JOB_ID],
         "loaded_model": "v1-5-pruned-emaonly.safetensors [6ce0161689]", "jobs_done": 12,
         "last_error": None}]}]})
 
@@ -272,9 +270,9 @@ class Health(pydantic.BaseModel):
         "queue": {"jobs": {"queued": 1, "processing": 1, "completed": 10, "error": 0, "cancelled": 2},
                   "doorbells": {"visible": 1, "in_flight_or_delayed": 1, "dead_letter": 0}},
         "webhooks": {"due": 0},
-        "workers": [{"id": "worker-1", "heartbeat_age_seconds": 0.8, "current_jobs": [EXAMPLE_JOB_ID]}],
+        "workers": [{"id": "worker-1", "heartbeat_age_seconds": 0.8, "current_jobs": [examples.JOB_ID]}],
         "instances": [{"name": "http://127.0.0.1:7860", "capacity": 1, "labels": [], "reachable": True,
-                       "healthy": True, "busy": True, "running_jobs": 1, "current_jobs": [EXAMPLE_JOB_ID],
+                       "healthy": True, "busy": True, "running_jobs": 1, "current_jobs": [examples.JOB_ID],
                        "loaded_model": "v1-5-pruned-emaonly.safetensors [6ce0161689]", "jobs_done": 12,
                        "last_error": None}],
     }]})
@@ -315,7 +313,7 @@ class WebhookEvent(pydantic.BaseModel):
     model_config = _example({"type": "job.completed", "timestamp": "2026-11-26T07:10:04.789Z",
                              "data": JobDetail.model_config["json_schema_extra"]["examples"][0], "omitted": []})
 
-    type: models.WebhookEvent
+    type: request_models.WebhookEvent
     timestamp: datetime.datetime
     data: JobDetail
     omitted: list[str] = pydantic.Field(
@@ -348,8 +346,8 @@ class WebhookDelivery(pydantic.BaseModel):
     })
 
     webhook_id: str
-    type: models.WebhookEvent
-    status: DeliveryStatus
+    type: request_models.WebhookEvent
+    status: vocabulary.DeliveryStatus
     in_flight: bool = pydantic.Field(description="an attempt is being made right now")
     event_timestamp: datetime.datetime | None
     created_at: datetime.datetime
@@ -364,7 +362,7 @@ class WebhookDeliveryList(pydantic.BaseModel):
     """A page of a job's webhook deliveries, newest first."""
 
     model_config = _example({
-        "job_id": EXAMPLE_JOB_ID, "webhook_url": "https://example.com/hooks/a1111",
+        "job_id": examples.JOB_ID, "webhook_url": "https://example.com/hooks/a1111",
         "deliveries": [WebhookDelivery.model_config["json_schema_extra"]["examples"][0]], "next_cursor": None})
 
     job_id: str
@@ -374,7 +372,7 @@ class WebhookDeliveryList(pydantic.BaseModel):
 
 
 # --- Models, LoRAs and A1111 discovery -----------------------------------------------------------
-# A1111's shapes under A1111's names (shared/a1111/openapi.json), open to extra keys: what an instance
+# A1111's shapes under A1111's names (as in A1111 v1.10.1's openapi.json), open to extra keys: what an instance
 # answers is passed on as it is. Checkpoints and LoRAs add `instances`, `stale` and `civitai`.
 
 EXAMPLE_INSTANCE = "http://127.0.0.1:7860"

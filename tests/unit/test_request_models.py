@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import json
 import time
+import typing
 
 import pytest
 
 from chalicelib import config
 from chalicelib import errors
-from chalicelib import models
+from chalicelib import request_models
+from chalicelib import vocabulary
 
 # Distinct numbers so that every message can be checked for the right limit.
-LIMITS = models.Limits(max_width=1024, max_height=768, max_steps=100, max_images=8, max_prompt_length=200)
+LIMITS = request_models.Limits(max_width=1024, max_height=768, max_steps=100, max_images=8, max_prompt_length=200)
 IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 # webuiapi 0.9.17 `txt2img()` with its defaults (NOTES.md D.1): every key, nulls included.
@@ -35,8 +37,8 @@ FORCED = {"save_images": False, "do_not_save_samples": True, "do_not_save_grid":
           "override_settings_restore_afterwards": True}
 
 
-def parse(body, kind="txt2img", limits=LIMITS) -> models.Submission:
-    return models.parse_submission(kind, body, limits=limits)
+def parse(body, kind="txt2img", limits=LIMITS) -> request_models.Submission:
+    return request_models.parse_submission(kind, body, limits=limits)
 
 
 def problems_of(body, kind="txt2img", limits=LIMITS) -> list[dict]:
@@ -98,10 +100,10 @@ ACCEPTED = {
 @pytest.mark.parametrize("kind, body, payload", ACCEPTED.values(), ids=ACCEPTED.keys())
 def test_accepted_body_becomes_the_payload(kind, body, payload):
     submission = parse(body, kind)
-    assert submission.kind is models.JobKind(kind)
+    assert submission.kind is request_models.JobKind(kind)
     assert submission.payload == {**payload, **FORCED}
     assert {k: type(v) for k, v in submission.payload.items()} == {k: type(v) for k, v in {**payload, **FORCED}.items()}
-    assert submission.options == models.JobOptions()
+    assert submission.options == request_models.JobOptions()
 
 
 def test_webuiapi_txt2img_payload_is_accepted_as_sent_with_saving_forced_off():
@@ -112,8 +114,8 @@ def test_webuiapi_txt2img_payload_is_accepted_as_sent_with_saving_forced_off():
 
 
 def test_kind_may_be_given_as_enum_or_string():
-    assert parse({}, models.JobKind.txt2img).kind is models.JobKind.txt2img
-    assert parse({"init_images": [IMAGE]}, "img2img").kind is models.JobKind.img2img
+    assert parse({}, request_models.JobKind.txt2img).kind is request_models.JobKind.txt2img
+    assert parse({"init_images": [IMAGE]}, "img2img").kind is request_models.JobKind.img2img
     with pytest.raises(ValueError):
         parse({}, "upscale")
 
@@ -145,7 +147,7 @@ def test_secret_stays_out_of_reprs():
 
 
 def test_every_webhook_event_is_accepted():
-    assert parse({"webhook_events": list(models.WEBHOOK_EVENTS)}).options.webhook_events == [
+    assert parse({"webhook_events": list(vocabulary.JobEvent)}).options.webhook_events == [
         "job.started", "job.progress", "job.completed", "job.error", "job.cancelled"]
 
 
@@ -340,9 +342,9 @@ def test_at_a_limit_is_accepted(kind, body):
 
 
 @pytest.mark.parametrize("limits, msg", [
-    (models.Limits(max_width=1024, max_height=768, max_steps=40, max_images=8, max_prompt_length=200),
+    (request_models.Limits(max_width=1024, max_height=768, max_steps=40, max_images=8, max_prompt_length=200),
      "steps is 50; the limit is 40 (MAX_STEPS)"),
-    (models.Limits(max_width=500, max_height=768, max_steps=100, max_images=8, max_prompt_length=200),
+    (request_models.Limits(max_width=500, max_height=768, max_steps=100, max_images=8, max_prompt_length=200),
      "width is 512; the limit is 500 (MAX_WIDTH)"),
 ])
 def test_defaults_count_against_the_limits(limits, msg):
@@ -412,25 +414,27 @@ def test_hostile_infotext_is_parsed_in_linear_time():
 
 def test_limits_from_settings():
     settings = config.Settings(max_width=640, max_height=480, max_steps=30, max_images=2, max_prompt_length=99)
-    assert models.Limits.from_settings(settings) == models.Limits(
+    assert request_models.Limits.from_settings(settings) == request_models.Limits(
         max_width=640, max_height=480, max_steps=30, max_images=2, max_prompt_length=99)
 
 
 def test_statuses_and_kinds():
-    assert [s.value for s in models.JobStatus] == ["queued", "processing", "completed", "error", "cancelled"]
-    assert models.TERMINAL_STATUSES == {models.JobStatus.completed, models.JobStatus.error, models.JobStatus.cancelled}
-    assert "completed" in models.TERMINAL_STATUSES and "queued" not in models.TERMINAL_STATUSES
-    assert models.JobStatus("queued") == "queued"
-    assert [k.value for k in models.JobKind] == ["txt2img", "img2img"]
-    assert models.A1111_REQUEST_MODELS == {
-        models.JobKind.txt2img: models.StableDiffusionProcessingTxt2Img,
-        models.JobKind.img2img: models.StableDiffusionProcessingImg2Img,
+    assert [s.value for s in vocabulary.JobStatus] == ["queued", "processing", "completed", "error", "cancelled"]
+    assert vocabulary.TERMINAL_STATUSES == {vocabulary.JobStatus.COMPLETED, vocabulary.JobStatus.ERROR,
+                                            vocabulary.JobStatus.CANCELLED}
+    assert "completed" in vocabulary.TERMINAL_STATUSES and "queued" not in vocabulary.TERMINAL_STATUSES
+    assert vocabulary.JobStatus("queued") == "queued"
+    assert typing.get_args(request_models.WebhookEvent) == tuple(vocabulary.JobEvent)
+    assert [k.value for k in request_models.JobKind] == ["txt2img", "img2img"]
+    assert request_models.A1111_REQUEST_MODELS == {
+        request_models.JobKind.txt2img: request_models.StableDiffusionProcessingTxt2Img,
+        request_models.JobKind.img2img: request_models.StableDiffusionProcessingImg2Img,
     }
 
 
 def test_mutable_defaults_are_not_shared():
-    first = models.StableDiffusionProcessingTxt2Img()
+    first = request_models.StableDiffusionProcessingTxt2Img()
     first.script_args.append("x")
     first.alwayson_scripts["s"] = {}
-    second = models.StableDiffusionProcessingTxt2Img()
+    second = request_models.StableDiffusionProcessingTxt2Img()
     assert second.script_args == [] and second.alwayson_scripts == {}

@@ -1,9 +1,9 @@
-"""pydantic schemas: the A1111 request bodies, our own job options, job states, and submit parsing.
+"""pydantic models of what a client sends: the A1111 request bodies, our own job options, and submit parsing.
 
 The two A1111 models mirror `StableDiffusionProcessingTxt2Img` / `StableDiffusionProcessingImg2Img` of
 A1111 v1.10.1's openapi.json field for field, because a client's body is validated against them and
-then sent on to A1111. They are written out here (shared/ is not deployed);
-tests/unit/test_a1111_drift.py fails when they drift from the document.
+then sent on to A1111. They are written out here rather than read from that document at run time;
+tests/unit/test_a1111_drift.py fails when they drift from it.
 """
 from __future__ import annotations
 
@@ -21,19 +21,7 @@ import pydantic_core
 from chalicelib import a1111_policy
 from chalicelib import config
 from chalicelib import errors
-
-
-class JobStatus(str, enum.Enum):
-    """Life of a job: queued → processing → completed | error | cancelled (or queued → cancelled)."""
-
-    queued = "queued"
-    processing = "processing"
-    completed = "completed"
-    error = "error"
-    cancelled = "cancelled"
-
-
-TERMINAL_STATUSES = frozenset({JobStatus.completed, JobStatus.error, JobStatus.cancelled})
+from chalicelib import vocabulary
 
 
 class JobKind(str, enum.Enum):
@@ -152,8 +140,9 @@ A1111_REQUEST_MODELS: dict[JobKind, type[A1111Request]] = {
 
 # --- Our own submit fields -----------------------------------------------------------------------
 
-WebhookEvent = typing.Literal["job.started", "job.progress", "job.completed", "job.error", "job.cancelled"]
-WEBHOOK_EVENTS: tuple[str, ...] = typing.get_args(WebhookEvent)
+# A Literal of the event names rather than the enum itself, so that an unknown name stays a
+# `literal_error` in the 422 and the document lists the names inline.
+WebhookEvent = typing.Literal[tuple(event.value for event in vocabulary.JobEvent)]
 MAX_METADATA_BYTES = 16 * 1024
 MAX_WEBHOOK_URL_LENGTH = 2048
 MAX_INSTANCE_LABELS = 16
