@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The API and the worker in one image (README, "Containers").
+# The API and the worker in one image (docs/containers.md).
 #   docker build -t a1111-async .                      the service (the last stage, the default)
 #   docker build -t a1111-sim --target simulator .     the A1111 simulator, for demos (compose)
 # Default command: API + worker under scripts/serve_all.py; `python wsgi.py` runs the API alone,
