@@ -23,7 +23,8 @@ run: setup  ## API (waitress) + worker on the embedded SQLite default
 demo: setup  ## the whole service against the A1111 simulator
 	$(PY) scripts/serve_all.py --dev-token --with-simulator
 
-test: setup  ## every test
+test: setup  ## ruff, then every test
+	$(VENV)/bin/ruff check .
 	bash scripts/ensure_chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 

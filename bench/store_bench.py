@@ -44,7 +44,7 @@ from chalicelib.store import base  # noqa: E402
 from chalicelib.store import postgres as postgres_store  # noqa: E402
 from chalicelib.store import sqlite as sqlite_store  # noqa: E402
 from bench import core  # noqa: E402
-from tests.e2e import conftest as harness  # noqa: E402
+from tests import harness  # noqa: E402
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TOKENS = "alice:tok-alice,bob:tok-bob,owner3:tok-owner3"
@@ -108,11 +108,11 @@ def seed(job_store, rows: list[dict]) -> None:
 
 def job_rows(count: int, *, statuses=None, owners=None, start: float, scatter: bool = True) -> list[dict]:
     rng = random.Random(42)
-    owner_names, owner_weights = zip(*(owners or OWNER_SHARES))
+    owner_names, owner_weights = zip(*(owners or OWNER_SHARES), strict=True)
     shares = statuses or STATUS_SHARES
     if not scatter:
         shares = [(name, weight) for name, weight in shares if name not in RECENT_SHARES]
-    status_names, status_weights = zip(*shares)
+    status_names, status_weights = zip(*shares, strict=True)
     queued_from = count - int(count * RECENT_SHARES["queued"])
     processing_from = queued_from - int(count * RECENT_SHARES["processing"])
     rows = []
@@ -198,7 +198,7 @@ def bench_list(url: str, *, jobs: int, requests: int, scatter: bool) -> tuple[li
     os.environ.update(DATABASE_URL=url, API_TOKENS=TOKENS, A1111_BASE_URL="http://127.0.0.1:9",
                       LOG_LEVEL="WARNING")
     context_module.reset_context()
-    from app import app
+    from app import app  # noqa: PLC0415 - after the environment above: app reads it when imported
     results = []
     with chalice_test.Client(app) as client:
         for name, (path, headers) in scenarios.items():
@@ -341,7 +341,7 @@ def print_report(report: dict, args) -> None:
           f"({args.requests} requests each)\n")
     print("| scenario | SQLite p50 / p99 (ms) | Postgres p50 / p99 (ms) |")
     print("|---|---:|---:|")
-    for sqlite_row, postgres_row in zip(report["list"]["sqlite"], report["list"]["postgres"]):
+    for sqlite_row, postgres_row in zip(report["list"]["sqlite"], report["list"]["postgres"], strict=True):
         print(f"| {sqlite_row['scenario']} | {sqlite_row['p50_ms']} / {sqlite_row['p99_ms']} "
               f"| {postgres_row['p50_ms']} / {postgres_row['p99_ms']} |")
     if report["dispatch"]:
