@@ -29,7 +29,6 @@ import secrets
 import sys
 import tempfile
 import time
-import urllib.parse
 import uuid
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -46,7 +45,6 @@ from chalicelib.store import sqlite as sqlite_store  # noqa: E402
 from bench import core  # noqa: E402
 from tests import harness  # noqa: E402
 
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TOKENS = "alice:tok-alice,bob:tok-bob,owner3:tok-owner3"
 ALICE = {"Authorization": "Bearer tok-alice"}
 SMALL_OWNER = {"Authorization": "Bearer tok-owner3"}
@@ -71,7 +69,7 @@ def postgres_scratch(server_url: str):
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
         try:
-            yield urllib.parse.urlunsplit(urllib.parse.urlsplit(server_url)._replace(path=f"/{name}"))
+            yield harness.with_database(server_url, name)
         finally:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
@@ -298,7 +296,7 @@ def main() -> int:
     parser.add_argument("--scatter-queued", action="store_true",
                         help="queued jobs spread over the whole history, not the newest 1 %%")
     parser.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL")
-                        or os.environ.get("TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL)
+                        or harness.postgres_server_url())
     args = parser.parse_args()
 
     report = {"machine": f"{platform.node()} · {platform.processor() or platform.machine()} · "
