@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-server.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 PACKAGE_DIR ?= build/package
 
 .PHONY: setup run local demo test unit bench package image clean
@@ -26,9 +27,10 @@ local: setup  ## Chalice's dev server (chalice local, reloads on edits) + worker
 demo: setup  ## the whole service against the A1111 simulator
 	$(PY) scripts/serve_all.py --dev-token --with-simulator
 
-test: setup  ## every test
+test: setup  ## ruff, then every test, in TEST_WORKERS processes (pytest-xdist; 0: in this one)
+	$(VENV)/bin/ruff check .
 	bash scripts/ensure_chromium.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -158,8 +158,9 @@ def main() -> int:
           f"{result['package_import_app_ms']['with_bytecode']:.0f} |")
     print(f"| the same, sources only (as `chalice package` ships them) | "
           f"{result['package_import_app_ms']['source_only']:.0f} |")
-    print(f"| first use: build the context, local queue + DB images | {result['first_use_context_ms']['local_sqlite']:.0f} |")
-    print(f"| first use: build the context, SQS + S3 adapters | {result['first_use_context_ms']['sqs_s3_sqlite']:.0f} |")
+    context_ms = result["first_use_context_ms"]
+    print(f"| first use: build the context, local queue + DB images | {context_ms['local_sqlite']:.0f} |")
+    print(f"| first use: build the context, SQS + S3 adapters | {context_ms['sqs_s3_sqlite']:.0f} |")
     print("\n| package (self import time) | ms |\n|---|---|")
     for name, ms in breakdown[:12]:
         print(f"| {name} | {ms:.1f} |")

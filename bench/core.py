@@ -27,7 +27,7 @@ import requests
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from tests.e2e import conftest as harness  # noqa: E402
+from tests import harness
 
 AUTH = harness.AUTH
 CLIENT_COUNTS = (1, 16, 64)

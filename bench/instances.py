@@ -21,16 +21,15 @@ import requests
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from bench import core  # noqa: E402
-from tests import conftest as test_conftest  # noqa: E402
-from tests.e2e import conftest as harness  # noqa: E402
+from bench import core
+from tests import harness
 
 GEN_SECONDS = 0.3
 
 
 def postgres_database() -> tuple[str, str] | None:
     """(url of a new, empty database, its name); None when no Postgres server answers."""
-    server_url = test_conftest.postgres_server_url()
+    server_url = harness.postgres_server_url()
     name = f"bench_instances_{uuid.uuid4().hex[:8]}"
     try:
         with psycopg.connect(server_url, autocommit=True, connect_timeout=3) as admin:
@@ -41,7 +40,7 @@ def postgres_database() -> tuple[str, str] | None:
 
 
 def drop_database(name: str) -> None:
-    with psycopg.connect(test_conftest.postgres_server_url(), autocommit=True) as admin:
+    with psycopg.connect(harness.postgres_server_url(), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

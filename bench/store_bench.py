@@ -29,7 +29,6 @@ import secrets
 import sys
 import tempfile
 import time
-import urllib.parse
 import uuid
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -43,9 +42,8 @@ from chalicelib import store as store_module  # noqa: E402
 from chalicelib.store import base  # noqa: E402
 from chalicelib.store import queries  # noqa: E402
 from bench import core  # noqa: E402
-from tests.e2e import conftest as harness  # noqa: E402
+from tests import harness  # noqa: E402
 
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TOKENS = "alice:tok-alice,bob:tok-bob,owner3:tok-owner3"
 ALICE = {"Authorization": "Bearer tok-alice"}
 SMALL_OWNER = {"Authorization": "Bearer tok-owner3"}
@@ -70,7 +68,7 @@ def postgres_scratch(server_url: str):
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
         try:
-            yield urllib.parse.urlunsplit(urllib.parse.urlsplit(server_url)._replace(path=f"/{name}"))
+            yield harness.with_database(server_url, name)
         finally:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
@@ -107,11 +105,11 @@ def seed(job_store, rows: list[dict]) -> None:
 
 def job_rows(count: int, *, statuses=None, owners=None, start: float, scatter: bool = True) -> list[dict]:
     rng = random.Random(42)
-    owner_names, owner_weights = zip(*(owners or OWNER_SHARES))
+    owner_names, owner_weights = zip(*(owners or OWNER_SHARES), strict=True)
     shares = statuses or STATUS_SHARES
     if not scatter:
         shares = [(name, weight) for name, weight in shares if name not in RECENT_SHARES]
-    status_names, status_weights = zip(*shares)
+    status_names, status_weights = zip(*shares, strict=True)
     queued_from = count - int(count * RECENT_SHARES["queued"])
     processing_from = queued_from - int(count * RECENT_SHARES["processing"])
     rows = []
@@ -197,7 +195,7 @@ def bench_list(url: str, *, jobs: int, requests: int, scatter: bool) -> tuple[li
     os.environ.update(DATABASE_URL=url, API_TOKENS=TOKENS, A1111_BASE_URL="http://127.0.0.1:9",
                       LOG_LEVEL="WARNING")
     context_module.reset_context()
-    from app import app
+    from app import app  # noqa: PLC0415 - after the environment above: app reads it when imported
     results = []
     with chalice_test.Client(app) as client:
         for name, (path, headers) in scenarios.items():
@@ -281,7 +279,7 @@ def main() -> int:
     parser.add_argument("--scatter-queued", action="store_true",
                         help="queued jobs spread over the whole history, not the newest 1 %%")
     parser.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL")
-                        or os.environ.get("TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL)
+                        or harness.postgres_server_url())
     args = parser.parse_args()
 
     report = {"machine": f"{platform.node()} · {platform.processor() or platform.machine()} · "
@@ -324,7 +322,7 @@ def print_report(report: dict, args) -> None:
           f"({args.requests} requests each)\n")
     print("| scenario | SQLite p50 / p99 (ms) | Postgres p50 / p99 (ms) |")
     print("|---|---:|---:|")
-    for sqlite_row, postgres_row in zip(report["list"]["sqlite"], report["list"]["postgres"]):
+    for sqlite_row, postgres_row in zip(report["list"]["sqlite"], report["list"]["postgres"], strict=True):
         print(f"| {sqlite_row['scenario']} | {sqlite_row['p50_ms']} / {sqlite_row['p99_ms']} "
               f"| {postgres_row['p50_ms']} / {postgres_row['p99_ms']} |")
     if report["dispatch"]:

@@ -21,8 +21,8 @@ import requests
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from tests.e2e import conftest as harness  # noqa: E402
-from tests import webhook_receiver  # noqa: E402
+from tests import harness
+from tests import webhook_receiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NEVER = {"status": 200, "delay": 3600}

@@ -26,8 +26,8 @@ import requests
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from bench import instances as instances_bench  # noqa: E402
-from tests.e2e import conftest as harness  # noqa: E402
+from bench import instances as instances_bench
+from tests import harness
 
 BATCH = {"prompt": "a lighthouse at dusk", "steps": 4, "width": 1024, "height": 1024, "batch_size": 8}
 WARM_UP = {"prompt": "warm-up", "steps": 2, "width": 64, "height": 64}
@@ -97,7 +97,8 @@ def print_table(rows: list[tuple[str, str, dict]]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for store, malloc, r in rows:
         first, worst = r["peaks_mib"][0] - r["idle_mib"], max(r["peaks_mib"]) - r["idle_mib"]
-        print(f"| {store} | {malloc} | {r['json_mib']:.1f} MiB | {r['images']} × {r['png_mib'] / r['images']:.2f} MiB | "
+        print(f"| {store} | {malloc} | {r['json_mib']:.1f} MiB | "
+              f"{r['images']} × {r['png_mib'] / r['images']:.2f} MiB | "
               f"{r['idle_mib']:.0f} MiB | {' / '.join(f'{p:.0f}' for p in r['peaks_mib'])} MiB | "
               f"{first:.0f} MiB | {worst:.0f} MiB | {worst / r['json_mib']:.2f} |")
 

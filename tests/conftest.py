@@ -12,7 +12,6 @@ import os
 import pathlib
 import secrets
 import sys
-import urllib.parse
 
 import psycopg
 import pytest
@@ -22,9 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from chalicelib import store as store_module  # noqa: E402
-
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-BACKENDS = ["sqlite", "postgres"]
+from tests import harness  # noqa: E402
 
 # Ends what earlier tests left connected (a killed worker, a leaked pool), then empties the schema.
 RESET_SCHEMA = """
@@ -35,19 +32,10 @@ CREATE SCHEMA public;
 """
 
 
-def postgres_server_url() -> str:
-    return os.environ.get("TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
-
-
-def with_database(url: str, name: str) -> str:
-    """The same server URL pointing at another database."""
-    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path=f"/{name}"))
-
-
 @pytest.fixture(scope="session")
 def postgres_session_url():
     """A database of this test session's own on the Postgres server, dropped at the end."""
-    server_url = postgres_server_url()
+    server_url = harness.postgres_server_url()
     try:
         admin = psycopg.connect(server_url, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
@@ -59,7 +47,7 @@ def postgres_session_url():
     with admin:
         admin.execute(f"CREATE DATABASE {name}")
         try:
-            yield with_database(server_url, name)
+            yield harness.with_database(server_url, name)
         finally:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
@@ -76,7 +64,7 @@ def postgres_url(postgres_session_url) -> str:
     return postgres_session_url
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=harness.BACKENDS)
 def database_url(request, tmp_path) -> str:
     """Every store backend the contract suite runs against, empty."""
     if request.param == "sqlite":

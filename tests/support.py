@@ -55,9 +55,9 @@ def simulator_fixtures(*, gen_seconds: float, scope: str):
 
     A test module binds them with `shared_sim, sim = support.simulator_fixtures(...)`.
     """
-    import pytest
+    import pytest  # noqa: PLC0415 - the benches import this module too, and need no pytest
 
-    from tests.a1111_sim import server
+    from tests.a1111_sim import server  # noqa: PLC0415 - only the modules that bind the fixtures load it
 
     @pytest.fixture(scope=scope)
     def shared_sim():

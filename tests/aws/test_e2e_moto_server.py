@@ -20,7 +20,7 @@ from localstack_client import session as localstack_session
 from tests import support
 from tests import webhook_receiver
 from tests.aws import conftest as aws_support
-from tests.e2e import conftest as e2e
+from tests import harness
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 BUCKET = "a1111-images"
@@ -31,7 +31,7 @@ PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEh
 def moto_server(tmp_path_factory):
     """moto's server in its own process (its state is apart from any in-process mock_aws)."""
     port = support.free_port()
-    process = e2e.Process("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    process = harness.Process("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                           env=dict(os.environ), log_dir=tmp_path_factory.mktemp("moto"))
     try:
         support.wait_until(lambda: support.answers(f"http://127.0.0.1:{port}/moto-api/"), timeout=20, interval=0.1,
@@ -53,7 +53,7 @@ def aws_cluster(tmp_path, moto_server, database_url, monkeypatch):
     urls = {name: aws_support.create_queue(sqs, f"a1111-{name}-{suffix}") for name in aws_support.QUEUES}
     bucket = f"{BUCKET}-{suffix}"
     s3.create_bucket(Bucket=bucket)
-    cluster = e2e.Cluster(tmp_path, database_url=database_url)
+    cluster = harness.Cluster(tmp_path, database_url=database_url)
     cluster.env = {k: v for k, v in cluster.env.items() if k not in aws_support.HIDDEN}
     cluster.env.update(
         QUEUE_BACKEND="sqs", JOBS_QUEUE_URL=urls["jobs"], WEBHOOKS_QUEUE_URL=urls["webhooks"],
@@ -85,7 +85,7 @@ def test_a_job_goes_through_sqs_and_s3_and_its_webhook_arrives(aws_cluster):
     stored = aws_cluster.s3.get_object(Bucket=aws_cluster.bucket, Key=f"images/{job['job_id']}/1/0")["Body"].read()
     assert base64.b64decode(done["result"]["images"][0]) == stored and stored.startswith(b"\x89PNG")
     linked = requests.get(f"{aws_cluster.api_url}/sdapi/v1/jobs/{job['job_id']}?images=urls",
-                          headers=e2e.AUTH, timeout=10).json()
+                          headers=harness.AUTH, timeout=10).json()
     assert requests.get(linked["image_urls"][0], timeout=10).content == stored  # presigned, from moto's S3
     assert aws_cluster.health()["queue"]["doorbells"] == {"visible": 0, "in_flight_or_delayed": 0, "dead_letter": 0}
 
@@ -115,7 +115,7 @@ def test_submit_sends_a_jsonl_file_to_the_queue_and_to_the_api(aws_cluster, tmp_
 
     again = run_submit(aws_cluster, str(path), "--queue-url", aws_cluster.urls["submissions"])
     assert again.returncode == 1  # line 2 still fails; the others are sent again ...
-    direct = run_submit(aws_cluster, str(path), "--api", aws_cluster.api_url, "--token", e2e.TOKEN)
+    direct = run_submit(aws_cluster, str(path), "--api", aws_cluster.api_url, "--token", harness.TOKEN)
     assert "2 of 4 submissions sent, 2 failed" in direct.stdout and "line 3: 422" in direct.stderr
     support.wait_until(lambda: aws_cluster.sqs.get_queue_attributes(
         QueueUrl=aws_cluster.urls["submissions"], AttributeNames=["ApproximateNumberOfMessages"]
@@ -124,11 +124,11 @@ def test_submit_sends_a_jsonl_file_to_the_queue_and_to_the_api(aws_cluster, tmp_
 
 
 def list_jobs(cluster) -> list[dict]:
-    return requests.get(f"{cluster.api_url}/sdapi/v1/jobs", headers=e2e.AUTH, timeout=10).json()["jobs"]
+    return requests.get(f"{cluster.api_url}/sdapi/v1/jobs", headers=harness.AUTH, timeout=10).json()["jobs"]
 
 
 def run_tool(cluster, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker_fn", *args], cwd=e2e.ROOT, env=cluster.env,
+    return subprocess.run([sys.executable, "-m", "worker_fn", *args], cwd=harness.ROOT, env=cluster.env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -21,7 +21,7 @@ from prometheus_client import parser as prometheus_parser
 from chalicelib import store as store_module
 from tests import support
 from tests.container import image
-from tests.e2e import conftest as e2e
+from tests import harness
 
 TOKEN = "ops-token-3f9a1c"
 METRICS_TOKEN = "scrape-token-77d2e0"
@@ -77,7 +77,7 @@ class ImageProcess:
 
 @pytest.fixture
 def simulator(tmp_path):
-    cluster = e2e.Cluster(tmp_path)
+    cluster = harness.Cluster(tmp_path)
     try:
         yield cluster
     finally:

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from chalicelib import dev_token
-from tests.e2e.conftest import AUTH, ROOT, wait_until
+from tests.harness import AUTH, ROOT, wait_until
 from tests.support import answers, free_port
 
 CHALICE = str(pathlib.Path(sys.executable).parent / "chalice")

@@ -1,14 +1,16 @@
 """Several A1111 instances behind one queue, with real processes: capacity (never two jobs at once
 on one instance), the instance idle longest taking the next job, failover (an instance dies
-mid-job), model-aware routing and instance labels. Each test runs on SQLite and on Postgres."""
+mid-job), model-aware routing and instance labels. On SQLite; those marked `both_databases` on
+Postgres as well."""
 from __future__ import annotations
 
 import time
 
+import pytest
 import requests
 
 from chalicelib import store
-from tests.e2e import conftest
+from tests import harness
 
 SECOND_MODEL = "SDXL/sd_xl_base_1.0.safetensors"
 
@@ -17,6 +19,7 @@ def stats(url: str) -> dict:
     return requests.get(f"{url}/_sim/stats", timeout=10).json()
 
 
+@pytest.mark.both_databases
 def test_forty_jobs_on_four_instances_never_run_two_at_once_on_one(cluster):
     # given four capacity-1 instances and two workers, eight runner threads in all
     urls = cluster.start_simulators(4, gen_seconds=0.3)
@@ -66,7 +69,7 @@ def test_a_job_whose_instance_dies_mid_generation_completes_on_another(cluster):
     cluster.start_api()
     cluster.start_worker()
     job_id = cluster.submit()["job_id"]
-    busy = conftest.wait_until(
+    busy = harness.wait_until(
         lambda: [i for i, url in enumerate(urls) if stats(url)["concurrent_generations"]],
         timeout=15, what="the job to start on an instance")[0]
     # when that instance dies
@@ -131,6 +134,7 @@ def test_jobs_with_instance_labels_run_only_where_the_labels_are_and_hold_up_no_
     assert min(done[job_id]["finished_at"] for job_id in plain) < last_labelled
 
 
+@pytest.mark.both_databases
 def test_a_stopped_worker_gives_back_the_slot_of_a_job_stuck_past_the_grace(cluster):
     # given a worker whose only instance hangs in a job, with long leases
     cluster.start_simulator()

@@ -7,10 +7,11 @@ import io
 import json
 import signal
 
+import pytest
 import requests
 from PIL import Image
 
-from tests.e2e.conftest import AUTH, wait_until
+from tests.harness import AUTH, wait_until
 
 
 def started(cluster, *, gen_seconds=0.3, workers=1):
@@ -120,6 +121,7 @@ def test_a1111_rejection_is_an_error_at_once_with_its_detail(cluster):
     assert "Invalid encoded image" in done["error"]["message"] and done["attempts"] == 1
 
 
+@pytest.mark.both_databases
 def test_worker_killed_mid_job_loses_nothing(cluster):
     [first] = started(cluster, gen_seconds=2)
     job = cluster.submit()
@@ -144,6 +146,7 @@ def test_sigterm_lets_the_running_job_finish_and_stops_cleanly(cluster):
     assert all(w["id"] != "worker0" for w in cluster.health()["workers"])
 
 
+@pytest.mark.both_databases
 def test_sigterm_past_the_grace_period_releases_the_job_to_the_queue(cluster):
     cluster.env["WORKER_SHUTDOWN_GRACE"] = "0.5"
     [worker] = started(cluster, gen_seconds=20)
@@ -157,6 +160,7 @@ def test_sigterm_past_the_grace_period_releases_the_job_to_the_queue(cluster):
     assert cluster.sim("GET", "/_sim/stats")["interrupts"] >= 1
 
 
+@pytest.mark.both_databases
 def test_many_jobs_from_several_clients_all_complete_exactly_once(cluster):
     started(cluster, gen_seconds=0.05, workers=2)
     tokens = ["e2e-token", "other-token"]

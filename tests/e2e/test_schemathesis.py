@@ -24,10 +24,10 @@ import sys
 import pytest
 import requests
 
-from tests.e2e import conftest as e2e
+from tests import harness
 
 SCHEMATHESIS = pathlib.Path(sys.executable).with_name("schemathesis")
-REPORT = e2e.ROOT / "tests" / "artifacts" / "schemathesis.txt"
+REPORT = harness.ROOT / "tests" / "artifacts" / "schemathesis.txt"
 MAX_EXAMPLES = 15  # per operation and phase
 SEED = 20261126
 CHECKS = [
@@ -46,7 +46,7 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory):
-    cluster = e2e.Cluster(tmp_path_factory.mktemp("schemathesis"))
+    cluster = harness.Cluster(tmp_path_factory.mktemp("schemathesis"))
     try:
         cluster.start_simulator(gen_seconds=0.05)
         cluster.start_api()
@@ -65,7 +65,7 @@ def test_every_operation_answers_as_the_document_says(api_url, tmp_path):
         "--checks", ",".join(CHECKS),
         "--phases", "examples,coverage,fuzzing,stateful",
         "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED),
-        "--header", f"Authorization: Bearer {e2e.TOKEN}",
+        "--header", f"Authorization: Bearer {harness.TOKEN}",
         "--workers", "1", "--request-timeout", "10", "--max-response-time", "10",
         "--suppress-health-check", "all", "--generation-database", "none", "--no-color",
     ]
@@ -79,7 +79,7 @@ def test_every_operation_answers_as_the_document_says(api_url, tmp_path):
     assert f"Tested: {operations}" in run.stdout
 
 
-@pytest.mark.parametrize("path, headers", [("/doc/%3B", {}), ("/sdapi/v1/jobs/%3B", e2e.AUTH)],
+@pytest.mark.parametrize("path, headers", [("/doc/%3B", {}), ("/sdapi/v1/jobs/%3B", harness.AUTH)],
                          ids=["an asset named ;", "a job id ;"])
 def test_a_semicolon_in_a_path_parameter_stays_in_it(api_url, path, headers):
     # found by schemathesis: GET /doc/%3B answered Swagger UI's page (the route of /doc), not a 404

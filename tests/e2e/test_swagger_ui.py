@@ -15,10 +15,10 @@ import pytest
 import requests
 from playwright import sync_api
 
-from tests.e2e import conftest as e2e
+from tests import harness
 
 CHROMIUM = pathlib.Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-ARTIFACTS = e2e.ROOT / "tests" / "artifacts"
+ARTIFACTS = harness.ROOT / "tests" / "artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
                  # nothing but the machine itself resolves, whatever the page asks for
@@ -31,7 +31,7 @@ BODY = {"prompt": "a lighthouse, from Swagger UI", "steps": 5, "width": 64, "hei
 
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory):
-    cluster = e2e.Cluster(tmp_path_factory.mktemp("swagger-ui"))
+    cluster = harness.Cluster(tmp_path_factory.mktemp("swagger-ui"))
     try:
         cluster.start_simulator(gen_seconds=0.3)
         cluster.start_api()
@@ -108,7 +108,7 @@ def test_swagger_ui_authorizes_and_submits_a_job_that_completes(api_url, browser
     assert page.locator(".opblock").count() == operation_count
     assert page.csp_violations == []
     # when a user authorizes with a token
-    authorize(page, e2e.TOKEN)
+    authorize(page, harness.TOKEN)
     assert page.locator(f"{TXT2IMG} .authorization__btn.locked").count() == 1
     # and submits txt2img through "Try it out"
     block = try_it_out(page, TXT2IMG)
@@ -119,11 +119,11 @@ def test_swagger_ui_authorizes_and_submits_a_job_that_completes(api_url, browser
     # then the API queued the job for this token
     assert status == 202, job
     assert job["status"] in {"queued", "processing", "completed"} and job["metadata"] == {"via": "swagger-ui"}
-    assert f"Authorization: Bearer {e2e.TOKEN}" in curl
+    assert f"Authorization: Bearer {harness.TOKEN}" in curl
     block.locator(".live-responses-table").scroll_into_view_if_needed()
     page.screenshot(path=str(artifact("swagger-ui-txt2img-202.png")))
     # and the worker completes it
-    done = e2e.wait_until(lambda: _finished(api_url, job["job_id"]), timeout=30, what="the job to finish")
+    done = harness.wait_until(lambda: _finished(api_url, job["job_id"]), timeout=30, what="the job to finish")
     assert done["status"] == "completed", done
     # and "Try it out" on GET /sdapi/v1/jobs/{job_id} shows A1111's result
     block = try_it_out(page, GET_JOB)
@@ -152,5 +152,5 @@ def artifact(name: str) -> pathlib.Path:
 
 
 def _finished(api_url: str, job_id: str) -> dict | None:
-    job = requests.get(f"{api_url}/sdapi/v1/jobs/{job_id}", headers=e2e.AUTH, timeout=10).json()
+    job = requests.get(f"{api_url}/sdapi/v1/jobs/{job_id}", headers=harness.AUTH, timeout=10).json()
     return job if job["status"] in {"completed", "error", "cancelled"} else None

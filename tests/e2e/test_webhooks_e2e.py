@@ -9,8 +9,8 @@ import time
 import pytest
 import requests
 
-from tests.e2e.conftest import AUTH, wait_until
 from tests import support
+from tests.harness import AUTH, wait_until
 from tests import webhook_receiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -131,6 +131,7 @@ def test_a_receiver_that_never_answers_does_not_slow_jobs(cluster, receiver):
     assert silent < answering * 1.5 + 0.5, (silent, answering)
 
 
+@pytest.mark.both_databases
 def test_a_dispatcher_killed_mid_delivery_delivers_after_restart(cluster, receiver):
     worker = start(cluster, WEBHOOK_TIMEOUT="4", WEBHOOK_CLAIM_SECONDS="6")
     receiver.script([{"status": 200, "delay": 30}])

@@ -1,7 +1,7 @@
 """The real `webuiapi` package (what many A1111 scripts use) pointed at the service, unchanged:
 `WebUIApi(baseurl=…/sdapi/v1)` authenticated with its own `set_auth` (HTTP Basic, the token as the
 password), against the API under waitress, two simulated A1111 instances with different lists and a
-fake Civitai, on SQLite and on Postgres."""
+fake Civitai."""
 from __future__ import annotations
 
 import sys
@@ -10,7 +10,8 @@ import pytest
 import webuiapi
 
 from tests import fake_civitai
-from tests.e2e import conftest as e2e
+from tests import harness
+from tests import support
 
 
 @pytest.fixture
@@ -23,10 +24,10 @@ def fake():
 def service(cluster, fake):
     """The API in front of two instances (the second with its own lists), Civitai enrichment on."""
     first = cluster.start_simulator(gen_seconds=0.1)
-    port = e2e.free_port()
+    port = support.free_port()
     cluster.start("simulator2", [sys.executable, "-m", "tests.a1111_sim", "--port", str(port), "--catalog", "second"])
     second = f"http://127.0.0.1:{port}"
-    e2e.wait_until(lambda: e2e.answers(f"{second}/internal/ping"), timeout=15, what="the second simulator")
+    harness.wait_until(lambda: support.answers(f"{second}/internal/ping"), timeout=15, what="the second simulator")
     cluster.env.update(A1111_BASE_URL=f"{first},{second}", CIVITAI_ENABLED="true", CIVITAI_BASE_URL=fake.url,
                        CIVITAI_API_KEY="civitai-key-e2e", CATALOG_TTL="0")
     cluster.start_api()
@@ -35,7 +36,7 @@ def service(cluster, fake):
 
 def client_for(cluster) -> webuiapi.WebUIApi:
     api = webuiapi.WebUIApi(baseurl=f"{cluster.api_url}/sdapi/v1")
-    api.set_auth("webuiapi-user", e2e.TOKEN)  # any user name; the password is the token
+    api.set_auth("webuiapi-user", harness.TOKEN)  # any user name; the password is the token
     return api
 
 

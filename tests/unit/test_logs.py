@@ -11,7 +11,7 @@ import pytest
 
 from chalicelib import config
 from chalicelib import logs
-from tests.e2e import conftest as e2e
+from tests import harness
 
 SECRETS_ENV = {
     "API_TOKENS": "alice:tok-alice-123,bare-token-456",
@@ -73,7 +73,7 @@ def test_a_secret_that_slips_into_a_message_an_extra_or_a_traceback_is_masked():
 def test_uncaught_exceptions_and_warnings_are_json_lines_too(code, expected_message):
     script = "from chalicelib import logs\nlogs.configure('INFO')\nimport warnings\n" \
              "warnings.simplefilter('always')\n" + textwrap.dedent(code)
-    run = subprocess.run([sys.executable, "-c", script], cwd=e2e.ROOT, capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", script], cwd=harness.ROOT, capture_output=True, text=True,
                          timeout=30, check=False)
     lines = [line for line in (run.stdout + run.stderr).splitlines() if line]
     entries = [json.loads(line) for line in lines]  # every line is JSON
