@@ -79,7 +79,7 @@ def load_instances(base_url: str, *, instances_file: str = "") -> list[Instance]
     with open(instances_file, encoding="utf-8") as handle:
         text = handle.read()
     if instances_file.endswith((".yaml", ".yml")):
-        import yaml  # optional: only a YAML file needs it
+        import yaml  # noqa: PLC0415 - optional: only a YAML file needs it
         data = yaml.safe_load(text)
     else:
         data = json.loads(text)

@@ -60,6 +60,8 @@ class Policy:
         return ANY in self.extra_fields or name in self.extra_fields
 
 
+DEFAULT = Policy()  # the documented defaults, as a fresh deployment has them
+
 def split_fields(body: dict, *, known: typing.Iterable[str], policy: Policy) -> tuple[dict, list[str]]:
     """(the fields A1111 defines or the operator lists in A1111_EXTRA_FIELDS, the names of the others).
 

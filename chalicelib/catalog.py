@@ -145,7 +145,7 @@ def fetch_answers(ctx: context_module.Context, path: str, instances: typing.Sequ
     stored = _cache_get_many(cache, LIST_NAMESPACE, keys)
     answers: dict[str, Answer] = {}
     live: list[a1111.Instance] = []
-    for instance, key in zip(instances, keys):
+    for instance, key in zip(instances, keys, strict=True):
         entry = stored.get(key)
         if entry is not None and not refresh and entry.age(now=now) < ctx.settings.catalog_ttl:
             answers[instance.name] = Answer(instance.name, entry.value, entry.stored_at)
@@ -158,7 +158,7 @@ def fetch_answers(ctx: context_module.Context, path: str, instances: typing.Sequ
             outcomes = list(pool.map(lambda instance: _call(ctx, instance, path), live))
     else:
         outcomes = []
-    for instance, (body, problem) in zip(live, outcomes):
+    for instance, (body, problem) in zip(live, outcomes, strict=True):
         entry = stored.get(_list_key(instance, path))
         if problem is None:
             answered_at = time.time()
@@ -293,7 +293,7 @@ def enrich(ctx: context_module.Context, items: list[dict], *, refresh: bool, cac
     if wanted:
         current.update(_look_up(ctx, wanted, cache=cache))
     complete = True
-    for item, ref in zip(items, refs):
+    for item, ref in zip(items, refs, strict=True):
         if ref is None:
             item["civitai"] = _civitai_value(NO_HASH)
             continue

@@ -219,7 +219,8 @@ def _check_operations(documented: list) -> None:
     for path, method, _, operation in documented:
         where = f"{method} {path}"
         if operation.operation_id in seen:
-            raise DocumentError(f"operationId {operation.operation_id!r} of {where} is also {seen[operation.operation_id]}")
+            raise DocumentError(f"operationId {operation.operation_id!r} of {where} is also "
+                                f"{seen[operation.operation_id]}")
         seen[operation.operation_id] = where
         unknown = set(operation.tags) - TAGS.keys()
         if unknown:

@@ -236,7 +236,7 @@ class Submission:
 
 
 def parse_submission(kind: JobKind | str, body: object, *, limits: Limits,
-                     policy: a1111_policy.Policy = a1111_policy.Policy()) -> Submission:
+                     policy: a1111_policy.Policy = a1111_policy.DEFAULT) -> Submission:
     """Validate a submit body; every problem found is reported at once as one 422."""
     kind = JobKind(kind)
     if not isinstance(body, dict):

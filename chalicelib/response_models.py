@@ -384,7 +384,8 @@ class CivitaiImage(pydantic.BaseModel):
     model_config = _CLOSED
 
     url: str
-    nsfw_level: int | None = pydantic.Field(description="Civitai browsing level: 1 PG, 2 PG-13, 4 R, 8 X, 16 the most explicit")
+    nsfw_level: int | None = pydantic.Field(
+        description="Civitai browsing level: 1 PG, 2 PG-13, 4 R, 8 X, 16 the most explicit")
     width: int | None
     height: int | None
     type: str | None = pydantic.Field(description="image or video")

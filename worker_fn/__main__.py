@@ -44,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *_: on_signal(stop))
     worker = start_worker(settings, worker_id=args.worker_id, stop=stop)
     if worker is None:
         return 0
-    stop.wait()
+    while not stop.wait(0.5):
+        pass
     log.info("stopping", extra={"worker_id": worker.worker_id,
                                 "grace_seconds": settings.worker_shutdown_grace})
     worker.stop(grace=settings.worker_shutdown_grace)
@@ -64,6 +65,12 @@ def migrate(settings: config.Settings) -> int:
         return 1
     log.info("migrations applied")
     return 0
+
+
+def on_signal(stop: threading.Event) -> None:
+    """Set `stop` from another thread: the handler runs in the main thread, which may be holding the
+    event's own lock inside `stop.wait()`, and `Event.set()` there would wait on it for ever."""
+    threading.Thread(target=stop.set, name="stop", daemon=True).start()
 
 
 def start_worker(settings: config.Settings, *, worker_id: str | None,

@@ -124,7 +124,7 @@ def _describe(exc: ValueError) -> str:
 
 def send_to_queue(lines: list[Line], *, queue_url: str, progress: Progress) -> None:
     """SendMessageBatch, 10 messages or 256 KiB a call, whichever comes first."""
-    from chalicelib.queue import sqs  # boto3 only for this target
+    from chalicelib.queue import sqs  # noqa: PLC0415 - boto3 only for this target
 
     queue = sqs.SqsQueue({queue_base.SUBMISSIONS: queue_url})
     for batch in batches(lines, count=SQS_BATCH, size=sqs.MAX_BATCH_BYTES, progress=progress):
@@ -132,7 +132,7 @@ def send_to_queue(lines: list[Line], *, queue_url: str, progress: Progress) -> N
             outcome = queue.send_batch(queue_base.SUBMISSIONS, [line.text for line in batch])
         except Exception as exc:  # noqa: BLE001 - reported per line; the next batch may go through
             outcome = [str(exc)] * len(batch)
-        for line, why in zip(batch, outcome):
+        for line, why in zip(batch, outcome, strict=True):
             progress.count(ok=why is None, line=line.number, why=why)
 
 

@@ -122,7 +122,7 @@ class DoorbellListener(threading.Thread):
                 if not line.wake_best():
                     break
             for message in messages:  # after the wakes: a delete (an SQS call) delays no job
-                _guarded(lambda: ctx.queue.delete(queue_base.JOBS, message.receipt))
+                _guarded(ctx.queue.delete, queue_base.JOBS, message.receipt)
 
 
 class Dispatcher(threading.Thread):
@@ -142,7 +142,7 @@ class Dispatcher(threading.Thread):
             # One doorbell wakes one dispatcher, so a burst of events spreads over the threads.
             for message in _guarded(lambda: ctx.queue.receive(
                     queue_base.WEBHOOKS, max_messages=1, wait_seconds=DOORBELL_WAIT)) or []:
-                _guarded(lambda: ctx.queue.delete(queue_base.WEBHOOKS, message.receipt))
+                _guarded(ctx.queue.delete, queue_base.WEBHOOKS, message.receipt)
 
 
 class Intake(threading.Thread):
@@ -165,7 +165,7 @@ class Intake(threading.Thread):
             processor = sqs_batch.BatchProcessor(ctx.queue, queue_base.SUBMISSIONS)
             result = processor.process(records, lambda record: consumers.take_submission(
                 ctx, record, budget=sqs_batch.Budget()))
-            _guarded(lambda: processor.settle(records, result))
+            _guarded(processor.settle, records, result)
 
 
 class Worker:
@@ -260,10 +260,10 @@ class Worker:
                                                     lease_seconds=settings.job_lease_seconds, now=now))
 
 
-def _guarded(action):
+def _guarded(action, *args):
     """Run a store/queue call; a failing store makes the worker wait and retry, never crash."""
     try:
-        return action()
+        return action(*args)
     except Exception:  # noqa: BLE001 - the loop must survive anything and say what happened
         log.exception("worker step failed; retrying shortly")
         time.sleep(1.0)

@@ -91,7 +91,8 @@ def _submit(kind: str) -> chalice.Response:
     summary="Submit a txt2img job", tags=["generation"],
     description=SUBMIT_DESCRIPTION.format(model="StableDiffusionProcessingTxt2Img", response="TextToImageResponse"),
     parameters=(IDEMPOTENCY_KEY,),
-    body=openapi.Body(models=(request_models.StableDiffusionProcessingTxt2Img, request_models.JobOptions), name="Txt2ImgJobRequest",
+    body=openapi.Body(models=(request_models.StableDiffusionProcessingTxt2Img, request_models.JobOptions),
+                      name="Txt2ImgJobRequest",
                       description="A1111's txt2img request plus the job's own fields", examples=SUBMIT_EXAMPLES),
     responses={202: SUBMITTED}, errors=(400, 413, 422, 503), webhook_callback=True)
 @http.handler
@@ -106,7 +107,8 @@ def txt2img() -> chalice.Response:
     description=SUBMIT_DESCRIPTION.format(model="StableDiffusionProcessingImg2Img", response="ImageToImageResponse")
     + " `init_images` needs at least one image (raw base64 or a data: URI).",
     parameters=(IDEMPOTENCY_KEY,),
-    body=openapi.Body(models=(request_models.StableDiffusionProcessingImg2Img, request_models.JobOptions), name="Img2ImgJobRequest",
+    body=openapi.Body(models=(request_models.StableDiffusionProcessingImg2Img, request_models.JobOptions),
+                      name="Img2ImgJobRequest",
                       description="A1111's img2img request plus the job's own fields", examples=IMG2IMG_EXAMPLES),
     responses={202: SUBMITTED}, errors=(400, 413, 422, 503), webhook_callback=True)
 @http.handler

@@ -49,7 +49,7 @@ class SqliteSession:
     def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]:
         cursor = self.connection.execute(sql, params)
         columns = [d[0] for d in cursor.description or ()]
-        rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
         cursor.close()
         return rows
 

@@ -16,7 +16,8 @@ from tests.aws import test_handlers
 from tests.unit import test_openapi
 
 ALICE = test_handlers.ALICE
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 KEY = "GET /sdapi/v1/jobs/{job_id}"
 
 

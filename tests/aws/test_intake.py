@@ -35,7 +35,8 @@ def lambda_app(monkeypatch, tmp_path, queue_urls, bucket, sim, database_url):
 
 def send(sqs, queue_urls, *bodies) -> None:
     for body in bodies:
-        sqs.send_message(QueueUrl=queue_urls["submissions"], MessageBody=body if isinstance(body, str) else json.dumps(body))
+        sqs.send_message(QueueUrl=queue_urls["submissions"],
+                         MessageBody=body if isinstance(body, str) else json.dumps(body))
 
 
 def jobs_of(client, token="tok-batch") -> list[dict]:
@@ -102,7 +103,8 @@ def test_invalid_messages_are_recorded_with_their_reason_and_never_retried(lambd
     by_body = {record["body"]: reasons.get(record["messageId"]) for record in event["Records"]}
     assert "not JSON" in by_body["this is not JSON"]
     assert "message.type" in by_body[json.dumps({"type": "upscale", "request": {}})]
-    assert "message.request.steps" in by_body[json.dumps({"type": "txt2img", "request": {"prompt": "x", "steps": 100000}})]
+    too_many_steps = json.dumps({"type": "txt2img", "request": {"prompt": "x", "steps": 100000}})
+    assert "message.request.steps" in by_body[too_many_steps]
     assert "webhook_secret is required" in next(r for b, r in by_body.items() if "example.com" in b)
     colour = next(item for item in rejected() if "colour" in item.reason)
     assert SECRET not in colour.excerpt and SECRET not in json.dumps(colour.problems)

@@ -125,7 +125,8 @@ def test_per_function_timeout_and_memory_come_from_the_prod_stage(template, stag
     for function, name in FUNCTIONS.items():
         properties = template["Resources"][function]["Properties"]
         wanted = stage["lambda_functions"][name]
-        assert (properties["Timeout"], properties["MemorySize"]) == (wanted["lambda_timeout"], wanted["lambda_memory_size"])
+        assert (properties["Timeout"], properties["MemorySize"]) == (wanted["lambda_timeout"],
+                                                                      wanted["lambda_memory_size"])
     assert template["Resources"]["RunJobs"]["Properties"]["Timeout"] == 900  # Lambda's most
 
 

@@ -10,7 +10,8 @@ from chalicelib import errors
 from chalicelib import images as images_module
 from chalicelib.images import s3 as s3_images
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 JPEG = b"\xff\xd8\xff\xe0" + b"jpeg bytes"
 
 
@@ -60,7 +61,8 @@ def test_a_presigned_url_serves_the_image_and_expires(store):
 
 def test_s3_errors_become_store_unavailable(aws):
     missing = s3_images.S3ImageStore("no-such-bucket", "images")
-    with pytest.raises(errors.StoreUnavailable, match="S3 image store: could not store the images of job j: NoSuchBucket"):
+    with pytest.raises(errors.StoreUnavailable,
+                       match="S3 image store: could not store the images of job j: NoSuchBucket"):
         missing.put("j", 1, [PNG])
     with pytest.raises(errors.StoreUnavailable, match="NoSuchBucket"):
         missing.get_all("j", 1)

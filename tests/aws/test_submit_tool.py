@@ -19,7 +19,8 @@ def test_lines_are_checked_against_the_message_schema_and_get_a_stable_idempoten
     assert [line.number for line in lines] == [1, 5]
     assert problems[0][0] == 3 and problems[0][1].startswith("not JSON")
     assert problems[1] == (4, "request: Field required")
-    assert lines[0].message["idempotency_key"].startswith("jsonl-") and lines[0].message["idempotency_key"].endswith("-1")
+    key = lines[0].message["idempotency_key"]
+    assert key.startswith("jsonl-") and key.endswith("-1")
     assert lines[1].message["idempotency_key"] == "mine"
     again, _ = submit.read_lines(data)
     assert again[0].message["idempotency_key"] == lines[0].message["idempotency_key"]  # same file, same key

@@ -63,7 +63,8 @@ def test_progress_is_seen_rising_while_the_job_runs(cluster):
     assert any(p["step"] and p["steps"] == 30 for p in seen)
     assert any(p["eta_relative"] is not None and p["eta_relative"] > 0 for p in seen)
     final = cluster.job(job["job_id"])["progress"]
-    assert (final["progress"], final["step"], final["steps"], final["job_no"], final["job_count"]) == (1.0, 30, 30, 1, 1)
+    counts = (final["progress"], final["step"], final["steps"], final["job_no"], final["job_count"])
+    assert counts == (1.0, 30, 30, 1, 1)
 
 
 def test_cancel_of_a_queued_job_never_reaches_a1111(cluster):

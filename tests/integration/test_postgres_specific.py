@@ -464,7 +464,7 @@ def hooked_job() -> base.NewJob:
 
 def ended_hooked_job(job_store, *, now: float) -> base.Job:
     job, _ = job_store.create_job(hooked_job(), now=now)
-    job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=now).job
+    assert job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=now).job.id == job.id
     assert job_store.complete(job.id, worker_id="w1", result={}, image_count=0, now=now).applied
     return job
 

@@ -236,11 +236,11 @@ def test_cancel_racing_a_claim_has_exactly_one_winner(job_store):
         results = {}
         barrier = threading.Barrier(2)
 
-        def do_claim():
+        def do_claim(barrier=barrier, results=results):
             barrier.wait()
             results["claimed"] = claim(job_store, now=NOW + 1)
 
-        def do_cancel():
+        def do_cancel(barrier=barrier, results=results, job=job):
             barrier.wait()
             results["cancelled"] = job_store.cancel_queued(job.id, now=NOW + 1).applied
 

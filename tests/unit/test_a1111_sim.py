@@ -322,7 +322,7 @@ def test_result_has_a1111s_shape_with_info_as_a_json_string(sim):
     assert info["all_prompts"] == ["a cat"] * 4 and info["sampler_name"] == "DPM++ 2M"
     assert re.fullmatch(r"\d{14}", info["job_timestamp"])
     assert len(body["images"]) == 4 and len(info["infotexts"]) == 4
-    for b64, seed, infotext in zip(body["images"], info["all_seeds"], info["infotexts"]):
+    for b64, seed, infotext in zip(body["images"], info["all_seeds"], info["infotexts"], strict=True):
         with Image.open(io.BytesIO(base64.b64decode(b64))) as image:
             assert image.format == "PNG" and image.size == (96, 64)
             assert image.text["parameters"] == infotext

@@ -66,8 +66,8 @@ class Line:
         for runner in runners:
             before = self.clock.calls
             self.waiting[runner] = support.in_background(
-                lambda: self.line.wait_turn(runner, every=every, meanwhile=meanwhile))
-            support.wait_until(lambda: self.clock.calls > before, what=f"{runner} to take its place")
+                lambda runner=runner: self.line.wait_turn(runner, every=every, meanwhile=meanwhile))
+            support.wait_until(lambda before=before: self.clock.calls > before, what=f"{runner} to take its place")
 
     def woken(self) -> dict[FakeRunner, bool]:
         """Runners whose wait ended since the last call, with what wait_turn answered."""

@@ -101,7 +101,8 @@ def assert_conforms(document: dict, key: str, response) -> None:
 
 def assert_valid(document: dict, schema: dict, instance: object) -> None:
     root = nullable_as_any_of({**schema, "components": document["components"]})
-    validator = openapi_schema_validator.OAS30Validator(root, format_checker=openapi_schema_validator.oas30_format_checker)
+    validator = openapi_schema_validator.OAS30Validator(
+        root, format_checker=openapi_schema_validator.oas30_format_checker)
     problems = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(instance)]
     assert problems == []
 
@@ -202,7 +203,8 @@ def test_submit_bodies_are_a1111_schemas_extended_with_our_fields(document):
 
 
 def test_request_examples_are_accepted_by_the_request_models(document):
-    limits = request_models.Limits(max_width=2048, max_height=2048, max_steps=150, max_images=16, max_prompt_length=10000)
+    limits = request_models.Limits(max_width=2048, max_height=2048, max_steps=150, max_images=16,
+                                   max_prompt_length=10000)
     for key, kind in (("POST /sdapi/v1/txt2img", "txt2img"), ("POST /sdapi/v1/img2img", "img2img")):
         examples = operation(document, key)["requestBody"]["content"]["application/json"]["examples"]
         for example in examples.values():

@@ -29,11 +29,11 @@ LIMITS = request_models.Limits(max_width=2048, max_height=2048, max_steps=150, m
 IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 
-def parse(body, kind="txt2img", policy=a1111_policy.Policy()) -> request_models.Submission:
+def parse(body, kind="txt2img", policy=a1111_policy.DEFAULT) -> request_models.Submission:
     return request_models.parse_submission(kind, body, limits=LIMITS, policy=policy)
 
 
-def refused(body, kind="txt2img", policy=a1111_policy.Policy()) -> list[tuple[str, str]]:
+def refused(body, kind="txt2img", policy=a1111_policy.DEFAULT) -> list[tuple[str, str]]:
     """(dotted loc after "body", type) of each problem of the 422."""
     with pytest.raises(errors.ValidationFailed) as raised:
         parse(body, kind, policy)
