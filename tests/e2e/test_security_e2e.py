@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
 import requests
 
-from tests.e2e import conftest as e2e
+from tests import harness
 
 IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 SMALL = {"prompt": "governed", "steps": 3, "width": 64, "height": 64}
@@ -17,7 +18,7 @@ SMALL = {"prompt": "governed", "steps": 3, "width": 64, "height": 64}
 def post(cluster, kind: str, body) -> requests.Response:
     data = body if isinstance(body, str) else json.dumps(body)
     return requests.post(f"{cluster.api_url}/sdapi/v1/{kind}", data=data, timeout=10,
-                         headers={**e2e.AUTH, "Content-Type": "application/json"})
+                         headers={**harness.AUTH, "Content-Type": "application/json"})
 
 
 def received(cluster, job_id: str) -> dict:
@@ -95,6 +96,7 @@ def cursor_of(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+@pytest.mark.both_databases
 def test_the_issues_500_cases_are_4xx_on_this_store(cluster):
     cluster.env.update(WEBHOOK_ALLOW_PRIVATE="true", A1111_BASE_URL="http://127.0.0.1:9")
     cluster.start_api()
@@ -121,8 +123,8 @@ def test_the_issues_500_cases_are_4xx_on_this_store(cluster):
     ]
     for method, path, body, status in cases:
         response = requests.request(method, cluster.api_url + path, data=body, timeout=10,
-                                    headers={**e2e.AUTH, "Content-Type": "application/json"})
+                                    headers={**harness.AUTH, "Content-Type": "application/json"})
         assert response.status_code == status, (path[:60], response.text[:300])
         assert response.json()["error"] in {"BadRequest", "ValidationError"}
-    listed = requests.get(f"{cluster.api_url}/sdapi/v1/jobs", headers=e2e.AUTH, timeout=10).json()["jobs"]
+    listed = requests.get(f"{cluster.api_url}/sdapi/v1/jobs", headers=harness.AUTH, timeout=10).json()["jobs"]
     assert [j["job_id"] for j in listed] == [job["job_id"]]  # nothing else was stored
