@@ -131,17 +131,9 @@ def _is_base64_image(value: object) -> bool:
 
 
 def _url_paths(value: object) -> list[list]:
-    """Where strings that A1111 would fetch as URLs sit inside `value` (walked without recursion)."""
-    found, stack = [], [(value, [])]
-    while stack:
-        item, loc = stack.pop()
-        if isinstance(item, str) and item.strip().lower().startswith(_URL_PREFIXES):
-            found.append(loc)
-        elif isinstance(item, dict):
-            stack.extend((child, [*loc, str(key)]) for key, child in item.items())
-        elif isinstance(item, list):
-            stack.extend((child, [*loc, index]) for index, child in enumerate(item))
-    return sorted(found, key=str)
+    """Where strings that A1111 would fetch as URLs sit inside `value`."""
+    return strict_json.paths_where(
+        value, lambda item: isinstance(item, str) and item.strip().lower().startswith(_URL_PREFIXES))
 
 
 def _shown(name: str) -> str:

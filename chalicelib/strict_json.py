@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import typing
 
 MAX_DEPTH = 64  # A1111 bodies nest ~6 deep (ControlNet units in alwayson_scripts)
 MAX_INT_DIGITS = 20  # any 64-bit integer, signed or not
@@ -46,10 +47,16 @@ def check_depth(value: object) -> None:
 
 def non_finite_paths(value: object) -> list[list]:
     """The locations (as loc lists) of NaN and ±Infinity floats inside `value`."""
+    return paths_where(value, lambda item: isinstance(item, float) and not math.isfinite(item))
+
+
+def paths_where(value: object, matches: typing.Callable[[object], bool]) -> list[list]:
+    """The locations (as loc lists, sorted) of the values inside a decoded JSON `value` that `matches`
+    accepts; walked without recursion, since a body may be nested deeply."""
     found, stack = [], [(value, [])]
     while stack:
         item, loc = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
+        if matches(item):
             found.append(loc)
         elif isinstance(item, dict):
             stack.extend((child, [*loc, str(key)]) for key, child in item.items())
