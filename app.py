@@ -7,6 +7,7 @@ from chalice import Chalice
 from chalicelib import dev_token
 from chalicelib import handlers
 from chalicelib.api import catalog
+from chalicelib.api import cors
 from chalicelib.api import docs
 from chalicelib.api import health
 from chalicelib.api import http
@@ -26,6 +27,7 @@ app.register_blueprint(jobs.blueprint)
 app.register_blueprint(webhooks.blueprint)
 app.register_blueprint(metrics.blueprint)
 app.register_blueprint(catalog.blueprint)
+cors.install(app)  # last: every route above gets its preflight
 
 # Lambda functions beside the API (chalicelib/handlers.py). Each event source is pointed at the
 # stack's own queue, with ReportBatchItemFailures, by infra/template.yaml (`make package`); the

@@ -176,8 +176,10 @@ def operation_of(view: typing.Callable) -> Operation | None:
 
 
 def routes(app: chalice.Chalice) -> list[tuple[str, str, typing.Any]]:
-    """(path, method, route entry) for every route, in registration order."""
-    return [(path, method, entry) for path, methods in app.routes.items() for method, entry in methods.items()]
+    """(path, method, route entry) for every route, in registration order; CORS preflights
+    (chalicelib/api/cors.py) are not operations."""
+    return [(path, method, entry) for path, methods in app.routes.items() for method, entry in methods.items()
+            if method != "OPTIONS"]
 
 
 def build_document(app: chalice.Chalice, *, server_url: str = "/") -> dict:

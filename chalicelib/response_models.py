@@ -61,12 +61,16 @@ class JobSummary(pydantic.BaseModel):
     """A job as lists, submits and cancels show it."""
 
     model_config = _example({
-        "job_id": examples.JOB_ID, "type": "txt2img", "status": "queued", "priority": 0, "queue_position": 1,
+        "job_id": examples.JOB_ID, "uuid": examples.JOB_ID, "id": examples.JOB_ID, "job_status": "queued",
+        "type": "txt2img", "status": "queued", "priority": 0, "queue_position": 1,
         "progress": None, "attempts": 0, "cancel_requested": False, "created_at": EXAMPLE_CREATED_AT,
         "started_at": None, "finished_at": None, "error": None, "metadata": {"order": 42},
     })
 
     job_id: str = pydantic.Field(description="the job's id (a UUID)")
+    uuid: str = pydantic.Field(description="= job_id, for the original proxy's clients (docs/legacy.md)")
+    id: str = pydantic.Field(description="= job_id, for the original proxy's clients")
+    job_status: vocabulary.JobStatus = pydantic.Field(description="= status, for the original proxy's clients")
     type: request_models.JobKind
     status: vocabulary.JobStatus
     priority: int = pydantic.Field(ge=-100, le=100, description="higher runs first")

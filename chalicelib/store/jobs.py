@@ -83,6 +83,13 @@ class JobStore:
         rows = self.database.query(self.sql.STALE_QUEUED, {"cutoff": now - older_than, "limit": limit})
         return [row["id"] for row in rows]
 
+    def get_model_choice(self, owner: str) -> str | None:
+        row = self.database.query_one(self.sql.SELECT_MODEL_CHOICE, {"owner": owner})
+        return row["checkpoint"] if row else None
+
+    def set_model_choice(self, owner: str, checkpoint: str, *, now: float) -> None:
+        self.database.execute(self.sql.SET_MODEL_CHOICE, {"owner": owner, "checkpoint": checkpoint, "now": now})
+
     # -- guarded changes (chalicelib.transitions is their one caller) -------------------------
 
     def cancel_queued(self, job_id: str, *, now: float) -> base.Change:

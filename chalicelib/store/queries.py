@@ -277,6 +277,14 @@ COUNT_DUE_DELIVERIES = """
 SELECT COUNT(*) AS n FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= :now
 """
 
+# -- per-owner model choice (chalicelib/model_choice.py) ---------------------------------------------
+
+SELECT_MODEL_CHOICE = "SELECT checkpoint FROM model_choices WHERE owner = :owner"
+SET_MODEL_CHOICE = """
+INSERT INTO model_choices (owner, checkpoint, updated_at) VALUES (:owner, :checkpoint, :now)
+ON CONFLICT (owner) DO UPDATE SET checkpoint = excluded.checkpoint, updated_at = excluded.updated_at
+"""
+
 # -- per-dialect overrides ------------------------------------------------------------------------
 
 SQLITE = {
