@@ -18,6 +18,7 @@ from chalicelib import store
 from chalicelib.store import instances as store_instances
 
 CHECKPOINT = "sd_model_checkpoint"
+OPTIONS_PATH = "/sdapi/v1/options"
 MAX_NAME_LENGTH = 512
 MAX_LISTED = 20  # names listed in a 422 when the checkpoint is unknown
 

@@ -206,6 +206,16 @@ LEGACY_ALIASES = {"webhookUrl": "webhook_url", "webhookKey": "webhook_secret"}
 _OWN_FIELDS = frozenset(JobOptions.model_fields) | frozenset(LEGACY_ALIASES)
 
 
+class ModelChoiceRequest(pydantic.BaseModel):
+    """Body of `POST /sdapi/v1/options`: only `sd_model_checkpoint` (chalicelib/model_choice.py checks it;
+    this model documents it)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"sd_model_checkpoint": "v1-5-pruned-emaonly.safetensors [6ce0161689]"}]})
+
+    sd_model_checkpoint: str = pydantic.Field(min_length=1, max_length=512)
+
+
 # --- Submission parsing --------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)

@@ -66,6 +66,10 @@ class JobStore:
         jobs, next_cursor = base.keyset_page([self._job(row) for row in rows], limit=limit)
         return base.Page(jobs=jobs, next_cursor=next_cursor)
 
+    def list_recent(self, owner: str, *, since: float, limit: int) -> list[base.Job]:
+        rows = self.database.query(self.sql.LIST_RECENT_JOBS, {"owner": owner, "since": since, "limit": limit})
+        return [self._job(row) for row in rows]
+
     def queue_positions(self, jobs: list[base.Job]) -> dict[str, int]:
         window = base.queue_window(jobs)
         if window is None:

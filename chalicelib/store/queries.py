@@ -58,6 +58,13 @@ SELECT seq, position FROM (
 WHERE {seq_in_seqs}
 """
 
+# The original proxy's queue view: an owner's unfinished jobs and those finished since :since.
+LIST_RECENT_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM jobs
+WHERE owner = :owner AND (status IN ('queued', 'processing') OR finished_at >= :since)
+ORDER BY seq DESC LIMIT :limit
+"""
+
 SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM job_runs WHERE job_id = :id ORDER BY attempt"
 COUNT_BY_STATUS = "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status"
 STALE_QUEUED = """
