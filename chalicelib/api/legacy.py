@@ -12,6 +12,7 @@ import chalice
 
 from chalicelib import context as context_module
 from chalicelib import errors
+
 from chalicelib import model_choice
 from chalicelib import openapi
 from chalicelib import request_models
@@ -20,6 +21,7 @@ from chalicelib import views
 from chalicelib import vocabulary
 from chalicelib.api import catalog as catalog_routes
 from chalicelib.api import http
+from chalicelib.api import jobs as jobs_routes
 from chalicelib.api import options as options_routes
 
 blueprint = chalice.Blueprint(__name__)
@@ -60,12 +62,22 @@ SUBMITTED = openapi.Reply("Queued: `uuid` (also `id`, `job_id`) is the job's id.
                           headers={"Location": "the job's URL under /legacy"})
 
 
+EXAMPLES = {
+    "txt2img": {"a job with the original's webhook": {
+        "prompt": "a lighthouse at dusk", "steps": 20, "webhookUrl": "https://example.com/api/webhook",
+        "webhookKey": "3f6c1d52-8a0e-4a57-9d7a-2b1f3c4d5e6f"}},
+    "img2img": {"an edit": {"prompt": "an oil painting", "init_images": [jobs_routes.EXAMPLE_IMAGE],
+                            "denoising_strength": 0.6, "steps": 20}},
+}
+
+
 def _submit_doc(kind: str, model: type) -> dict:
     return dict(operation_id=f"legacy_{kind}", summary=f"Submit a {kind} job (original proxy)", tags=["legacy"],
                 description="A1111's body plus `webhookUrl` and `webhookKey` (or this service's own fields); the "
                             "webhook then comes in the original's shape with `x-webhook-key`.",
                 body=openapi.Body(models=(model, request_models.JobOptions), name=f"Legacy{kind.title()}Request",
-                                  description="A1111's request plus the job's own fields"),
+                                  description="A1111's request plus the job's own fields",
+                                  examples=EXAMPLES[kind]),
                 responses={202: SUBMITTED}, errors=(400, 413, 422, 503))
 
 

@@ -27,7 +27,9 @@ def choose(request: chalice.app.Request) -> chalice.Response:
     return http.json_response({})
 
 
-BODY = openapi.Body(models=(request_models.ModelChoiceRequest,), description="the checkpoint to use by default")
+BODY = openapi.Body(models=(request_models.ModelChoiceRequest,), description="the checkpoint to use by default",
+                    examples={"by title": {"sd_model_checkpoint": "v1-5-pruned-emaonly.safetensors [6ce0161689]"},
+                              "by model name": {"sd_model_checkpoint": "v1-5-pruned-emaonly"}})
 REPLY = openapi.Reply("Stored: this token's later jobs use it when they name no checkpoint.", model="ModelChoice")
 
 
