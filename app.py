@@ -7,11 +7,14 @@ from chalice import Chalice
 from chalicelib import dev_token
 from chalicelib import handlers
 from chalicelib.api import catalog
+from chalicelib.api import cors
 from chalicelib.api import docs
 from chalicelib.api import health
 from chalicelib.api import http
 from chalicelib.api import jobs
+from chalicelib.api import legacy
 from chalicelib.api import metrics
+from chalicelib.api import options
 from chalicelib.api import webhooks
 
 dev_token.install_under_chalice_local(os.environ, sys.argv)  # the dev stage only; see there
@@ -26,6 +29,9 @@ app.register_blueprint(jobs.blueprint)
 app.register_blueprint(webhooks.blueprint)
 app.register_blueprint(metrics.blueprint)
 app.register_blueprint(catalog.blueprint)
+app.register_blueprint(options.blueprint)
+app.register_blueprint(legacy.blueprint, url_prefix=legacy.PREFIX)
+cors.install(app)  # last: every route above gets its preflight
 
 # Lambda functions beside the API (chalicelib/handlers.py). Each event source is pointed at the
 # stack's own queue, with ReportBatchItemFailures, by infra/template.yaml (`make package`); the

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 
 import pydantic
 import pydantic_settings
 
 from chalicelib import local_data
+
+log = logging.getLogger(__name__)
 
 # A delivery's claim must outlast its attempt by this much, to record the result (docs/webhooks.md, "Retries").
 WEBHOOK_CLAIM_MARGIN_SECONDS = 2.0
@@ -152,6 +155,12 @@ class Settings(pydantic_settings.BaseSettings):
 
     log_level: str = "INFO"
 
+    # The original proxy's names and browser access (docs/legacy.md): AUTH_TOKEN is used when
+    # API_TOKENS is unset, AUTOMATIC1111_API_BASE when A1111_BASE_URL is; CORS_ORIGINS `*` or a list.
+    auth_token: pydantic.SecretStr = pydantic.SecretStr("")
+    automatic1111_api_base: str = ""
+    cors_origins: str = ""
+
     @pydantic.field_validator("api_tokens")
     @classmethod
     def _check_api_tokens(cls, value: str) -> str:
@@ -172,12 +181,26 @@ class Settings(pydantic_settings.BaseSettings):
                                  "(write name:token, or the token alone)")
         return value
 
+    @pydantic.model_validator(mode="after")
+    def _use_legacy_names(self) -> "Settings":
+        """The original proxy's AUTOMATIC1111_API_BASE stands in for an unset A1111_BASE_URL (its
+        AUTH_TOKEN is read by `token_map`); each use is logged once per process."""
+        if self.automatic1111_api_base.strip() and "a1111_base_url" not in self.model_fields_set:
+            self.a1111_base_url = self.automatic1111_api_base.strip()
+            _prefer_once("AUTOMATIC1111_API_BASE", "A1111_BASE_URL")
+        if self.auth_token.get_secret_value().strip() and not self.api_tokens.strip():
+            _prefer_once("AUTH_TOKEN", "API_TOKENS")
+        return self
+
     def token_map(self) -> dict[str, str]:
-        """`API_TOKENS` as {token: owner name}.
+        """`API_TOKENS` (else the one AUTH_TOKEN) as {token: owner name}.
 
         `name:token` names its owner; a bare token is owned by `tok-<first 12 hex of its sha256>`,
         a name that is stable when the list is reordered and reveals nothing of the token.
         """
+        legacy = self.auth_token.get_secret_value().strip()
+        if not self.api_tokens.strip() and legacy:
+            return {legacy: "tok-" + hashlib.sha256(legacy.encode()).hexdigest()[:12]}
         tokens: dict[str, str] = {}
         for item in (part.strip() for part in self.api_tokens.split(",")):
             if not item:
@@ -208,6 +231,22 @@ class Settings(pydantic_settings.BaseSettings):
     def webhook_retry_delays(self) -> list[float]:
         """WEBHOOK_RETRY_SCHEDULE in seconds: the wait before retry 1, 2, ..."""
         return parse_durations(self.webhook_retry_schedule)
+
+
+_preferred_logged: set[str] = set()
+
+
+def _prefer_once(old: str, new: str) -> None:
+    if old not in _preferred_logged:
+        _preferred_logged.add(old)
+        log.warning("%s is the original proxy's name for %s; it is used because %s is unset, but %s is "
+                    "preferred", old, new, new, new, extra={"setting": old, "preferred": new})
+
+
+def cors_origins(settings: Settings) -> tuple[str, ...]:
+    """CORS_ORIGINS as origins: ("*",) for any origin, () when CORS is off."""
+    origins = tuple(part.strip().rstrip("/") for part in settings.cors_origins.split(",") if part.strip())
+    return ("*",) if "*" in origins else origins
 
 
 def parse_names(text: str) -> frozenset[str]:

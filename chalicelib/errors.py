@@ -32,6 +32,10 @@ class Conflict(ServiceError):
     status, name = 409, "Conflict"
 
 
+class MethodNotAllowed(ServiceError):
+    status, name = 405, "MethodNotAllowed"
+
+
 class PayloadTooLarge(ServiceError):
     status, name = 413, "PayloadTooLarge"
 

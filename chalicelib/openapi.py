@@ -40,6 +40,7 @@ TAGS = {
     "health": "The service at a glance: a summary for anyone, the detail with a token.",
     "metrics": "Prometheus metrics (METRICS_TOKEN or an API token).",
     "docs": "This document and Swagger UI (no token).",
+    "legacy": "The original async proxy's shapes under /legacy, for its existing clients (docs/legacy.md).",
 }
 
 SECURITY_SCHEMES = {
@@ -59,6 +60,7 @@ ERROR_DESCRIPTIONS = {
     400: "Malformed request: the body is not JSON, or an image was asked for without an image Accept header.",
     401: "Missing or wrong token.",
     404: "No such job, or it belongs to another token.",
+    405: "Only sd_model_checkpoint can be set: A1111's other options are global.",
     409: "The job is in the wrong state for this.",
     413: "The body is larger than MAX_BODY_BYTES.",
     415: "Unsupported Content-Type for the body.",
@@ -176,8 +178,10 @@ def operation_of(view: typing.Callable) -> Operation | None:
 
 
 def routes(app: chalice.Chalice) -> list[tuple[str, str, typing.Any]]:
-    """(path, method, route entry) for every route, in registration order."""
-    return [(path, method, entry) for path, methods in app.routes.items() for method, entry in methods.items()]
+    """(path, method, route entry) for every route, in registration order; CORS preflights
+    (chalicelib/api/cors.py) are not operations."""
+    return [(path, method, entry) for path, methods in app.routes.items() for method, entry in methods.items()
+            if method != "OPTIONS"]
 
 
 def build_document(app: chalice.Chalice, *, server_url: str = "/") -> dict:

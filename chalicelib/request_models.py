@@ -197,9 +197,23 @@ class JobOptions(pydantic.BaseModel):
     metadata: typing.Annotated[dict[str, typing.Any], pydantic.AfterValidator(_check_metadata)] | None = None
     # Routing: only an instance configured with every one of these labels runs the job.
     instance_labels: list[InstanceLabel] | None = pydantic.Field(None, max_length=MAX_INSTANCE_LABELS)
+    # `legacy`: deliveries in the original proxy's shape (docs/legacy.md); the camelCase fields imply it.
+    webhook_format: typing.Literal["standard", "legacy"] | None = None
 
 
-_OWN_FIELDS = frozenset(JobOptions.model_fields)
+# The original proxy's camelCase names of our fields: accepted, never forwarded, stored or shown.
+LEGACY_ALIASES = {"webhookUrl": "webhook_url", "webhookKey": "webhook_secret"}
+_OWN_FIELDS = frozenset(JobOptions.model_fields) | frozenset(LEGACY_ALIASES)
+
+
+class ModelChoiceRequest(pydantic.BaseModel):
+    """Body of `POST /sdapi/v1/options`: only `sd_model_checkpoint` (chalicelib/model_choice.py checks it;
+    this model documents it)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"sd_model_checkpoint": "v1-5-pruned-emaonly.safetensors [6ce0161689]"}]})
+
+    sd_model_checkpoint: str = pydantic.Field(min_length=1, max_length=512)
 
 
 # --- Submission parsing --------------------------------------------------------------------------
@@ -253,7 +267,7 @@ def parse_submission(kind: JobKind | str, body: object, *, limits: Limits,
     problems.extend(_limit_problems(request, limits=limits, skip=failed))
     payload = request.model_dump(exclude_unset=True)
     problems.extend(a1111_policy.problems(payload, policy=policy))
-    options = _validate_options({k: v for k, v in body.items() if k in _OWN_FIELDS}, problems)
+    options = _validate_options(_own_fields(body, problems), problems)
     if problems:
         raise errors.ValidationFailed(problems)
     return Submission(kind=kind, payload=a1111_policy.enforce(payload, policy=policy), options=options,
@@ -270,6 +284,21 @@ def _pydantic_problems(exc: pydantic.ValidationError) -> list[dict]:
         {"loc": ["body", *item["loc"]], "msg": item["msg"], "type": item["type"]}
         for item in exc.errors(include_url=False, include_context=False, include_input=False)
     ]
+
+
+def _own_fields(body: dict, problems: list[dict]) -> dict:
+    """Our fields of `body`, camelCase aliases renamed; a job sent with one of them gets legacy webhooks
+    unless it asks for `webhook_format` itself."""
+    data = {k: v for k, v in body.items() if k in _OWN_FIELDS and k not in LEGACY_ALIASES}
+    for alias, name in LEGACY_ALIASES.items():
+        if alias not in body:
+            continue
+        if name in body:
+            problems.append(_problem(alias, f"send {name} or {alias}, not both", "value_error"))
+            continue
+        data[name] = body[alias]
+        data.setdefault("webhook_format", "legacy")
+    return data
 
 
 def _validate_options(data: dict, problems: list[dict]) -> JobOptions | None:

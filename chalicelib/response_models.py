@@ -61,12 +61,16 @@ class JobSummary(pydantic.BaseModel):
     """A job as lists, submits and cancels show it."""
 
     model_config = _example({
-        "job_id": examples.JOB_ID, "type": "txt2img", "status": "queued", "priority": 0, "queue_position": 1,
+        "job_id": examples.JOB_ID, "uuid": examples.JOB_ID, "id": examples.JOB_ID, "job_status": "queued",
+        "type": "txt2img", "status": "queued", "priority": 0, "queue_position": 1,
         "progress": None, "attempts": 0, "cancel_requested": False, "created_at": EXAMPLE_CREATED_AT,
         "started_at": None, "finished_at": None, "error": None, "metadata": {"order": 42},
     })
 
     job_id: str = pydantic.Field(description="the job's id (a UUID)")
+    uuid: str = pydantic.Field(description="= job_id, for the original proxy's clients (docs/legacy.md)")
+    id: str = pydantic.Field(description="= job_id, for the original proxy's clients")
+    job_status: vocabulary.JobStatus = pydantic.Field(description="= status, for the original proxy's clients")
     type: request_models.JobKind
     status: vocabulary.JobStatus
     priority: int = pydantic.Field(ge=-100, le=100, description="higher runs first")
@@ -566,3 +570,72 @@ SamplerList = _list_of(SamplerItem, "SamplerList", "A1111's samplers")
 SchedulerList = _list_of(SchedulerItem, "SchedulerList", "A1111's schedulers")
 SDVaeList = _list_of(SDVaeItem, "SDVaeList", "A1111's VAEs")
 UpscalerList = _list_of(UpscalerItem, "UpscalerList", "A1111's upscalers")
+
+
+# --- The original proxy's shapes (the /legacy profile, docs/legacy.md) -----------------------------
+
+class ModelChoice(pydantic.BaseModel):
+    """Answer to `POST /sdapi/v1/options`: empty, as the original proxy's clients expect any JSON."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", json_schema_extra={"examples": [{}]})
+
+
+class LegacyJob(pydantic.BaseModel):
+    """A job as the original proxy showed it."""
+
+    model_config = _example({"uuid": examples.JOB_ID, "job_status": "completed", "progress": 1,
+                             "images": ["iVBORw0KGgo..."], "info": "{\"seed\": 1234}"})
+
+    uuid: str
+    job_status: vocabulary.JobStatus
+    progress: float = pydantic.Field(ge=0, le=1, description="0..1")
+    images: list[str] = pydantic.Field(description="base64 PNGs once completed")
+    info: str = pydantic.Field(description="A1111's info string once completed, else empty")
+
+
+class LegacyQueueItem(pydantic.BaseModel):
+    model_config = _example({"uuid": examples.JOB_ID, "job_status": "processing", "progress": 0.4,
+                             "workflow": "txt2img", "retry_count": 0, "created_at": EXAMPLE_CREATED_AT})
+
+    uuid: str
+    job_status: vocabulary.JobStatus
+    progress: float = pydantic.Field(ge=0, le=1)
+    workflow: request_models.JobKind
+    retry_count: int = pydantic.Field(ge=0, description="attempts after the first")
+    created_at: datetime.datetime
+
+
+LegacyQueue = _list_of(LegacyQueueItem, "LegacyQueue",
+                       "your unfinished jobs and those finished in the last 5 minutes, newest first")
+
+
+class LegacyWorkflow(pydantic.BaseModel):
+    model_config = _example({"workflow": "txt2img", "steps": ["queued", "processing", "completed"]})
+
+    workflow: request_models.JobKind
+    steps: list[str]
+
+
+LegacyWorkflows = _list_of(LegacyWorkflow, "LegacyWorkflows", "the kinds of job and the states they pass")
+
+
+class LegacyFailure(pydantic.BaseModel):
+    model_config = _example({"uuid": examples.JOB_ID, "job_status": "error", "error": "A1111 failed",
+                             "workflow": "txt2img", "created_at": EXAMPLE_CREATED_AT,
+                             "finished_at": EXAMPLE_CREATED_AT})
+
+    uuid: str
+    job_status: vocabulary.JobStatus
+    error: str
+    workflow: request_models.JobKind
+    created_at: datetime.datetime
+    finished_at: datetime.datetime | None
+
+
+LegacyFailures = _list_of(LegacyFailure, "LegacyFailures", "your failed jobs, newest first")
+
+
+class LegacyHealth(pydantic.BaseModel):
+    model_config = _example({"status": "ok"})
+
+    status: typing.Literal["ok"]

@@ -14,6 +14,7 @@ import uuid
 from chalicelib import a1111_policy
 from chalicelib import context as context_module
 from chalicelib import errors
+from chalicelib import model_choice
 from chalicelib import request_models
 from chalicelib import strict_json
 from chalicelib import transitions
@@ -52,11 +53,12 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
         owner=owner,
         kind=submission.kind.value,
         priority=options.priority,
-        request=submission.payload,
+        request=model_choice.apply(ctx, submission.payload, owner=owner),
         options={
             "webhook_url": options.webhook_url,
             "webhook_events": options.webhook_events,
             "metadata": options.metadata,
+            **({"webhook_format": options.webhook_format} if options.webhook_format == "legacy" else {}),
             **({"instance_labels": sorted(set(options.instance_labels))} if options.instance_labels else {}),
             **({"dropped_fields": list(submission.dropped_fields)} if submission.dropped_fields else {}),
         },

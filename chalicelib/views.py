@@ -29,6 +29,9 @@ def job_summary(job: base.Job, *, queue_position: int | None) -> dict:
         error = {"code": job.error_code, "message": job.error_message}
     return {
         "job_id": job.id,
+        "uuid": job.id,  # the original proxy's clients read `jobId || id || uuid` and `job_status`
+        "id": job.id,
+        "job_status": job.status,
         "type": job.kind,
         "status": job.status,
         "priority": job.priority,

@@ -13,6 +13,7 @@ import chalice
 
 from chalicelib import catalog
 from chalicelib import context as context_module
+from chalicelib import model_choice
 from chalicelib import openapi
 from chalicelib.api import http
 
@@ -125,18 +126,22 @@ PASSTHROUGH_DESCRIPTION = (
     "instance answers now.")
 
 
-def _passthrough(path: str) -> chalice.Response:
-    http.owner_of(blueprint.current_request)
+def passthrough_response(path: str) -> chalice.Response:
+    owner = http.owner_of(blueprint.current_request)
     refresh = _refresh()
-    answer = catalog.passthrough(context_module.get_context(), path, refresh=refresh)
-    return http.json_response(answer.body, headers={"X-A1111-Instance": answer.instance,
+    ctx = context_module.get_context()
+    answer = catalog.passthrough(ctx, path, refresh=refresh)
+    body = answer.body
+    if path == model_choice.OPTIONS_PATH:
+        body = model_choice.show(body, checkpoint=model_choice.current(ctx, owner=owner))
+    return http.json_response(body, headers={"X-A1111-Instance": answer.instance,
                                                     "X-Catalog-Stale": "true" if answer.stale else "false"})
 
 
 def _discovery(path: str, *, operation_id: str, summary: str, model: str) -> None:
     """Register one passthrough route: GET `path`, documented with A1111's operationId and schema."""
     def view() -> chalice.Response:
-        return _passthrough(path)
+        return passthrough_response(path)
 
     view.__name__ = operation_id
     documented = openapi.document(
@@ -158,6 +163,6 @@ _discovery("/sdapi/v1/upscalers", operation_id="get_upscalers_sdapi_v1_upscalers
 _discovery("/sdapi/v1/scripts", operation_id="get_scripts_list_sdapi_v1_scripts_get", summary="Scripts",
            model="ScriptsList")
 _discovery("/sdapi/v1/options", operation_id="get_config_sdapi_v1_options_get",
-           summary="Settings (read only: POST is not offered)", model="Options")
+           summary="Settings (sd_model_checkpoint: your own default, see POST)", model="Options")
 _discovery("/sdapi/v1/embeddings", operation_id="get_embeddings_sdapi_v1_embeddings_get",
            summary="Textual-inversion embeddings", model="EmbeddingsResponse")

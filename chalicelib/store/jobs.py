@@ -66,6 +66,10 @@ class JobStore:
         jobs, next_cursor = base.keyset_page([self._job(row) for row in rows], limit=limit)
         return base.Page(jobs=jobs, next_cursor=next_cursor)
 
+    def list_recent(self, owner: str, *, since: float, limit: int) -> list[base.Job]:
+        rows = self.database.query(self.sql.LIST_RECENT_JOBS, {"owner": owner, "since": since, "limit": limit})
+        return [self._job(row) for row in rows]
+
     def queue_positions(self, jobs: list[base.Job]) -> dict[str, int]:
         window = base.queue_window(jobs)
         if window is None:
@@ -82,6 +86,13 @@ class JobStore:
     def stale_queued(self, *, older_than: float, now: float, limit: int) -> list[str]:
         rows = self.database.query(self.sql.STALE_QUEUED, {"cutoff": now - older_than, "limit": limit})
         return [row["id"] for row in rows]
+
+    def get_model_choice(self, owner: str) -> str | None:
+        row = self.database.query_one(self.sql.SELECT_MODEL_CHOICE, {"owner": owner})
+        return row["checkpoint"] if row else None
+
+    def set_model_choice(self, owner: str, checkpoint: str, *, now: float) -> None:
+        self.database.execute(self.sql.SET_MODEL_CHOICE, {"owner": owner, "checkpoint": checkpoint, "now": now})
 
     # -- guarded changes (chalicelib.transitions is their one caller) -------------------------
 

@@ -159,4 +159,13 @@ MIGRATIONS = [
     CREATE INDEX webhook_deliveries_in_flight ON webhook_deliveries (host)
         WHERE status = 'pending' AND claim_token IS NOT NULL;
     """,
+    # 6: each owner's default checkpoint (POST /sdapi/v1/options; chalicelib/model_choice.py), applied to
+    # its later jobs that name none.
+    """
+    CREATE TABLE model_choices (
+        owner TEXT PRIMARY KEY,
+        checkpoint TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]

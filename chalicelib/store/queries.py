@@ -58,6 +58,13 @@ SELECT seq, position FROM (
 WHERE {seq_in_seqs}
 """
 
+# The original proxy's queue view: an owner's unfinished jobs and those finished since :since.
+LIST_RECENT_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM jobs
+WHERE owner = :owner AND (status IN ('queued', 'processing') OR finished_at >= :since)
+ORDER BY seq DESC LIMIT :limit
+"""
+
 SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM job_runs WHERE job_id = :id ORDER BY attempt"
 COUNT_BY_STATUS = "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status"
 STALE_QUEUED = """
@@ -275,6 +282,14 @@ RETURNING {DELIVERY_COLUMNS}, snapshot, body
 
 COUNT_DUE_DELIVERIES = """
 SELECT COUNT(*) AS n FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= :now
+"""
+
+# -- per-owner model choice (chalicelib/model_choice.py) ---------------------------------------------
+
+SELECT_MODEL_CHOICE = "SELECT checkpoint FROM model_choices WHERE owner = :owner"
+SET_MODEL_CHOICE = """
+INSERT INTO model_choices (owner, checkpoint, updated_at) VALUES (:owner, :checkpoint, :now)
+ON CONFLICT (owner) DO UPDATE SET checkpoint = excluded.checkpoint, updated_at = excluded.updated_at
 """
 
 # -- per-dialect overrides ------------------------------------------------------------------------

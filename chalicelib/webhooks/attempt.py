@@ -21,6 +21,7 @@ if typing.TYPE_CHECKING:
     import urllib3
 
 RESPONSE_EXCERPT_BYTES = 1024
+LEGACY_KEY_HEADER = "x-webhook-key"  # the original proxy's receivers compare it with their key
 WATCHDOG_REPEAT_SECONDS = 0.1  # cut again while the attempt has not noticed (a socket being swapped for TLS)
 
 
@@ -59,9 +60,10 @@ class Watchdog:
 
 
 def send(url: str, *, secret: str | None, webhook_id: str, body: str, timeout: float, allow_private: bool,
-         send_secret_header: bool, resolver=None) -> store_base.AttemptResult:
+         send_secret_header: bool, legacy_key: bool = False, resolver=None) -> store_base.AttemptResult:
     """One signed POST, with the URL checked again first (DNS may have changed since submit).
-    `timeout` bounds everything: the DNS lookup, connecting, sending and the answer."""
+    `timeout` bounds everything: the DNS lookup, connecting, sending and the answer. `legacy_key`:
+    the secret also goes in `x-webhook-key`, as the original proxy sent its webhookKey."""
     deadline = time.monotonic() + timeout
     try:
         target = url_safety.check_url(url, allow_private=allow_private, resolver=resolver, timeout=timeout)
@@ -69,6 +71,8 @@ def send(url: str, *, secret: str | None, webhook_id: str, body: str, timeout: f
         return store_base.AttemptResult(status_code=None, response=None, error=f"not sent: {exc.reason}")
     headers = signing.request_headers(secret, webhook_id=webhook_id, timestamp=int(time.time()), body=body,
                                       send_secret_header=send_secret_header)
+    if legacy_key and secret:
+        headers[LEGACY_KEY_HEADER] = secret
     return post(target, body=body.encode("utf-8"), headers=headers, deadline=deadline, timeout=timeout)
 
 

@@ -60,7 +60,8 @@ def deliver_next(ctx: context_module.Context, *, dispatcher_id: str) -> bool:
     else:
         result = attempt.send(url, secret=job.webhook_secret, webhook_id=delivery.id, body=body, timeout=budget,
                               allow_private=settings.webhook_allow_private,
-                              send_secret_header=settings.webhook_send_secret_header)
+                              send_secret_header=settings.webhook_send_secret_header,
+                              legacy_key=events.is_legacy(job))
     status, next_attempt_at = outcome(result, attempt_number=delivery.attempts, schedule=schedule)
     _finish(ctx, delivery, result, status=status, next_attempt_at=next_attempt_at, body=body if fresh else None)
     _log_attempt(delivery, result, status=status, url=url, next_attempt_at=next_attempt_at)

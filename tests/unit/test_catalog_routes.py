@@ -8,6 +8,7 @@ import time
 import urllib.parse
 
 import pytest
+import requests
 from chalice import test as chalice_test
 
 import app as app_module
@@ -259,15 +260,23 @@ def test_discovery_falls_back_to_the_next_instance_then_to_the_last_answer(make_
 
 
 def test_writes_to_a1111_are_not_offered(make_client, sims):
+    """POST options stores the caller's own default (chalicelib/model_choice.py), never A1111's global one;
+    any other option is 405."""
     client = make_client(A1111_BASE_URL=urls(*sims))
-    response = client.http.post("/sdapi/v1/options", headers=dict(ALICE, **{"Content-Type": "application/json"}),
-                                body='{"sd_model_checkpoint": "dreamshaper_8"}')
-    assert response.status_code == 405 and response.headers["Allow"] == "GET"
-    assert response.json_body["error"] == "MethodNotAllowedError"
+    headers = dict(ALICE, **{"Content-Type": "application/json"})
+    response = client.http.post("/sdapi/v1/options", headers=headers, body='{"sd_model_checkpoint": "dreamshaper_8"}')
+    assert response.status_code == 200 and response.json_body == {}
+    response = client.http.post("/sdapi/v1/options", headers=headers, body='{"samples_save": true}')
+    assert response.status_code == 405 and response.json_body["error"] == "MethodNotAllowed"
+    for sim in sims:
+        assert requests.get(f"{sim.url}/sdapi/v1/options", timeout=5).json()["sd_model_checkpoint"] == (
+            sim_server.DEFAULT_OPTIONS["sd_model_checkpoint"])
     for path in ("/sdapi/v1/refresh-checkpoints", "/sdapi/v1/refresh-loras"):
         assert client.http.post(path, headers=ALICE, body="").status_code in (403, 404)
     assert get(client, "/sdapi/v1/options?refresh=true").json_body["sd_model_checkpoint"] == (
-        sim_server.DEFAULT_OPTIONS["sd_model_checkpoint"])
+        "dreamshaper_8.safetensors [879db523c3]")  # Alice sees her own choice
+    bob = client.http.get("/sdapi/v1/options", headers={"Authorization": "Bearer tok-bob"}).json_body
+    assert bob["sd_model_checkpoint"] == sim_server.DEFAULT_OPTIONS["sd_model_checkpoint"]
 
 
 def test_a_refresh_that_is_not_a_boolean_is_a_422(make_client, sims, document):

@@ -131,7 +131,7 @@ def test_our_fields_go_to_options_not_to_the_payload():
     assert submission.options.model_dump() == {
         "webhook_url": "https://hooks.example.com/sd?x=1", "webhook_secret": "whsec_abc",
         "webhook_events": ["job.completed", "job.error"], "priority": 7, "metadata": {"user": 42, "tags": ["a"]},
-        "instance_labels": ["sdxl"],
+        "instance_labels": ["sdxl"], "webhook_format": None,
     }
 
 
