@@ -277,7 +277,8 @@ class Health(pydantic.BaseModel):
                        "last_error": None}],
     }]})
 
-    status: typing.Literal["ok", "unavailable"]
+    status: typing.Literal["ok", "degraded", "down", "unavailable"] = pydantic.Field(
+        description="as in the summary without a token")
     store: HealthStore
     queue: HealthQueue | None = None
     webhooks: HealthWebhooks | None = None
@@ -294,9 +295,10 @@ class HealthSummary(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(json_schema_extra={"examples": [{
         "status": "degraded", "components": {"store": "up", "queue": "up", "workers": "up", "instances": "degraded"}}]})
 
-    status: typing.Literal["ok", "degraded", "unavailable"] = pydantic.Field(
-        description="ok: every component is up; degraded: the store is up but something else is not; "
-                    "unavailable (503): the job store cannot be reached")
+    status: typing.Literal["ok", "degraded", "down", "unavailable"] = pydantic.Field(
+        description="ok: every component is up; degraded: the store is up but something else is not (an "
+                    "instance down); down: no job can run (no instance answers, or no worker is alive), "
+                    "submissions still wait in the queue; unavailable (503): the job store cannot be reached")
     components: dict[str, ComponentState] = pydantic.Field(
         description="store, queue, workers (a heartbeat is fresh), instances (up: all answer, degraded: some)")
 
