@@ -101,7 +101,7 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
     else:
         tracker.stop()
         _end_generated(ctx, job, worker_id, response, cancelled=tracker.cancel_sent,
-                       progress=tracker.final_progress())
+                       progress=tracker.final_progress(), finished_iterations=tracker.finished_iterations)
     return job.id
 
 
@@ -122,7 +122,7 @@ def _generate(client: a1111.A1111Client, kind: str, payload: dict, *, timeout: f
 
 
 def _end_generated(ctx: context_module.Context, job: store_base.Job, worker_id: str, response: dict,
-                   *, cancelled: bool, progress: dict) -> None:
+                   *, cancelled: bool, progress: dict, finished_iterations: int) -> None:
     try:
         images = _decode_images(response)
     except (binascii.Error, TypeError, ValueError):
@@ -133,6 +133,14 @@ def _end_generated(ctx: context_module.Context, job: store_base.Job, worker_id: 
         "parameters": response.get("parameters") or {},
         "info": info if isinstance(info, str) else json.dumps(info),
     }
+    if cancelled:
+        # A1111 answers an interrupt with the iteration it cut short decoded from the step reached,
+        # unmarked: keep only the images of the iterations its progress showed finished.
+        batch_size = job.request.get("batch_size") or 1
+        kept = images[:finished_iterations * batch_size]
+        result["interrupted"] = {"iterations_finished": finished_iterations, "images_kept": len(kept),
+                            "images_discarded": len(images) - len(kept)}
+        images = kept
     ctx.images.put(job.id, job.attempts, images)
     if cancelled:
         change = transitions.finish_cancelled(ctx, job.id, worker_id=worker_id, result=result,
@@ -268,6 +276,7 @@ class ProgressTracker:
         self._thread = threading.Thread(target=self._run, name=f"progress-{job.id[:8]}", daemon=True)
         self._last: dict = {"progress": 0.0, "eta_relative": None, "step": 0, "steps": None,
                             "job_no": 0, "job_count": None}
+        self.finished_iterations = 0  # of this job, as A1111's progress last showed them while it ran
 
     def start(self) -> None:
         self._thread.start()
@@ -301,6 +310,7 @@ class ProgressTracker:
         if snapshot is not None:
             self._answered_at = time.monotonic()
             self._last = _progress_of(snapshot)
+            self._count_finished(self._last)
             preview = snapshot.get("current_image") or None
         change = transitions.record_progress(self.ctx, self.job.id, worker_id=self.worker_id,
                                              progress=self._last, preview=preview)
@@ -315,6 +325,16 @@ class ProgressTracker:
             except errors.A1111Error as exc:
                 log.warning("interrupt failed: %s", exc.message, extra={"job_id": self.job.id})
 
+
+    def _count_finished(self, progress: dict) -> None:
+        """Iterations before `job_no` are done; the current one too once its last step is sampled.
+        Only while A1111 runs a generation: idle, it leaves `job_no` at a stale value."""
+        job_no, job_count = progress.get("job_no"), progress.get("job_count")
+        if not isinstance(job_no, int) or not isinstance(job_count, int) or job_count <= 0:
+            return
+        step, steps = progress.get("step"), progress.get("steps")
+        done = job_no + (1 if isinstance(step, int) and isinstance(steps, int) and 0 < steps <= step else 0)
+        self.finished_iterations = max(self.finished_iterations, min(done, job_count))
 
     def _stalled(self, exc: errors.A1111Error) -> bool:
         """Whether polls have failed for A1111_STALL_SECONDS; if so, wake the runner and stop."""

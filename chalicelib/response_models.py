@@ -111,6 +111,19 @@ class JobRun(pydantic.BaseModel):
     detail: str | None
 
 
+class Interrupted(pydantic.BaseModel):
+    """What a cancel that interrupted A1111 kept."""
+
+    model_config = _CLOSED
+
+    iterations_finished: int = pydantic.Field(
+        ge=0, description="iterations (of `n_iter`) A1111's progress showed finished before the interrupt")
+    images_kept: int = pydantic.Field(ge=0, description="their images: `batch_size` each, in `result.images`")
+    images_discarded: int = pydantic.Field(
+        ge=0, description="images A1111 answered for the iteration it cut short (decoded from the step it "
+                          "reached, unmarked): never kept")
+
+
 class JobDetail(JobSummary):
     """One job: the summary plus what was asked, where it ran and what came out."""
 
@@ -127,7 +140,7 @@ class JobDetail(JobSummary):
         "result": {"images": ["iVBORw0KGgo..."], "parameters": {"prompt": "a lighthouse at dusk", "steps": 20},
                    "info": "{\"prompt\": \"a lighthouse at dusk\", \"seed\": 1234}"},
         "image_urls": [f"/sdapi/v1/jobs/{examples.JOB_ID}/images/0"],
-        "image_delivery": "base64", "image_delivery_note": None,
+        "image_delivery": "base64", "image_delivery_note": None, "interrupted": None,
         "runs": [{"attempt": 1, "worker_id": "worker-1", "instance": "http://127.0.0.1:7860",
                   "started_at": "2026-11-26T07:10:00.456Z", "finished_at": "2026-11-26T07:10:04.789Z",
                   "outcome": "completed", "detail": None}],
@@ -158,6 +171,9 @@ class JobDetail(JobSummary):
                     "server when inline images would make the answer larger than MAX_RESPONSE_BYTES)")
     image_delivery_note: str | None = pydantic.Field(
         description="why the server answered with URLs although base64 was asked for; null otherwise")
+    interrupted: Interrupted | None = pydantic.Field(
+        description="a cancelled job whose generation A1111 had begun: how many images were kept (only "
+                    "those of iterations finished before the interrupt); null otherwise")
     runs: list[JobRun]
 
 
