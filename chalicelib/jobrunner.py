@@ -30,6 +30,7 @@ MAX_RETRY_DELAY = 300.0
 RETRY_JITTER = 0.2
 STALE_QUEUED_SECONDS = 30.0
 STALE_RERING_LIMIT = 10
+PROGRESS_POLL_TIMEOUT = 5.0
 STALL_INTERRUPT_TIMEOUT = 2.0
 TIMED_OUT_FRACTION = 0.98  # a call that fails after this share of its time limit ran out of time
 
@@ -302,7 +303,9 @@ class ProgressTracker:
     def tick(self) -> None:
         preview = None
         try:
-            snapshot = self.client.progress(skip_current_image=False)
+            # A poll A1111 leaves unanswered must not outlast the lease it is meant to renew.
+            poll_timeout = min(PROGRESS_POLL_TIMEOUT, self.ctx.settings.job_lease_seconds / 3)
+            snapshot = self.client.progress(skip_current_image=False, timeout=poll_timeout)
         except errors.A1111Error as exc:
             snapshot = None  # the lease is still renewed: this worker is alive
             if self._stalled(exc):
