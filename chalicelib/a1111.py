@@ -2,13 +2,17 @@
 
 A1111 answers txt2img/img2img only when the images are done, so `generate` blocks for the whole
 generation while another thread polls `progress` and may `interrupt` the same instance. Every failure
-becomes one of the two errors the worker acts on: `errors.A1111Unavailable` (the instance could not
-do it now: try again later) or `errors.A1111Rejected` (the request itself is wrong: retrying cannot
-help). Credentials never appear in names, messages or logs. The HTTP libraries are imported at the
-first call, not with the module, which the API imports too (its cold start needs neither).
+becomes one of the errors the worker acts on (docs/reliability.md has the table):
+`errors.A1111Unavailable` (the instance could not do it now: try again later, elsewhere if possible),
+`errors.A1111OutOfMemory` (a 500 naming an out-of-memory error: another instance may hold it),
+`errors.A1111Failed` (a 500 naming another exception: A1111 crashed on this request and would again)
+or `errors.A1111Rejected` (a 4xx: the request itself is wrong). Credentials never appear in names,
+messages or logs. The HTTP libraries are imported at the first call, not with the module, which the
+API imports too (its cold start needs neither).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import re
@@ -34,6 +38,10 @@ _BAD_INPUT_500_DETAILS = frozenset({
 # 4xx statuses that mean "not now" rather than "never".
 _RETRYABLE_4XX = frozenset({408, 429})
 _MAX_DETAIL_CHARS = 500
+# Statuses a proxy or a starting server answers: never the request's fault.
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
+# What torch (CUDA, MPS, HIP) and Python say when memory runs out, in the exception's name or text.
+_OUT_OF_MEMORY = re.compile(r"out ?of ?memory|MemoryError", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +162,23 @@ class A1111Client:
         return self._call("POST", f"/sdapi/v1/{kind}", payload=payload,
                           timeout=self._timeout if timeout is None else timeout)
 
+    def submit_generate(self, kind: str, payload: dict, *, timeout: float | None = None
+                        ) -> concurrent.futures.Future:
+        """`generate` on this thread's call thread: the caller can stop waiting for an A1111 that
+        stalled (`abandon_calls`) while the call itself runs on until its timeout."""
+        caller = getattr(self._local, "caller", None)
+        if caller is None:
+            caller = self._local.caller = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="a1111-call")
+        return caller.submit(self.generate, kind, payload, timeout=timeout)
+
+    def abandon_calls(self) -> None:
+        """Give up this thread's call thread (a call stuck on a stalled A1111 keeps it until its
+        timeout ends it); the next `submit_generate` starts a fresh one."""
+        caller, self._local.caller = getattr(self._local, "caller", None), None
+        if caller is not None:
+            caller.shutdown(wait=False, cancel_futures=True)
+
     def progress(self, *, skip_current_image: bool = False, timeout: float = 5.0) -> dict:
         """A1111's progress of whatever it is generating now (its own job, not necessarily ours)."""
         return self._call("GET", "/sdapi/v1/progress", timeout=timeout,
@@ -213,10 +238,11 @@ class A1111Client:
         status = response.status_code
         if status >= 300:
             detail = _error_detail(response)
-            message = f"{where} answered {status} to {request}: {_summarize(detail)}"
-            rejected = (400 <= status < 500 and status not in _RETRYABLE_4XX) or (
-                status >= 500 and isinstance(detail, str) and detail in _BAD_INPUT_500_DETAILS)
-            error_class = errors.A1111Rejected if rejected else errors.A1111Unavailable
+            error_class, exception = _classify(status, detail, _exception_of(response))
+            if exception is not None:
+                message = f"{exception} ({where}, {request})"
+            else:
+                message = f"{where} answered {status} to {request}: {_summarize(detail)}"
             raise error_class(message, status=status, detail=detail)
         if not parse:
             return None
@@ -304,6 +330,34 @@ def _causes(exc: BaseException) -> list[BaseException]:
         pending.extend([getattr(current, "reason", None), current.__cause__, current.__context__,
                         *current.args])
     return found
+
+
+def _classify(status: int, detail: object, exception: str | None) -> tuple[type[errors.A1111Error], str | None]:
+    """(the error class of a failed answer, A1111's "Name: text" when it names an exception)."""
+    if 400 <= status < 500 and status not in _RETRYABLE_4XX:
+        return errors.A1111Rejected, None
+    if status >= 500 and isinstance(detail, str) and detail in _BAD_INPUT_500_DETAILS:
+        return errors.A1111Rejected, None
+    if status in _GATEWAY_STATUSES or status < 500 or exception is None:
+        return errors.A1111Unavailable, None
+    if _OUT_OF_MEMORY.search(exception):
+        return errors.A1111OutOfMemory, exception
+    return errors.A1111Failed, exception
+
+
+def _exception_of(response: requests.Response) -> str | None:
+    """"Name: text" of the exception an A1111 500 names (`{"error": "TypeError", "errors": "..."}`);
+    None for FastAPI's HTTPException (A1111's own refusals) or a body that names none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    name = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name.strip() or name == "HTTPException":
+        return None
+    text = body.get("errors") or body.get("detail") or ""
+    text = text if isinstance(text, str) else repr(text)
+    return _summarize(f"{name}: {text}" if text else name)
 
 
 def _error_detail(response: requests.Response) -> object:

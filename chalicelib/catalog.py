@@ -359,3 +359,55 @@ def _cache_put(cache: cache_port.Cache, namespace: str, key: str, value: object,
         cache.put(namespace, key, value, now=now)
     except errors.StoreUnavailable:
         log.warning("the catalog cache cannot be written", exc_info=True)
+
+
+# --- Sampler and scheduler names at submit -------------------------------------------------------
+
+SAMPLERS_PATH, SCHEDULERS_PATH = "/sdapi/v1/samplers", "/sdapi/v1/schedulers"
+
+
+def check_sampler(ctx: context_module.Context, payload: dict) -> None:
+    """422 when `sampler_name` or `scheduler` is a name no configured instance knows: A1111 1.10
+    would silently run its first sampler (or Automatic) instead. Checked against the names A1111
+    itself resolves (a sampler's `name`, optionally followed by a scheduler's label, name or alias,
+    as "DPM++ 2M Karras"; a scheduler's `name` or `label`), from the cached lists. If no instance
+    has ever answered, the job is accepted and the log says it went unchecked."""
+    sampler, scheduler = payload.get("sampler_name"), payload.get("scheduler")
+    sampler = sampler if isinstance(sampler, str) and sampler else None
+    scheduler = scheduler if isinstance(scheduler, str) and scheduler else None
+    if sampler is None and scheduler is None:
+        return
+    cache = store.make_cache(ctx.store)
+    samplers = _reported(ctx, SAMPLERS_PATH, cache=cache)
+    schedulers = _reported(ctx, SCHEDULERS_PATH, cache=cache)
+    if samplers is None or schedulers is None:
+        log.warning("sampler/scheduler not checked: no A1111 instance answered or has answered before",
+                    extra={"sampler_name": sampler, "scheduler": scheduler})
+        return
+    sampler_names = {item["name"] for item in samplers if isinstance(item.get("name"), str)}
+    scheduler_names = {value for item in schedulers for value in (item.get("name"), item.get("label"))
+                       if isinstance(value, str)}
+    suffixes = scheduler_names | {alias for item in schedulers for alias in item.get("aliases") or []
+                                  if isinstance(alias, str)}
+    problems = []
+    if sampler is not None and sampler not in sampler_names and not any(
+            sampler.endswith(" " + suffix) and sampler[:-len(suffix) - 1] in sampler_names for suffix in suffixes):
+        problems.append({"loc": ["body", "sampler_name"], "type": "value_error.sampler",
+                         "msg": f"no A1111 instance has a sampler named {sampler!r} (it would silently run "
+                                f"another); valid: {', '.join(sorted(sampler_names))}"})
+    if scheduler is not None and scheduler not in scheduler_names:
+        problems.append({"loc": ["body", "scheduler"], "type": "value_error.scheduler",
+                         "msg": f"no A1111 instance has a scheduler named {scheduler!r} (it would silently run "
+                                f"Automatic); valid: {', '.join(sorted(scheduler_names))}"})
+    if problems:
+        raise errors.ValidationFailed(problems)
+
+
+def _reported(ctx: context_module.Context, path: str, *, cache: cache_port.Cache) -> list[dict] | None:
+    """Every instance's list at `path` (cached as the catalogue is, stale if need be), joined; None
+    if no instance has one."""
+    answers = fetch_answers(ctx, path, ctx.instances, refresh=False, cache=cache)
+    lists = [answer.body for answer in answers if answer.stored_at is not None and isinstance(answer.body, list)]
+    if not lists:
+        return None
+    return [item for body in lists for item in body if isinstance(item, dict)]

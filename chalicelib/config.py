@@ -153,6 +153,10 @@ class Settings(pydantic_settings.BaseSettings):
     api_connection_limit: int = pydantic.Field(1000, ge=1)
     api_channel_timeout: float = pydantic.Field(30.0, gt=0)
 
+    # A1111 failures (docs/reliability.md): an instance whose progress polls fail this long while it
+    # runs a job is taken as stalled (0: never); the run is abandoned and the job retried elsewhere.
+    a1111_stall_seconds: float = pydantic.Field(60.0, ge=0)
+
     log_level: str = "INFO"
 
     # The original proxy's names and browser access (docs/legacy.md): AUTH_TOKEN is used when

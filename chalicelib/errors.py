@@ -89,10 +89,29 @@ class A1111Error(Exception):
 
 
 class A1111Unavailable(A1111Error):
-    """Connection refused or dropped, timeout, or a 5xx: worth another attempt."""
+    """Connection refused or dropped, timeout, a 502/503/504, or a 5xx naming no exception: the
+    instance could not do it now, so another attempt (elsewhere if possible) may succeed."""
 
     retryable = True
+    code = "a1111_unavailable"
+
+
+class A1111OutOfMemory(A1111Error):
+    """A 500 whose exception says the GPU (or host) ran out of memory: this instance cannot hold
+    the job now; one other instance may, so it is worth one attempt there."""
+
+    retryable = True
+    code = "a1111_out_of_memory"
+
+
+class A1111Failed(A1111Error):
+    """A 500 naming another exception (`TypeError`, `ZeroDivisionError`): A1111 crashed on this
+    request and would crash again, so it is final although the status says server error."""
+
+    code = "a1111_failed"
 
 
 class A1111Rejected(A1111Error):
     """A 4xx from A1111 (bad request, unknown script, missing init image): final."""
+
+    code = "a1111_rejected"

@@ -59,11 +59,20 @@ def summarize(report: dict, *, settings) -> dict:
         "instances": (UP if healthy_instances == len(report["instances"]) and healthy_instances
                       else DEGRADED if healthy_instances else DOWN),
     }
-    return {"status": "ok" if set(components.values()) == {UP} else "degraded", "components": components}
+    return {"status": overall(components), "components": components}
+
+
+def overall(components: dict) -> str:
+    """ok when every component is up; down when no job can run (no instance answers, or no worker
+    is alive to run one): jobs are still accepted and wait; else degraded."""
+    if components["instances"] == DOWN or components["workers"] == DOWN:
+        return "down"
+    return "ok" if set(components.values()) == {UP} else "degraded"
 
 
 def check(ctx: context_module.Context) -> tuple[dict, bool]:
-    """Returns (report, healthy). Unhealthy means the store cannot be used."""
+    """Returns (report, healthy). Unhealthy means the store cannot be used; `status` is the same
+    ok/degraded/down word as the anonymous summary's."""
     now = time.time()
     try:
         ctx.store.ping()
@@ -76,7 +85,7 @@ def check(ctx: context_module.Context) -> tuple[dict, bool]:
         # The reason goes to the log only: /health answers without a token.
         log.exception("the job store cannot be reached")
         return {"status": "unavailable", "store": {"backend": ctx.store.backend, "ok": False}}, False
-    return {
+    report = {
         "status": "ok",
         "store": {"backend": ctx.store.backend, "ok": True},
         "queue": {"jobs": {status.value: counts.get(status, 0) for status in vocabulary.JobStatus},
@@ -85,7 +94,9 @@ def check(ctx: context_module.Context) -> tuple[dict, bool]:
         "workers": [{"id": w.id, "heartbeat_age_seconds": round(now - w.heartbeat_at, 1),
                      "current_jobs": w.info.get("current_jobs", [])} for w in workers],
         "instances": found,
-    }, True
+    }
+    report["status"] = summarize(report, settings=ctx.settings)["status"]
+    return report, True
 
 
 def instances(ctx: context_module.Context) -> list[dict]:

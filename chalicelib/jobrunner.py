@@ -30,6 +30,8 @@ MAX_RETRY_DELAY = 300.0
 RETRY_JITTER = 0.2
 STALE_QUEUED_SECONDS = 30.0
 STALE_RERING_LIMIT = 10
+PROGRESS_POLL_TIMEOUT = 5.0
+STALL_INTERRUPT_TIMEOUT = 2.0
 TIMED_OUT_FRACTION = 0.98  # a call that fails after this share of its time limit ran out of time
 
 
@@ -61,10 +63,24 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
     started = time.monotonic()
     try:
         payload = dict(job.request, force_task_id=job.id)
-        response = client.generate(job.kind, payload, timeout=timeout)
+        response = _generate(client, job.kind, payload, timeout=timeout, tracker=tracker)
+    except A1111Stalled as exc:
+        tracker.stop()
+        client.abandon_calls()
+        _end_unavailable(ctx, job, worker_id, exc, cancelled=tracker.cancel_sent)
+        if on_unavailable is not None:
+            on_unavailable(exc.message)
     except errors.A1111Rejected as exc:
         tracker.stop()
-        _end_rejected(ctx, job, worker_id, exc)
+        _fail(ctx, job, worker_id, exc.code, exc.message)
+    except errors.A1111Failed as exc:
+        tracker.stop()
+        _end_failed(ctx, job, worker_id, exc, cancelled=tracker.cancel_sent)
+    except errors.A1111OutOfMemory as exc:
+        tracker.stop()
+        if _end_out_of_memory(ctx, job, worker_id, exc, instance=instance, cancelled=tracker.cancel_sent) \
+                and on_unavailable is not None:
+            on_unavailable(exc.message)  # placement sends the retry to another instance meanwhile
     except errors.A1111Unavailable as exc:
         tracker.stop()
         out_of_time = (timeout < settings.a1111_timeout and not tracker.cancel_sent
@@ -86,12 +102,28 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
     else:
         tracker.stop()
         _end_generated(ctx, job, worker_id, response, cancelled=tracker.cancel_sent,
-                       progress=tracker.final_progress())
+                       progress=tracker.final_progress(), finished_iterations=tracker.finished_iterations)
     return job.id
 
 
+class A1111Stalled(errors.A1111Unavailable):
+    """The instance stopped answering progress polls for A1111_STALL_SECONDS: the run was abandoned
+    (the generation call is left to its timeout on a thread of its own)."""
+
+
+def _generate(client: a1111.A1111Client, kind: str, payload: dict, *, timeout: float,
+              tracker: "ProgressTracker") -> dict:
+    """The generation call, waited for until it answers or the tracker finds A1111 stalled."""
+    future = client.submit_generate(kind, payload, timeout=timeout)
+    future.add_done_callback(lambda _future: tracker.wake.set())
+    tracker.wake.wait()
+    if future.done():
+        return future.result()
+    raise A1111Stalled(tracker.stall_message)
+
+
 def _end_generated(ctx: context_module.Context, job: store_base.Job, worker_id: str, response: dict,
-                   *, cancelled: bool, progress: dict) -> None:
+                   *, cancelled: bool, progress: dict, finished_iterations: int) -> None:
     try:
         images = _decode_images(response)
     except (binascii.Error, TypeError, ValueError):
@@ -102,6 +134,14 @@ def _end_generated(ctx: context_module.Context, job: store_base.Job, worker_id: 
         "parameters": response.get("parameters") or {},
         "info": info if isinstance(info, str) else json.dumps(info),
     }
+    if cancelled:
+        # A1111 answers an interrupt with the iteration it cut short decoded from the step reached,
+        # unmarked: keep only the images of the iterations its progress showed finished.
+        batch_size = job.request.get("batch_size") or 1
+        kept = images[:finished_iterations * batch_size]
+        result["interrupted"] = {"iterations_finished": finished_iterations, "images_kept": len(kept),
+                            "images_discarded": len(images) - len(kept)}
+        images = kept
     ctx.images.put(job.id, job.attempts, images)
     if cancelled:
         change = transitions.finish_cancelled(ctx, job.id, worker_id=worker_id, result=result,
@@ -130,9 +170,30 @@ def _decode_images(response: dict) -> list[bytes]:
     return images
 
 
-def _end_rejected(ctx: context_module.Context, job: store_base.Job, worker_id: str,
-                  exc: errors.A1111Error) -> None:
-    _fail(ctx, job, worker_id, "a1111_rejected", exc.message)
+def _end_failed(ctx: context_module.Context, job: store_base.Job, worker_id: str, exc: errors.A1111Failed,
+                *, cancelled: bool) -> None:
+    """A1111 crashed on this request: it would crash on every attempt, so the job ends now."""
+    if cancelled:
+        transitions.finish_cancelled(ctx, job.id, worker_id=worker_id)
+        return
+    _fail(ctx, job, worker_id, exc.code, exc.message)
+
+
+def _end_out_of_memory(ctx: context_module.Context, job: store_base.Job, worker_id: str,
+                       exc: errors.A1111OutOfMemory, *, instance: a1111.Instance, cancelled: bool) -> bool:
+    """Retry once, on another instance that may run the job, else end it. True if retried."""
+    if cancelled:
+        transitions.finish_cancelled(ctx, job.id, worker_id=worker_id)
+        return False
+    labels = job.options.get("instance_labels") or []
+    others = [other for other in ctx.instances if other.name != instance.name and other.has_labels(labels)]
+    earlier = [run for run in ctx.store.list_runs(job.id) if (run.detail or "").startswith(exc.code)]
+    if not others or earlier or job.attempts >= ctx.settings.job_max_attempts:
+        why = "no other instance may run it" if not others else "it ran out of memory on another one too" \
+            if earlier else "no attempts left"
+        _fail(ctx, job, worker_id, exc.code, f"{exc.message} (not retried: {why})")
+        return False
+    return _retry(ctx, job, worker_id, exc)
 
 
 def _end_unavailable(ctx: context_module.Context, job: store_base.Job, worker_id: str,
@@ -142,15 +203,23 @@ def _end_unavailable(ctx: context_module.Context, job: store_base.Job, worker_id
         transitions.finish_cancelled(ctx, job.id, worker_id=worker_id)
         return
     if job.attempts >= settings.job_max_attempts:
-        _fail(ctx, job, worker_id, "a1111_unavailable",
+        _fail(ctx, job, worker_id, exc.code,
               f"{exc.message} (attempt {job.attempts} of {settings.job_max_attempts}; no attempts left)")
         return
+    _retry(ctx, job, worker_id, exc)
+
+
+def _retry(ctx: context_module.Context, job: store_base.Job, worker_id: str, exc: errors.A1111Error) -> bool:
+    """Requeue after a backoff; the run keeps the error's code and message (`code: message`)."""
+    settings = ctx.settings
     delay = backoff.delay(job.attempts, first=settings.job_retry_base_seconds, cap=MAX_RETRY_DELAY,
                           jitter=RETRY_JITTER)
-    if transitions.retry_later(ctx, job.id, worker_id=worker_id, delay=delay, reason=exc.message).applied:
-        log.warning("A1111 unavailable; job requeued",
-                    extra={"job_id": job.id, "worker_id": worker_id, "delay": round(delay, 2),
-                           "reason": exc.message})
+    reason = f"{exc.code}: {exc.message}"
+    applied = transitions.retry_later(ctx, job.id, worker_id=worker_id, delay=delay, reason=reason).applied
+    if applied:
+        log.warning("A1111 could not run the job; requeued",
+                    extra={"job_id": job.id, "worker_id": worker_id, "delay": round(delay, 2), "reason": reason})
+    return applied
 
 
 def _end_out_of_time(ctx: context_module.Context, job: store_base.Job, worker_id: str, *,
@@ -190,7 +259,9 @@ def _fail(ctx: context_module.Context, job: store_base.Job, worker_id: str, code
 
 class ProgressTracker:
     """While the generation call blocks, poll A1111's progress, store it, renew the lease, and
-    interrupt A1111 when the job's cancel flag appears."""
+    interrupt A1111 when the job's cancel flag appears. When the polls have failed for
+    A1111_STALL_SECONDS (0: never) the instance is taken as stalled: `wake` is set, so the runner
+    stops waiting for the call, and an interrupt is attempted."""
 
     def __init__(self, ctx: context_module.Context, *, job: store_base.Job, worker_id: str,
                  client: a1111.A1111Client) -> None:
@@ -199,10 +270,14 @@ class ProgressTracker:
         self.worker_id = worker_id
         self.client = client
         self.cancel_sent = False
+        self.wake = threading.Event()  # set when the call returns or A1111 stalled
+        self.stall_message = ""
+        self._answered_at = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"progress-{job.id[:8]}", daemon=True)
         self._last: dict = {"progress": 0.0, "eta_relative": None, "step": 0, "steps": None,
                             "job_no": 0, "job_count": None}
+        self.finished_iterations = 0  # of this job, as A1111's progress last showed them while it ran
 
     def start(self) -> None:
         self._thread.start()
@@ -228,11 +303,17 @@ class ProgressTracker:
     def tick(self) -> None:
         preview = None
         try:
-            snapshot = self.client.progress(skip_current_image=False)
-        except errors.A1111Error:
+            # A poll A1111 leaves unanswered must not outlast the lease it is meant to renew.
+            poll_timeout = min(PROGRESS_POLL_TIMEOUT, self.ctx.settings.job_lease_seconds / 3)
+            snapshot = self.client.progress(skip_current_image=False, timeout=poll_timeout)
+        except errors.A1111Error as exc:
             snapshot = None  # the lease is still renewed: this worker is alive
+            if self._stalled(exc):
+                return
         if snapshot is not None:
+            self._answered_at = time.monotonic()
             self._last = _progress_of(snapshot)
+            self._count_finished(self._last)
             preview = snapshot.get("current_image") or None
         change = transitions.record_progress(self.ctx, self.job.id, worker_id=self.worker_id,
                                              progress=self._last, preview=preview)
@@ -246,6 +327,34 @@ class ProgressTracker:
                 self.cancel_sent = True
             except errors.A1111Error as exc:
                 log.warning("interrupt failed: %s", exc.message, extra={"job_id": self.job.id})
+
+
+    def _count_finished(self, progress: dict) -> None:
+        """Iterations before `job_no` are done; the current one too once its last step is sampled.
+        Only while A1111 runs a generation: idle, it leaves `job_no` at a stale value."""
+        job_no, job_count = progress.get("job_no"), progress.get("job_count")
+        if not isinstance(job_no, int) or not isinstance(job_count, int) or job_count <= 0:
+            return
+        step, steps = progress.get("step"), progress.get("steps")
+        done = job_no + (1 if isinstance(step, int) and isinstance(steps, int) and 0 < steps <= step else 0)
+        self.finished_iterations = max(self.finished_iterations, min(done, job_count))
+
+    def _stalled(self, exc: errors.A1111Error) -> bool:
+        """Whether polls have failed for A1111_STALL_SECONDS; if so, wake the runner and stop."""
+        limit = self.ctx.settings.a1111_stall_seconds
+        silent = time.monotonic() - self._answered_at
+        if not limit or silent < limit:
+            return False
+        self.stall_message = (f"A1111 at {self.client.name} stalled: its progress went unanswered for "
+                              f"{silent:.0f} s (A1111_STALL_SECONDS is {limit:g}); the run was abandoned "
+                              f"({exc.message})")
+        self._stop.set()
+        self.wake.set()
+        try:
+            self.client.interrupt(timeout=STALL_INTERRUPT_TIMEOUT)
+        except errors.A1111Error:
+            log.warning("a stalled A1111 could not be interrupted", extra={"job_id": self.job.id})
+        return True
 
 
 def _progress_of(snapshot: dict) -> dict:

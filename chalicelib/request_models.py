@@ -35,7 +35,8 @@ class JobKind(str, enum.Enum):
 #
 # Types and defaults follow the document. A field without a default there is Optional in A1111
 # (pydantic v1), so it is `X | None = None` here; a field with a default is not nullable, so a null
-# that A1111 would trip over mid-job (steps, width, prompt...) is a 422 at submit instead.
+# that A1111 would trip over mid-job (steps, width, prompt...) is a 422 at submit instead. `seed` and
+# `subseed` are the exceptions: A1111 takes their null as a random seed.
 
 _A1111_CONFIG = pydantic.ConfigDict(
     extra="allow",  # fields listed in A1111_EXTRA_FIELDS (forks, extensions) are sent on unchanged
@@ -52,8 +53,8 @@ class A1111Request(pydantic.BaseModel):
     prompt: str = ""
     negative_prompt: str = ""
     styles: list[str] | None = None
-    seed: int = -1
-    subseed: int = -1
+    seed: int | None = -1  # null is a random seed to A1111, as -1 is (NOTES.md G): accepted, sent as is
+    subseed: int | None = -1
     subseed_strength: float = 0
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1

@@ -115,6 +115,19 @@ class JobRun(pydantic.BaseModel):
     detail: str | None
 
 
+class Interrupted(pydantic.BaseModel):
+    """What a cancel that interrupted A1111 kept."""
+
+    model_config = _CLOSED
+
+    iterations_finished: int = pydantic.Field(
+        ge=0, description="iterations (of `n_iter`) A1111's progress showed finished before the interrupt")
+    images_kept: int = pydantic.Field(ge=0, description="their images: `batch_size` each, in `result.images`")
+    images_discarded: int = pydantic.Field(
+        ge=0, description="images A1111 answered for the iteration it cut short (decoded from the step it "
+                          "reached, unmarked): never kept")
+
+
 class JobDetail(JobSummary):
     """One job: the summary plus what was asked, where it ran and what came out."""
 
@@ -131,7 +144,7 @@ class JobDetail(JobSummary):
         "result": {"images": ["iVBORw0KGgo..."], "parameters": {"prompt": "a lighthouse at dusk", "steps": 20},
                    "info": "{\"prompt\": \"a lighthouse at dusk\", \"seed\": 1234}"},
         "image_urls": [f"/sdapi/v1/jobs/{examples.JOB_ID}/images/0"],
-        "image_delivery": "base64", "image_delivery_note": None,
+        "image_delivery": "base64", "image_delivery_note": None, "interrupted": None,
         "runs": [{"attempt": 1, "worker_id": "worker-1", "instance": "http://127.0.0.1:7860",
                   "started_at": "2026-11-26T07:10:00.456Z", "finished_at": "2026-11-26T07:10:04.789Z",
                   "outcome": "completed", "detail": None}],
@@ -162,6 +175,9 @@ class JobDetail(JobSummary):
                     "server when inline images would make the answer larger than MAX_RESPONSE_BYTES)")
     image_delivery_note: str | None = pydantic.Field(
         description="why the server answered with URLs although base64 was asked for; null otherwise")
+    interrupted: Interrupted | None = pydantic.Field(
+        description="a cancelled job whose generation A1111 had begun: how many images were kept (only "
+                    "those of iterations finished before the interrupt); null otherwise")
     runs: list[JobRun]
 
 
@@ -281,7 +297,8 @@ class Health(pydantic.BaseModel):
                        "last_error": None}],
     }]})
 
-    status: typing.Literal["ok", "unavailable"]
+    status: typing.Literal["ok", "degraded", "down", "unavailable"] = pydantic.Field(
+        description="as in the summary without a token")
     store: HealthStore
     queue: HealthQueue | None = None
     webhooks: HealthWebhooks | None = None
@@ -298,9 +315,10 @@ class HealthSummary(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(json_schema_extra={"examples": [{
         "status": "degraded", "components": {"store": "up", "queue": "up", "workers": "up", "instances": "degraded"}}]})
 
-    status: typing.Literal["ok", "degraded", "unavailable"] = pydantic.Field(
-        description="ok: every component is up; degraded: the store is up but something else is not; "
-                    "unavailable (503): the job store cannot be reached")
+    status: typing.Literal["ok", "degraded", "down", "unavailable"] = pydantic.Field(
+        description="ok: every component is up; degraded: the store is up but something else is not (an "
+                    "instance down); down: no job can run (no instance answers, or no worker is alive), "
+                    "submissions still wait in the queue; unavailable (503): the job store cannot be reached")
     components: dict[str, ComponentState] = pydantic.Field(
         description="store, queue, workers (a heartbeat is fresh), instances (up: all answer, degraded: some)")
 

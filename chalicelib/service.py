@@ -12,6 +12,7 @@ import time
 import uuid
 
 from chalicelib import a1111_policy
+from chalicelib import catalog
 from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import model_choice
@@ -48,6 +49,7 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
     options = submission.options
     _check_webhook_options(ctx, options)
     _check_instance_labels(ctx, options.instance_labels)
+    catalog.check_sampler(ctx, submission.payload)
     new_job = store_base.NewJob(
         id=str(uuid.uuid4()),
         owner=owner,

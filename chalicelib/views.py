@@ -82,6 +82,7 @@ def job_detail(job: base.Job, *, queue_position: int | None, runs: list[base.Job
             f"{base_path}/sdapi/v1/jobs/{job.id}/images/{n}" for n in range(job.image_count)],
         "image_delivery": image_delivery,
         "image_delivery_note": image_delivery_note,
+        "interrupted": job.result.get("interrupted") if job.result is not None else None,
         "runs": [{
             "attempt": run.attempt,
             "worker_id": run.worker_id,

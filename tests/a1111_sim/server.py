@@ -13,9 +13,10 @@ It is a real HTTP/1.1 server (keep-alive, one thread per connection) on 127.0.0.
   render or bigger), to measure what real image sizes cost. `info` is a JSON string (A.6),
   `parameters` echoes the request with every default filled.
 - `POST /sdapi/v1/interrupt` -> `{}`: the running generation returns 200 at once with the images of
-  the jobs finished so far (maybe none). `POST /sdapi/v1/skip` -> `null`: the current job is dropped
-  and the next one starts. As in A1111, both flags are cleared when a generation begins, so an
-  interrupt sent while idle has no effect on the next generation.
+  the jobs finished so far and, as A1111 does (NOTES.md G), the interrupted job's images decoded
+  from the step it reached (noise), with nothing marking them as partial. `POST /sdapi/v1/skip` ->
+  `null`: the current job is dropped and the next one starts. As in A1111, both flags are cleared
+  when a generation begins, so an interrupt sent while idle has no effect on the next generation.
 - Errors use A1111's shape `{"error", "detail", "body", "errors"}` (404 "Init image not found", 500
   "Invalid encoded image", 422 "Script '<name>' not found"), except 422 validation errors and unknown
   routes, which keep FastAPI's `{"detail": ...}`.
@@ -30,8 +31,8 @@ It is a real HTTP/1.1 server (keep-alive, one thread per connection) on 127.0.0.
 Deliberate simplifications (A1111 differs): a request field sent as `null` falls back to its default,
 except `steps`, `width`, `height`, `batch_size`, `n_iter` and `cfg_scale`, which answer 500 as A1111
 would crash on them; `infotext` is not applied; init images that are URLs are refused with 500
-"Requests not allowed"; images are always PNG at exactly width x height; an interrupted job's partial
-image is not returned; `current_image` is available for the whole generation.
+"Requests not allowed"; images are always PNG at exactly width x height; `current_image` is available
+for the whole generation.
 
 Control API (not part of A1111; no auth; JSON in and out)
 --------------------------------------------------------
@@ -43,6 +44,11 @@ Control API (not part of A1111; no auth; JSON in and out)
     fail_body: any     JSON body of those answers; default A1111's 500 shape with
                        `errors: "simulated failure"`
     fail_text: str     if set, a raw `text/html` body instead of JSON (e.g. a proxy's 502 page)
+    fail_as: str       if set, the status and body of one of A1111's real failures (FAILURES) in
+                       place of fail_status/fail_body/fail_text: `type_error` and `zero_division`
+                       (500 naming the exception, as hires fix without a second-pass setting and
+                       `steps: 0` answer), `out_of_memory` (500 OutOfMemoryError), `bad_gateway`,
+                       `unavailable`, `gateway_timeout` (a proxy's 502/503/504 page)
     hang_next: int     the next N generation calls take the lock and stall at step 0 (progress shows
                        them busy). An interrupt makes them answer 200 with `images: []`; reset or
                        stop drops their connection; after `hang_seconds` they carry on normally.
@@ -200,6 +206,27 @@ IMG2IMG_FIELDS = tuple(
 REQUEST_FIELDS = {"txt2img": TXT2IMG_FIELDS, "img2img": IMG2IMG_FIELDS}
 
 # Fields whose null makes A1111's processing crash (the sim answers 500 like it would).
+def _a1111_exception(name: str, text: str) -> dict:
+    """The body A1111's API answers for an exception it did not expect (a 500)."""
+    return {"error": name, "detail": "", "body": "", "errors": text}
+
+
+def _proxy_page(status: int, reason: str) -> str:
+    return f"<html><head><title>{status} {reason}</title></head><body><h1>{reason}</h1></body></html>"
+
+
+# fail_as: (status, JSON body or an HTML page) of A1111's real failures (NOTES.md G).
+FAILURES = {
+    "type_error": (500, _a1111_exception("TypeError", "'>' not supported between instances of 'NoneType' and 'int'")),
+    "zero_division": (500, _a1111_exception("ZeroDivisionError", "integer division or modulo by zero")),
+    "out_of_memory": (500, _a1111_exception(
+        "OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total capacity; "
+        "5.12 GiB already allocated; 1.03 GiB free; 5.50 GiB reserved in total by PyTorch)")),
+    "bad_gateway": (502, _proxy_page(502, "Bad Gateway")),
+    "unavailable": (503, _proxy_page(503, "Service Unavailable")),
+    "gateway_timeout": (504, _proxy_page(504, "Gateway Timeout")),
+}
+
 _NOT_NULL = ("steps", "width", "height", "batch_size", "n_iter", "cfg_scale")
 _MAX_PIXELS = 4096 * 4096
 
@@ -613,7 +640,7 @@ class SimulatedA1111:
         self.noise_images = noise_images
         self._credentials = _parse_credentials(auth)
         self._initial_faults = {
-            "fail_next": 0, "fail_status": 500, "fail_body": None, "fail_text": None,
+            "fail_next": 0, "fail_status": 500, "fail_body": None, "fail_text": None, "fail_as": None,
             "hang_next": 0, "hang_seconds": float(hang_seconds), "drop_next": 0,
             "slow_next": 0, "slow_seconds": 5.0, "slow_progress": 0.0,
             "gen_seconds": float(gen_seconds),
@@ -709,6 +736,9 @@ class SimulatedA1111:
             elif key == "fail_text":
                 if value is not None and not isinstance(value, str):
                     raise ValueError("fail_text must be a string or null")
+            elif key == "fail_as":
+                if value is not None and value not in FAILURES:
+                    raise ValueError(f"fail_as must be null or one of {sorted(FAILURES)}")
             elif key != "fail_body":
                 raise ValueError(f"unknown fault {key!r}; known: {sorted(self._initial_faults)}")
             clean[key] = value
@@ -996,6 +1026,11 @@ class SimulatedA1111:
             if faults["fail_next"]:
                 faults["fail_next"] -= 1
                 counts["failed"] += 1
+                if faults["fail_as"] is not None:
+                    status, failure = FAILURES[faults["fail_as"]]
+                    if isinstance(failure, str):
+                        return _Reply(status, failure.encode(), "text/html; charset=utf-8")
+                    return _json_reply(status, failure)
                 if faults["fail_text"] is not None:
                     return _Reply(faults["fail_status"], faults["fail_text"].encode(),
                                   "text/html; charset=utf-8")
@@ -1037,8 +1072,10 @@ class SimulatedA1111:
         batch_size, n_iter, steps = values["batch_size"], values["n_iter"], values["steps"]
         if width < 1 or height < 1 or width * height > _MAX_PIXELS:
             raise ValueError(f"cannot generate a {width}x{height} image")
-        if batch_size < 1 or n_iter < 1 or steps < 1:
-            raise ValueError("batch_size, n_iter and steps must be positive")
+        if steps < 1:
+            raise ZeroDivisionError("integer division or modulo by zero")  # what A1111 1.10 answers
+        if batch_size < 1 or n_iter < 1:
+            raise ValueError("batch_size and n_iter must be positive")
 
         def given(name, default):
             return default if values[name] is None else values[name]
@@ -1123,6 +1160,10 @@ class SimulatedA1111:
                             finished = False
                             break
                         state.sampling_step = step
+                if not finished and state.interrupted:  # A1111 decodes the latents of the step reached
+                    for index in range(first, first + batch_size):
+                        images.append((index, render_png(plan["width"], plan["height"], plan["seeds"][index],
+                                                         plan["prompt"], _infotext(plan, index), noise=True)))
                 if finished:
                     for index in range(first, first + batch_size):
                         png = render_png(plan["width"], plan["height"], plan["seeds"][index],

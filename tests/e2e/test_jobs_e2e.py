@@ -107,7 +107,7 @@ def test_a1111_down_is_retried_then_ends_in_error(cluster):
 
 def test_transient_a1111_failure_is_retried_and_completes(cluster):
     started(cluster)
-    cluster.sim("POST", "/_sim/faults", json={"fail_next": 1, "fail_status": 500})
+    cluster.sim("POST", "/_sim/faults", json={"fail_next": 1, "fail_as": "unavailable"})  # a 503
     job = cluster.submit()
     done = cluster.wait_status(job["job_id"], {"completed", "error"})
     assert done["status"] == "completed" and done["attempts"] == 2

@@ -113,8 +113,8 @@ def test_undecodable_image_is_rejected_although_a1111_says_500(client):
     assert caught.value.status == 500 and caught.value.detail == "Invalid encoded image"
 
 
-def test_server_error_is_unavailable_with_its_detail(client, sim):
-    sim.set_faults(fail_next=1)
+def test_server_error_naming_no_exception_is_unavailable_with_its_detail(client, sim):
+    sim.set_faults(fail_next=1, fail_body={"detail": "simulated failure"})
 
     with pytest.raises(errors.A1111Unavailable) as caught:
         client.generate("txt2img", SMALL)
@@ -122,6 +122,34 @@ def test_server_error_is_unavailable_with_its_detail(client, sim):
     error = caught.value
     assert error.status == 500 and error.retryable and error.detail == "simulated failure"
     assert error.message == f"A1111 at {sim.url} answered 500 to POST /sdapi/v1/txt2img: simulated failure"
+
+
+@pytest.mark.parametrize("fail_as, error_class, code, text", [
+    ("type_error", errors.A1111Failed, "a1111_failed",
+     "TypeError: '>' not supported between instances of 'NoneType' and 'int'"),
+    ("zero_division", errors.A1111Failed, "a1111_failed", "ZeroDivisionError: integer division or modulo by zero"),
+    ("out_of_memory", errors.A1111OutOfMemory, "a1111_out_of_memory", "OutOfMemoryError: CUDA out of memory."),
+    ("bad_gateway", errors.A1111Unavailable, "a1111_unavailable", "answered 502"),
+    ("unavailable", errors.A1111Unavailable, "a1111_unavailable", "answered 503"),
+    ("gateway_timeout", errors.A1111Unavailable, "a1111_unavailable", "answered 504"),
+])
+def test_each_real_a1111_failure_has_its_class(client, sim, fail_as, error_class, code, text):
+    sim.set_faults(fail_next=1, fail_as=fail_as)
+
+    with pytest.raises(errors.A1111Error) as caught:
+        client.generate("txt2img", SMALL)
+
+    assert type(caught.value) is error_class and caught.value.code == code
+    assert caught.value.message.startswith(text) or text in caught.value.message
+    assert error_class is not errors.A1111Failed or not caught.value.retryable
+
+
+def test_a_500_naming_an_exception_says_it_first_and_where(client, sim):
+    with pytest.raises(errors.A1111Failed) as caught:
+        client.generate("txt2img", {**SMALL, "steps": 0})
+
+    assert caught.value.message == (f"ZeroDivisionError: integer division or modulo by zero "
+                                    f"(A1111 at {sim.url}, POST /sdapi/v1/txt2img)")
 
 
 @pytest.mark.parametrize("status", [502, 429])
@@ -188,7 +216,7 @@ def test_progress_and_interrupt_work_from_another_thread_while_generate_blocks(c
     thread.join(5)
 
     assert snapshot["state"]["job"] == "scripts_txt2img" and snapshot["current_image"]
-    assert box["value"]["images"] == []  # the only job was cut short
+    assert len(box["value"]["images"]) == 1  # the only job, cut short: its partial image, as A1111 answers
     assert time.monotonic() - started < 1.5
     assert sim.stats()["interrupts"] == 1 and sim.stats()["generations_interrupted"] == 1
     assert client.progress(skip_current_image=True)["state"]["job_count"] == 0

@@ -76,6 +76,11 @@ ACCEPTED = {
         "txt2img", {"sampler_name": None, "styles": None, "eta": None},
         {"sampler_name": None, "styles": None, "eta": None},
     ),
+    "null seed and subseed are random seeds, as A1111 takes them": (
+        "txt2img", {"seed": None, "subseed": None}, {"seed": None, "subseed": None},
+    ),
+    "null seed on img2img too": ("img2img", {"init_images": [IMAGE], "seed": None},
+                                 {"init_images": [IMAGE], "seed": None}),
     "unknown fields are not forwarded": (
         "txt2img", {"prompt": "x", "fork_flag": True, "fork_opts": {"a": [1, None, "b"]}}, {"prompt": "x"},
     ),
@@ -158,6 +163,10 @@ REJECTED = {
     "string for an integer": ("txt2img", {"steps": "many"}, [("steps", "int_parsing")]),
     "fraction for an integer": ("txt2img", {"width": 512.5}, [("width", "int_from_float")]),
     "null for a field with a default": ("txt2img", {"cfg_scale": None}, [("cfg_scale", "float_type")]),
+    "the nulls A1111 crashes on (500 TypeError, NOTES.md G) stay refused": (
+        "txt2img", {"steps": None, "width": None, "negative_prompt": None, "batch_size": None, "n_iter": None},
+        [("batch_size", "int_type"), ("n_iter", "int_type"), ("negative_prompt", "string_type"),
+         ("steps", "int_type"), ("width", "int_type")]),
     "string for a list": ("txt2img", {"styles": "anime"}, [("styles", "list_type")]),
     "wrong list item": ("txt2img", {"styles": ["ok", {"no": 1}]}, [("styles.1", "string_type")]),
     "list for an object": ("txt2img", {"override_settings": []}, [("override_settings", "dict_type")]),
