@@ -36,7 +36,8 @@ class JobKind(str, enum.Enum):
 # Types and defaults follow the document. A field without a default there is Optional in A1111
 # (pydantic v1), so it is `X | None = None` here; a field with a default is not nullable, so a null
 # that A1111 would trip over mid-job (steps, width, prompt...) is a 422 at submit instead. `seed` and
-# `subseed` are the exceptions: A1111 takes their null as a random seed.
+# `subseed` are the exceptions: A1111 takes their null as a random seed, so a null is sent on as -1
+# (A1111's own "random"), and the model stays the document's.
 
 _A1111_CONFIG = pydantic.ConfigDict(
     extra="allow",  # fields listed in A1111_EXTRA_FIELDS (forks, extensions) are sent on unchanged
@@ -53,8 +54,8 @@ class A1111Request(pydantic.BaseModel):
     prompt: str = ""
     negative_prompt: str = ""
     styles: list[str] | None = None
-    seed: int | None = -1  # null is a random seed to A1111, as -1 is (NOTES.md G): accepted, sent as is
-    subseed: int | None = -1
+    seed: int = -1
+    subseed: int = -1
     subseed_strength: float = 0
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1
@@ -92,6 +93,12 @@ class A1111Request(pydantic.BaseModel):
     save_images: bool = False
     alwayson_scripts: dict[str, typing.Any] = {}
     infotext: str | None = None
+
+    @pydantic.field_validator("seed", "subseed", mode="before")
+    @classmethod
+    def _null_is_random(cls, value: object) -> object:
+        """A1111 runs a null seed as a random one: accept it, as -1, A1111's word for random."""
+        return -1 if value is None else value
 
 
 class StableDiffusionProcessingTxt2Img(A1111Request):

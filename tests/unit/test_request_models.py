@@ -77,10 +77,10 @@ ACCEPTED = {
         {"sampler_name": None, "styles": None, "eta": None},
     ),
     "null seed and subseed are random seeds, as A1111 takes them": (
-        "txt2img", {"seed": None, "subseed": None}, {"seed": None, "subseed": None},
+        "txt2img", {"seed": None, "subseed": None}, {"seed": -1, "subseed": -1},
     ),
     "null seed on img2img too": ("img2img", {"init_images": [IMAGE], "seed": None},
-                                 {"init_images": [IMAGE], "seed": None}),
+                                 {"init_images": [IMAGE], "seed": -1}),
     "unknown fields are not forwarded": (
         "txt2img", {"prompt": "x", "fork_flag": True, "fork_opts": {"a": [1, None, "b"]}}, {"prompt": "x"},
     ),
