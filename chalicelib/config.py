@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import typing
 
 import pydantic
 import pydantic_settings
@@ -149,6 +150,10 @@ class Settings(pydantic_settings.BaseSettings):
     api_threads: int = pydantic.Field(16, ge=1, le=1024)
     api_connection_limit: int = pydantic.Field(1000, ge=1)
     api_channel_timeout: float = pydantic.Field(30.0, gt=0)
+
+    # Submit durability (docs/reliability.md, "Durability"): SQLite's fsync policy. NORMAL (WAL)
+    # survives any crash of the process; FULL also survives a power cut, at one fsync per commit.
+    sqlite_synchronous: typing.Literal["NORMAL", "FULL"] = "NORMAL"
 
     log_level: str = "INFO"
 
