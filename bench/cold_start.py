@@ -3,13 +3,16 @@
 
     .venv/bin/python bench/cold_start.py [--runs 15] [--package DIR]
 
-1. Import time of app.py in a fresh interpreter: `python -c "import app"` against `python -c pass`,
-   `--runs` times each (after a warm-up run, so the OS file cache is warm as on a reused host);
-   the difference of the medians is app.py's own import.
+1. Import time of app.py in a fresh interpreter: `python -c "import app"` against `python -c pass`
+   and against the floor any Chalice + pydantic app pays (FLOOR), interleaved run by run, `--runs`
+   times each (after a warm-up run, so the OS file cache is warm as on a reused host); the goal is
+   `import app` ≤ 1.5 × the floor.
 2. The same from the deployment package as Lambda runs it: unpacked, read-only, no site-packages,
-   nothing written; with the bytecode `make package` adds, and without it (as Chalice ships it).
+   nothing written; with the bytecode `make package` adds, and without it (as Chalice ships it),
+   against the floor run from the same package.
 3. The first request after it: building the context (store, queue, image store) on SQLite, with
-   QUEUE_BACKEND=local and with the SQS/S3 adapters (no network: building them makes no request).
+   QUEUE_BACKEND=local and with the SQS/S3 adapters (no network: building them makes no request);
+   and a whole first submit in a fresh process (import to 202).
 4. What dominates the import: `python -X importtime`, self time summed per top-level package.
 5. The deployment package: `make package` (or the given directory's deployment.zip), zipped and
    unzipped size, per top-level entry.
@@ -81,21 +84,26 @@ def wall(code: str, *, runs: int, env: dict) -> list[float]:
     return times
 
 
-def from_package(archive: pathlib.Path, *, runs: int, bytecode: bool) -> list[float]:
-    """`import app` from the unpacked package only (Lambda: /var/task, read-only, no site-packages).
-    Without `bytecode`, an empty pycache prefix hides the package's .pyc files."""
+def from_package(archive: pathlib.Path, *, runs: int) -> dict[str, list[float]]:
+    """From the unpacked package only (Lambda: /var/task, read-only, no site-packages), interleaved
+    run by run: `import app` with the package's bytecode, the same with an empty pycache prefix
+    hiding it (sources only, as Chalice ships them), and FLOOR on the package's chalice and pydantic."""
     with tempfile.TemporaryDirectory() as task:
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(task)
-        code = f"import sys; sys.path.insert(0, {task!r}); import app"
+        app_code = f"import sys; sys.path.insert(0, {task!r}); import app"
+        floor_code = f"import sys; sys.path.insert(0, {task!r})\n{FLOOR}"
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-        times = []
-        for _ in range(runs + 1):  # the first is a warm-up
-            flags = ["-S", "-B"] if bytecode else ["-S", "-B", "-X", f"pycache_prefix={tempfile.mkdtemp()}"]
-            started = time.perf_counter()
-            subprocess.run([sys.executable, *flags, "-c", code], cwd=task, env=env, check=True)
-            times.append(time.perf_counter() - started)
-        return times[1:]
+        variants = {"with_bytecode": (["-S", "-B"], app_code), "floor": (["-S", "-B"], floor_code),
+                    "source_only": (None, app_code)}
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(runs + 1):  # the first round is a warm-up
+            for name, (flags, code) in variants.items():
+                flags = flags or ["-S", "-B", "-X", f"pycache_prefix={tempfile.mkdtemp()}"]
+                started = time.perf_counter()
+                subprocess.run([sys.executable, *flags, "-c", code], cwd=task, env=env, check=True)
+                times[name].append(time.perf_counter() - started)
+        return {name: values[1:] for name, values in times.items()}
 
 
 def first_submit(*, runs: int, env: dict) -> list[float]:
@@ -103,21 +111,6 @@ def first_submit(*, runs: int, env: dict) -> list[float]:
     start not included)."""
     return [float(subprocess.run([sys.executable, "-c", FIRST_SUBMIT], cwd=ROOT, env=env, check=True,
                                  capture_output=True, text=True).stdout) for _ in range(runs)]
-
-
-def from_package_floor(archive: pathlib.Path, *, runs: int) -> list[float]:
-    """FLOOR run from the unpacked package (its chalice and pydantic), as `from_package` runs app."""
-    with tempfile.TemporaryDirectory() as task:
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(task)
-        code = f"import sys; sys.path.insert(0, {task!r})\n{FLOOR}"
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-        times = []
-        for _ in range(runs + 1):  # the first is a warm-up
-            started = time.perf_counter()
-            subprocess.run([sys.executable, "-S", "-B", "-c", code], cwd=task, env=env, check=True)
-            times.append(time.perf_counter() - started)
-        return times[1:]
 
 
 def spread(values: list[float]) -> str:
@@ -187,9 +180,8 @@ def main() -> int:
         breakdown = import_breakdown(env)
     package = package_sizes(args.package)
     archive = pathlib.Path(package["archive"])
-    shipped = from_package(archive, runs=args.runs, bytecode=True)
-    source_only = from_package(archive, runs=args.runs, bytecode=False)
-    package_floor = from_package_floor(archive, runs=args.runs)
+    packaged = from_package(archive, runs=args.runs)
+    shipped, source_only, package_floor = packaged["with_bytecode"], packaged["source_only"], packaged["floor"]
 
     result = {
         "python": sys.version.split()[0],
