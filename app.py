@@ -5,7 +5,6 @@ import sys
 from chalice import Chalice
 
 from chalicelib import dev_token
-from chalicelib import handlers
 from chalicelib.api import catalog
 from chalicelib.api import cors
 from chalicelib.api import docs
@@ -33,6 +32,13 @@ app.register_blueprint(options.blueprint)
 app.register_blueprint(legacy.blueprint, url_prefix=legacy.PREFIX)
 cors.install(app)  # last: every route above gets its preflight
 
+def _handlers():
+    """chalicelib.handlers (the worker's side: runner, placement, intake) on the first event that
+    needs it, so the API function's cold start never imports it."""
+    from chalicelib import handlers
+    return handlers
+
+
 # Lambda functions beside the API (chalicelib/handlers.py). Each event source is pointed at the
 # stack's own queue, with ReportBatchItemFailures, by infra/template.yaml (`make package`); the
 # names here are the queues' names when the stack is called a1111-async.
@@ -41,22 +47,22 @@ cors.install(app)  # last: every route above gets its preflight
 @app.on_sqs_message(queue="a1111-async-jobs", batch_size=1)
 def run_jobs(event):
     """One job doorbell: run the most urgent queued job on a free A1111 slot."""
-    return handlers.on_job_doorbells(event)
+    return _handlers().on_job_doorbells(event)
 
 
 @app.on_sqs_message(queue="a1111-async-webhooks", batch_size=10)
 def deliver_webhooks(event):
     """Webhook doorbells: deliver the due webhooks of the outbox."""
-    return handlers.on_webhook_doorbells(event)
+    return _handlers().on_webhook_doorbells(event)
 
 
 @app.on_sqs_message(queue="a1111-async-submissions", batch_size=10)
 def take_submissions(event):
     """Jobs submitted by other systems as SQS messages."""
-    return handlers.on_submissions(event)
+    return _handlers().on_submissions(event)
 
 
 @app.schedule("rate(1 minute)")
 def sweep(event):
     """Expired leases, work waiting without a doorbell, due webhook retries, A1111 health."""
-    return handlers.on_schedule(event)
+    return _handlers().on_schedule(event)

@@ -22,11 +22,14 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import uuid
 
+import psycopg
 import requests
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from chalicelib import store as store_module
 from tests import harness
 
 AUTH = harness.AUTH
@@ -145,6 +148,103 @@ def bench_submit_vs_ceiling(*, clients: int, total_requests: int) -> list[dict]:
     return rows
 
 
+QUEUED = 100_000
+FILL_JOB = """
+INSERT INTO jobs (id, owner, kind, status, priority, request, options, available_at, created_at, updated_at)
+VALUES (:id, 'e2e', 'txt2img', 'queued', 0, :request, :options, :now, :now, :now)
+"""
+FILL_DOORBELL = """
+INSERT INTO queue_messages (queue, body, visible_at, created_at) VALUES ('jobs', :body, :now, :now)
+"""
+
+
+def fill_queue(database_url: str, count: int) -> float:
+    """`count` queued jobs and their doorbells written straight into the store (as many submits
+    would leave them with no worker running); then the cost in ms of the queue position of the
+    newest one, the COUNT a submit would pay to put a position in its 202."""
+    job_store = store_module.make_store(database_url)
+    db = job_store.database
+    now = time.time()
+    try:
+        for start in range(0, count, 10_000):
+            ids = [str(uuid.uuid4()) for _ in range(start, min(start + 10_000, count))]
+            with db.transaction() as session:
+                session.executemany(db.native(FILL_JOB), [
+                    {"id": job_id, "request": db.dump_json({"prompt": "filler"}), "options": db.dump_json({}),
+                     "now": now} for job_id in ids])
+                session.executemany(db.native(FILL_DOORBELL), [
+                    {"body": db.dump_json({"job_id": job_id}), "now": now} for job_id in ids])
+        # Postgres: vacuumed now, so autovacuum does not wake up for the new rows mid-measurement.
+        db.execute("VACUUM ANALYZE" if db.dialect == "postgres" else "ANALYZE")
+        newest = job_store.list_jobs("e2e", status="queued", limit=1, before=None).jobs
+        timings = []
+        for _ in range(20):
+            began = time.perf_counter()
+            job_store.queue_positions(newest)
+            timings.append(time.perf_counter() - began)
+        return percentile(timings, 0.5) * 1000
+    finally:
+        db.close()
+
+
+def bench_deep_queue(*, database_url: str | None, label: str, samples: int) -> dict:
+    """Submit p50 at one client on an empty queue, then with QUEUED jobs queued, on one server."""
+    with tempfile.TemporaryDirectory() as directory:
+        cluster = harness.Cluster(pathlib.Path(directory), database_url=database_url)
+        cluster.env.update(LOG_LEVEL="WARNING", SWEEP_INTERVAL="3600")
+        cluster.start_simulator(gen_seconds=0.5)
+        try:
+            cluster.start_api()
+            timed_calls(cluster.api_url, SUBMIT, 20)
+            empty = timed_calls(cluster.api_url, SUBMIT, samples)
+            position_ms = fill_queue(cluster.env["DATABASE_URL"], QUEUED)
+            timed_calls(cluster.api_url, SUBMIT, 20)
+            deep = timed_calls(cluster.api_url, SUBMIT, samples)
+        finally:
+            cluster.stop()
+    empty_p50, deep_p50 = percentile(empty, 0.5) * 1000, percentile(deep, 0.5) * 1000
+    return {"label": label, "empty_p50": empty_p50, "deep_p50": deep_p50, "ratio": deep_p50 / empty_p50,
+            "empty_p99": percentile(empty, 0.99) * 1000, "deep_p99": percentile(deep, 0.99) * 1000,
+            "position_ms": position_ms}
+
+
+def print_deep_queue_table(rows: list[dict]) -> None:
+    print(f"| store | submit p50 (p99), empty queue | submit p50 (p99), {QUEUED:,} queued | ratio (goal ≤ 1.2) | "
+          f"queue position of the newest job at {QUEUED:,} queued (not in the 202) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['label']} | {r['empty_p50']:.2f} ms ({r['empty_p99']:.2f}) | {r['deep_p50']:.2f} ms "
+              f"({r['deep_p99']:.2f}) | {r['ratio']:.2f} | {r['position_ms']:.1f} ms |")
+
+
+def postgres_url_or_none() -> tuple[str, str] | None:
+    """A new, empty Postgres database (url, name), or None when no server answers."""
+    name = f"bench_core_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(harness.postgres_server_url(), autocommit=True, connect_timeout=3) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError:
+        return None
+    return harness.with_database(harness.postgres_server_url(), name), name
+
+
+def drop_postgres(name: str) -> None:
+    with psycopg.connect(harness.postgres_server_url(), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def deep_queue_rows(*, samples: int, postgres: bool) -> list[dict]:
+    rows = [bench_deep_queue(database_url=None, label="SQLite", samples=samples)]
+    created = postgres_url_or_none() if postgres else None
+    if created is not None:
+        url, name = created
+        try:
+            rows.append(bench_deep_queue(database_url=url, label="Postgres", samples=samples))
+        finally:
+            drop_postgres(name)
+    return rows
+
+
 def measure_dispatch(cluster: harness.Cluster, *, samples: int) -> dict:
     """Submit → claim delay of jobs submitted one by one to an idle worker, in ms."""
     delays = []
@@ -201,17 +301,29 @@ def print_submit_table(rows: list[dict]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
+    parser.add_argument("--only", choices=("submit", "deep-queue"), help="run one part alone")
+    parser.add_argument("--no-postgres", action="store_true", help="the deep-queue part on SQLite only")
     args = parser.parse_args()
     scale = 0.25 if args.quick else 1.0
+    if args.only == "deep-queue":
+        print_deep_queue_table(deep_queue_rows(samples=int(400 * scale), postgres=not args.no_postgres))
+        return 0
+    if args.only == "submit":
+        print_submit_table([row for clients in CLIENT_COUNTS
+                            for row in bench_submit_vs_ceiling(clients=clients, total_requests=int(800 * scale))])
+        return 0
 
     submit = [row for clients in CLIENT_COUNTS
               for row in bench_submit_vs_ceiling(clients=clients, total_requests=int(800 * scale))]
+    deep = deep_queue_rows(samples=int(400 * scale), postgres=not args.no_postgres)
     dispatch = bench_dispatch(samples=int(40 * scale) or 1)
     sequential = bench_sequential(jobs=20, gen_seconds=0.5)
 
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           "store: SQLite (default)")
     print_submit_table(submit)
+    print()
+    print_deep_queue_table(deep)
     print()
     print("| measure | result |")
     print("|---|---|")

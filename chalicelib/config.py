@@ -10,6 +10,7 @@ import functools
 import hashlib
 import logging
 import os
+import typing
 
 import pydantic
 import pydantic_settings
@@ -156,6 +157,10 @@ class Settings(pydantic_settings.BaseSettings):
     # A1111 failures (docs/reliability.md): an instance whose progress polls fail this long while it
     # runs a job is taken as stalled (0: never); the run is abandoned and the job retried elsewhere.
     a1111_stall_seconds: float = pydantic.Field(60.0, ge=0)
+
+    # Submit durability (docs/reliability.md, "Durability"): SQLite's fsync policy. NORMAL (WAL)
+    # survives any crash of the process; FULL also survives a power cut, at one fsync per commit.
+    sqlite_synchronous: typing.Literal["NORMAL", "FULL"] = "NORMAL"
 
     log_level: str = "INFO"
 

@@ -24,7 +24,7 @@ class Context:
 
 
 def build_context(settings: config.Settings) -> Context:
-    job_store = store.make_store(settings.database_url)
+    job_store = store.make_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     job_store.migrate()
     return Context(
         settings=settings,

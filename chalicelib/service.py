@@ -67,15 +67,19 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
         webhook_secret=options.webhook_secret,
         idempotency_key=idempotency_key,
     )
-    job, created = ctx.store.create_job(new_job, now=time.time())
+    # One transaction: the job and its doorbell (a row of a table queue) commit together.
+    doorbell = ctx.queue.send_on_commit(queue_base.JOBS, {"job_id": new_job.id})
+    job, created = ctx.store.create_job(new_job, now=time.time(), doorbell=doorbell)
     if created:
-        # A lost doorbell is harmless: the sweep re-rings jobs left waiting. So a queue that cannot
-        # be reached (SQS) must not fail a submit whose job is already stored.
+        # SQS is rung after the commit. A lost doorbell is harmless: the sweep re-rings jobs left
+        # waiting. So a queue that cannot be reached must not fail a submit whose job is stored.
         try:
-            ctx.queue.send(queue_base.JOBS, {"job_id": job.id})
+            doorbell.send()
         except errors.StoreUnavailable:
             log.warning("job doorbell not sent; the sweep rings it later", exc_info=True, extra={"job_id": job.id})
-    return views.job_summary(job, queue_position=_queue_position(ctx, job)), created
+    # No queue position here: counting the jobs ahead grows with the queue, and a submit must not
+    # (docs/performance.md). GET the job for it.
+    return views.job_summary(job, queue_position=None), created
 
 
 def get_job(ctx: context_module.Context, job_id: str, *, owner: str, images: str | None = None) -> dict:

@@ -16,6 +16,8 @@ from chalicelib.store import sqlite_db
 WATCH_INTERVAL = 0.005
 FALLBACK_POLL = 0.25
 
+SEND = "INSERT INTO queue_messages (queue, body, visible_at, created_at) VALUES (:queue, :body, :visible_at, :now)"
+
 RECEIVE = """
 SELECT id, body, receive_count FROM queue_messages
 WHERE queue = :queue AND visible_at <= :now ORDER BY id LIMIT :limit
@@ -36,10 +38,14 @@ class LocalQueue:
         self.visibility_timeout = visibility_timeout
 
     def send(self, queue: str, body: dict, *, delay: float = 0) -> None:
+        with self.database.transaction() as session:
+            self.send_on_commit(queue, body, delay=delay).write(session)
+
+    def send_on_commit(self, queue: str, body: dict, *, delay: float = 0) -> base.TableMessage:
+        """A row in the store's own transaction: the job and its doorbell commit together."""
         now = time.time()
-        with self.database.write() as conn:
-            conn.execute("INSERT INTO queue_messages (queue, body, visible_at, created_at) "
-                         "VALUES (?, ?, ?, ?)", (queue, json.dumps(body), now + delay, now))
+        return base.TableMessage(SEND, {"queue": queue, "body": json.dumps(body), "visible_at": now + delay,
+                                        "now": now})
 
     def receive(self, queue: str, *, max_messages: int = 1, wait_seconds: float = 0,
                 visibility_timeout: float | None = None) -> list[base.Message]:

@@ -92,8 +92,13 @@ class PostgresQueue:
         self.doorbell = Doorbell(database)
 
     def send(self, queue: str, body: dict, *, delay: float = 0) -> None:
+        message = self.send_on_commit(queue, body, delay=delay)
+        self.database.execute(message.sql, message.params)
+
+    def send_on_commit(self, queue: str, body: dict, *, delay: float = 0) -> base.TableMessage:
+        """A row in the store's own transaction; its NOTIFY is delivered when that commits."""
         now = time.time()
-        self.database.execute(SEND_AND_RING if delay <= 0 else SEND, {
+        return base.TableMessage(SEND_AND_RING if delay <= 0 else SEND, {
             "queue": queue, "body": psycopg_json.Json(body), "visible_at": now + delay, "now": now})
 
     def receive(self, queue: str, *, max_messages: int = 1, wait_seconds: float = 0,

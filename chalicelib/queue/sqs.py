@@ -9,6 +9,7 @@ botocore's (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS point it at LocalStack or mo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import re
@@ -63,6 +64,10 @@ class SqsQueue:
         with wrapped(f"send to the {queue} queue"):
             self.client.send_message(QueueUrl=self.url(queue), MessageBody=json.dumps(body),
                                      DelaySeconds=_whole_seconds(delay, MAX_DELAY_SECONDS))
+
+    def send_on_commit(self, queue: str, body: dict) -> "AfterCommit":
+        """SQS cannot join the store's transaction: the message is sent once it has committed."""
+        return AfterCommit(self, queue, body)
 
     def send_batch(self, queue: str, bodies: list[str]) -> list[str | None]:
         """Send up to 10 message bodies as they are (text) in one call; for each, None if SQS took it,
@@ -131,6 +136,21 @@ class SqsQueue:
                     url = self.client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
             self._dead_letter_urls[queue] = url
         return self._dead_letter_urls[queue]
+
+
+@dataclasses.dataclass(frozen=True)
+class AfterCommit:
+    """`base.OnCommit` on SQS: nothing inside the transaction, one send after it."""
+
+    sqs: SqsQueue
+    queue: str
+    body: dict
+
+    def write(self, session: object) -> None:
+        """SQS is outside the database; see `send`."""
+
+    def send(self) -> None:
+        self.sqs.send(self.queue, self.body)
 
 
 def make_client(queue_url: str):

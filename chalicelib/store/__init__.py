@@ -14,12 +14,12 @@ from chalicelib.store import stats
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def make_store(database_url: str) -> base.JobStore:
+def make_store(database_url: str, *, sqlite_synchronous: str = "NORMAL") -> base.JobStore:
     """A store for the URL; it connects on first use, so building one never fails on a down database."""
     from chalicelib.store import jobs
     if database_url.startswith("sqlite:///"):
         from chalicelib.store import sqlite_db
-        return jobs.JobStore(sqlite_db.SqliteDatabase.from_url(database_url))
+        return jobs.JobStore(sqlite_db.SqliteDatabase.from_url(database_url, synchronous=sqlite_synchronous))
     if database_url.startswith(POSTGRES_SCHEMES):
         from chalicelib.store import postgres_db
         return jobs.JobStore(postgres_db.PostgresDatabase.from_url(database_url))

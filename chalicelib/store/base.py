@@ -27,6 +27,12 @@ class NewJob:
     idempotency_key: str | None
 
 
+class InTransaction(typing.Protocol):
+    """Something written in a store method's own transaction (a queue message: `queue.base.OnCommit`)."""
+
+    def write(self, session: typing.Any) -> None: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     """One row of the jobs table, JSON columns decoded."""

@@ -41,15 +41,21 @@ class JobStore:
 
     # -- API side ---------------------------------------------------------------------------
 
-    def create_job(self, job: base.NewJob, *, now: float) -> tuple[base.Job, bool]:
-        """Insert, or return the job the same owner already created with this idempotency key."""
+    def create_job(self, job: base.NewJob, *, now: float,
+                   doorbell: base.InTransaction | None = None) -> tuple[base.Job, bool]:
+        """Insert, or return the job the same owner already created with this idempotency key.
+        A new job's `doorbell` is written in the same transaction: a 202 never leaves a job without
+        its queue message, nor a message without its job."""
         db = self.database
         params = {
             "id": job.id, "owner": job.owner, "kind": job.kind, "priority": job.priority,
             "request": db.dump_json(job.request), "options": db.dump_json(job.options),
             "webhook_secret": job.webhook_secret, "idempotency_key": job.idempotency_key, "now": now,
         }
-        row = db.execute_one(self.sql.INSERT_JOB, params)
+        with db.transaction() as session:
+            row = session.query_one(self.sql.INSERT_JOB, params)
+            if row is not None and doorbell is not None:
+                doorbell.write(session)
         if row is not None:
             return self._job(row), True
         return self._job(db.query_one(self.sql.SELECT_BY_IDEMPOTENCY, params)), False

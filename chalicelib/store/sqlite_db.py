@@ -28,6 +28,9 @@ from chalicelib import errors
 from chalicelib.store import sqlite_schema
 
 BUSY_TIMEOUT_MS = 30_000
+# In WAL, NORMAL syncs at checkpoints only: a commit survives any crash of the process, the last
+# commits may be lost on a power cut; FULL syncs the WAL at every commit (SQLITE_SYNCHRONOUS).
+SYNCHRONOUS_LEVELS = ("NORMAL", "FULL")
 
 _write_locks: dict[str, threading.RLock] = {}
 _write_locks_guard = threading.Lock()
@@ -70,8 +73,11 @@ class SqliteDatabase:
     dialect = "sqlite"
     IntegrityError = sqlite3.IntegrityError
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, synchronous: str = "NORMAL") -> None:
+        if synchronous not in SYNCHRONOUS_LEVELS:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, not {synchronous!r}")
         self.path = path
+        self.synchronous = synchronous
         self._local = threading.local()
         self._write_lock = _write_lock(path)
         directory = os.path.dirname(os.path.abspath(path))
@@ -81,10 +87,10 @@ class SqliteDatabase:
             raise errors.StoreUnavailable(f"cannot create the SQLite directory {directory}: {exc.strerror}") from exc
 
     @classmethod
-    def from_url(cls, url: str) -> "SqliteDatabase":
+    def from_url(cls, url: str, *, synchronous: str = "NORMAL") -> "SqliteDatabase":
         if not url.startswith("sqlite:///"):
             raise ValueError(f"not a sqlite URL: {url!r} (expected sqlite:///path/to/file.db)")
-        return cls(url[len("sqlite:///"):])
+        return cls(url[len("sqlite:///"):], synchronous=synchronous)
 
     def connection(self) -> sqlite_utils.Database:
         db = getattr(self._local, "db", None)
@@ -94,7 +100,7 @@ class SqliteDatabase:
                                        isolation_level=None, check_same_thread=False)
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
                 conn.execute("PRAGMA foreign_keys = ON")
             except sqlite3.Error as exc:
                 raise errors.StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc

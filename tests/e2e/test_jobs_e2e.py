@@ -72,7 +72,7 @@ def test_cancel_of_a_queued_job_never_reaches_a1111(cluster):
     running = cluster.submit()
     cluster.wait_status(running["job_id"], {"processing"})
     queued = cluster.submit()
-    assert queued["queue_position"] == 1
+    assert cluster.job(queued["job_id"])["queue_position"] == 1
     response = requests.post(f"{cluster.api_url}/sdapi/v1/jobs/{queued['job_id']}/cancel", headers=AUTH,
                              timeout=10)
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
