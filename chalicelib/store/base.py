@@ -58,6 +58,7 @@ class Job:
     started_at: float | None
     finished_at: float | None
     updated_at: float
+    version: int  # 1 at insert, bumped by every change of the row in the changing statement
 
 
 @dataclasses.dataclass(frozen=True)

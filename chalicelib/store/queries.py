@@ -68,13 +68,14 @@ SELECT id FROM jobs WHERE status = 'queued' AND available_at <= :cutoff ORDER BY
 # Each returns the job's options (what `base.write_event` needs), or no row when its guard failed.
 
 CANCEL_QUEUED = """
-UPDATE jobs SET status = 'cancelled', finished_at = :now, updated_at = :now
+UPDATE jobs SET status = 'cancelled', finished_at = :now, updated_at = :now, version = version + 1
 WHERE id = :id AND status = 'queued'
 RETURNING options
 """
 
 REQUEST_CANCEL = """
-UPDATE jobs SET cancel_requested = TRUE, updated_at = :now WHERE id = :id AND status = 'processing'
+UPDATE jobs SET cancel_requested = TRUE, updated_at = :now, version = version + 1
+WHERE id = :id AND status = 'processing'
 RETURNING options
 """
 
@@ -99,7 +100,7 @@ PROGRESS_BEFORE = "SELECT progress FROM jobs WHERE id = :id AND status = 'proces
 
 RECORD_PROGRESS = """
 UPDATE jobs SET progress = :progress, preview = COALESCE(:preview, preview),
-       lease_expires_at = :expires, updated_at = :now
+       lease_expires_at = :expires, updated_at = :now, version = version + 1
 WHERE id = :id AND status = 'processing' AND lease_owner = :worker
 RETURNING cancel_requested, options
 """
@@ -112,32 +113,34 @@ RETURNING options
 COMPLETE = f"""
 UPDATE jobs SET status = 'completed', result = :result, image_count = :image_count,
        result_attempt = attempts, progress = :progress, preview = NULL, finished_at = :now,
-       lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+       lease_owner = NULL, lease_expires_at = NULL, updated_at = :now, version = version + 1
 {OWNED}
 """
 
 FINISH_CANCELLED = f"""
 UPDATE jobs SET status = 'cancelled', result = :result, image_count = :image_count,
        result_attempt = attempts, preview = NULL, finished_at = :now,
-       lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+       lease_owner = NULL, lease_expires_at = NULL, updated_at = :now, version = version + 1
 {OWNED}
 """
 
 FAIL = f"""
 UPDATE jobs SET status = 'error', error_code = :code, error_message = :message, preview = NULL,
-       finished_at = :now, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+       finished_at = :now, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now, version = version + 1
 {OWNED}
 """
 
 RETRY_LATER = f"""
 UPDATE jobs SET status = 'queued', available_at = :available_at, lease_owner = NULL,
-       lease_expires_at = NULL, instance = NULL, progress = NULL, preview = NULL, updated_at = :now
+       lease_expires_at = NULL, instance = NULL, progress = NULL, preview = NULL, updated_at = :now,
+       version = version + 1
 {OWNED}
 """
 
 RELEASE = f"""
 UPDATE jobs SET status = 'queued', attempts = attempts - 1, available_at = :now, lease_owner = NULL,
-       lease_expires_at = NULL, instance = NULL, progress = NULL, preview = NULL, updated_at = :now
+       lease_expires_at = NULL, instance = NULL, progress = NULL, preview = NULL, updated_at = :now,
+       version = version + 1
 {OWNED}
 """
 
@@ -153,19 +156,20 @@ RETURNING options
 
 EXPIRE_TO_QUEUED = f"""
 UPDATE jobs SET status = 'queued', available_at = :now, lease_owner = NULL, lease_expires_at = NULL,
-       instance = NULL, progress = NULL, preview = NULL, updated_at = :now
+       instance = NULL, progress = NULL, preview = NULL, updated_at = :now, version = version + 1
 {EXPIRED_GUARD}
 """
 
 EXPIRE_TO_ERROR = f"""
 UPDATE jobs SET status = 'error', error_code = 'lease_expired', error_message = :message,
-       preview = NULL, finished_at = :now, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+       preview = NULL, finished_at = :now, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now,
+       version = version + 1
 {EXPIRED_GUARD}
 """
 
 EXPIRE_TO_CANCELLED = f"""
 UPDATE jobs SET status = 'cancelled', preview = NULL, finished_at = :now, lease_owner = NULL,
-       lease_expires_at = NULL, updated_at = :now
+       lease_expires_at = NULL, updated_at = :now, version = version + 1
 {EXPIRED_GUARD}
 """
 
@@ -287,7 +291,7 @@ SQLITE = {
     "CLAIM_NEXT": f"""
 UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease_owner = :worker,
        lease_expires_at = :expires, instance = :instance, started_at = COALESCE(started_at, :now),
-       progress = NULL, preview = NULL, updated_at = :now
+       progress = NULL, preview = NULL, updated_at = :now, version = version + 1
 WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= :now
              AND NOT EXISTS (SELECT 1 FROM json_each(jobs.options, '$.instance_labels')
                              WHERE value NOT IN (SELECT value FROM json_each(:labels)))
@@ -329,7 +333,7 @@ WITH candidate AS (
     UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease_owner = :worker,
            lease_expires_at = :expires, instance = :instance,
            started_at = COALESCE(started_at, :now), progress = NULL, preview = NULL,
-           updated_at = :now
+           updated_at = :now, version = jobs.version + 1
     FROM candidate WHERE jobs.seq = candidate.seq AND jobs.status = 'queued'
     RETURNING {", ".join(f"jobs.{name}" for name in JOB_FIELDS)}
 ), run AS (
@@ -349,7 +353,7 @@ WITH before AS (
     SELECT id, progress FROM jobs WHERE id = :id AND status = 'processing' AND lease_owner = :worker
 )
 UPDATE jobs SET progress = :progress, preview = COALESCE(:preview, jobs.preview),
-       lease_expires_at = :expires, updated_at = :now
+       lease_expires_at = :expires, updated_at = :now, version = jobs.version + 1
 FROM before
 WHERE jobs.id = before.id AND jobs.status = 'processing' AND jobs.lease_owner = :worker
 RETURNING jobs.cancel_requested, jobs.options, before.progress AS progress_before
