@@ -62,6 +62,19 @@ class Job:
 
 
 @dataclasses.dataclass(frozen=True)
+class JobChange:
+    """One change of a job as the store signals it (chalicelib/changes.py): the job's new `version`,
+    and whether the change took it out of the queue (which moves the queue positions behind it).
+    `seq` orders SQLite's change log; a Postgres notification has none (0)."""
+
+    job_id: str
+    owner: str
+    version: int
+    left_queue: bool
+    seq: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class JobRun:
     """One attempt at a job: who ran it, where, and how it ended."""
 
@@ -337,6 +350,8 @@ class JobStore(typing.Protocol):
         then first in, first out), in one query. Jobs not queued (by their record, or any more by
         the time of the query) are left out."""
     def list_runs(self, job_id: str) -> list[JobRun]: ...
+    def owner_jobs(self, owner: str, *, queued_only: bool, limit: int) -> list[Job]: ...
+    def changes_after(self, seq: int | None, *, limit: int) -> tuple[int, list[JobChange]]: ...
     def count_by_status(self) -> dict[str, int]: ...
     def stale_queued(self, *, older_than: float, now: float, limit: int) -> list[str]: ...
 

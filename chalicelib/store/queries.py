@@ -58,6 +58,22 @@ SELECT seq, position FROM (
 WHERE {seq_in_seqs}
 """
 
+# An owner's queued jobs in queue order (live streams refresh their positions when the queue moves).
+OWNER_QUEUED = f"""
+SELECT {JOB_COLUMNS} FROM jobs WHERE owner = :owner AND status = 'queued' ORDER BY priority DESC, seq LIMIT :limit
+"""
+# An owner's unfinished jobs, newest first (what an owner's event stream starts with).
+OWNER_ACTIVE = f"""
+SELECT {JOB_COLUMNS} FROM jobs WHERE owner = :owner AND status IN ('queued', 'processing')
+ORDER BY seq DESC LIMIT :limit
+"""
+
+# The change log the SQLite triggers write (chalicelib/changes.py reads it; Postgres NOTIFYs instead).
+LAST_CHANGE = "SELECT COALESCE(MAX(seq), 0) AS seq FROM job_changes"
+CHANGES_AFTER = """
+SELECT seq, job_id, owner, version, left_queue FROM job_changes WHERE seq > :after ORDER BY seq LIMIT :limit
+"""
+
 SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM job_runs WHERE job_id = :id ORDER BY attempt"
 COUNT_BY_STATUS = "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status"
 STALE_QUEUED = """
@@ -346,6 +362,8 @@ WITH candidate AS (
 SELECT {JOB_COLUMNS} FROM claimed
 """,
     "OPEN_RUN": None,
+    "LAST_CHANGE": None,
+    "CHANGES_AFTER": None,
     # Also returns the progress it replaced (from the statement's snapshot).
     "PROGRESS_BEFORE": None,
     "RECORD_PROGRESS": """
