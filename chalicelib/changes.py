@@ -287,7 +287,8 @@ def postgres_listener(store: store_base.JobStore) -> typing.Callable[[Registry],
                 registry.resync()  # notifications sent before LISTEN are lost
                 last_ping = time.monotonic()
                 while not registry.closed:
-                    registry.publish(_decoded(notify.payload) for notify in conn.notifies(timeout=LISTEN_SLICE))
+                    for notify in conn.notifies(timeout=LISTEN_SLICE):
+                        registry.publish([_decoded(notify.payload)])
                     if time.monotonic() - last_ping > LISTENER_PING_SECONDS:
                         conn.execute(postgres_db.PING)  # finds a connection that died silently
                         last_ping = time.monotonic()
