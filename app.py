@@ -12,6 +12,7 @@ from chalicelib.api import health
 from chalicelib.api import http
 from chalicelib.api import jobs
 from chalicelib.api import metrics
+from chalicelib.api import ui
 from chalicelib.api import webhooks
 
 dev_token.install_under_chalice_local(os.environ, sys.argv)  # the dev stage only; see there
@@ -26,6 +27,7 @@ app.register_blueprint(jobs.blueprint)
 app.register_blueprint(webhooks.blueprint)
 app.register_blueprint(metrics.blueprint)
 app.register_blueprint(catalog.blueprint)
+app.register_blueprint(ui.blueprint)
 
 # Lambda functions beside the API (chalicelib/handlers.py). Each event source is pointed at the
 # stack's own queue, with ReportBatchItemFailures, by infra/template.yaml (`make package`); the
