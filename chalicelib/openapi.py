@@ -201,7 +201,7 @@ def build_document(app: chalice.Chalice, *, server_url: str = "/") -> dict:
                 "A1111's own request body and answers 202 with a queued job at once; poll "
                 "`GET /sdapi/v1/jobs/{job_id}` (or receive signed webhooks) for progress and A1111's response.\n\n"
                 "Every operation needs a token (`Authorization: Bearer <token>`; HTTP Basic with the token as "
-                "password for A1111 clients) except `/health`, `/doc` and `/openapi.json`. Errors are "
+                "password for A1111 clients) except `/health`, `/doc`, `/ui` and `/openapi.json`. Errors are "
                 "`{\"error\", \"detail\"}`; 422 lists every problem in FastAPI's shape."),
         },
         "servers": [{"url": server_url, "description": "this server"}],

@@ -63,8 +63,7 @@ STREAMING_UNAVAILABLE = ("event streams need a server that streams (python wsgi.
                          "GET /sdapi/v1/jobs/{job_id}?wait=20&version=<the version you have>")
 NO_STREAMING = openapi.Reply(
     "This runtime cannot stream (chalice local, AWS Lambda): the JSON error says to long-poll instead.",
-    schema={"type": "object", "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}},
-    example={"error": "StreamingUnavailable", "detail": STREAMING_UNAVAILABLE})
+    model="Error", example={"error": "StreamingUnavailable", "detail": STREAMING_UNAVAILABLE})
 JOB_EVENTS_DESCRIPTION = (
     "The job's state now, then one event per change until a terminal one (job.completed, job.error, "
     "job.cancelled) ends the stream. `data` is the job summary (no images). Resume with `Last-Event-ID` (or "

@@ -65,7 +65,7 @@ STABLE_OPERATION_IDS = {
     "GET /sdapi/v1/options": "get_config_sdapi_v1_options_get",
     "GET /sdapi/v1/embeddings": "get_embeddings_sdapi_v1_embeddings_get",
 }
-PUBLIC_OPERATIONS = {"GET /openapi.json", "GET /doc", "GET /doc/{asset}"}
+PUBLIC_OPERATIONS = {"GET /openapi.json", "GET /doc", "GET /doc/{asset}", "GET /ui", "GET /ui/{asset}"}
 TOKEN_OPTIONAL_OPERATIONS = {"GET /health"}  # anyone gets the summary; a token gets the detail
 # Routes whose `@openapi.document` is still to be written in their own module. Strict: once one is
 # documented, its entry here fails until removed (and its operationId joins STABLE_OPERATION_IDS).
