@@ -14,6 +14,7 @@ from chalicelib.api import jobs
 from chalicelib.api import legacy
 from chalicelib.api import metrics
 from chalicelib.api import options
+from chalicelib.api import ui
 from chalicelib.api import webhooks
 
 dev_token.install_under_chalice_local(os.environ, sys.argv)  # the dev stage only; see there
@@ -29,8 +30,10 @@ app.register_blueprint(webhooks.blueprint)
 app.register_blueprint(metrics.blueprint)
 app.register_blueprint(catalog.blueprint)
 app.register_blueprint(options.blueprint)
+app.register_blueprint(ui.blueprint)
 app.register_blueprint(legacy.blueprint, url_prefix=legacy.PREFIX)
 cors.install(app)  # last: every route above gets its preflight
+
 
 def _handlers():
     """chalicelib.handlers (the worker's side: runner, placement, intake) on the first event that

@@ -2,7 +2,8 @@
 
 It adapts WSGI to Chalice's own API Gateway emulator (chalice.local.LocalGateway), so routing,
 binary responses and the event shape are exactly what `chalice local` and Lambda see, and writes
-one JSON access-log line per request. `python wsgi.py` serves it with waitress on $HOST:$PORT and
+one JSON access-log line per request. The event streams (Server-Sent Events), which Chalice cannot
+answer, are served first by `chalicelib.streams`. `python wsgi.py` serves it with waitress on $HOST:$PORT and
 stops gracefully on SIGTERM or SIGINT (see `serve`).
 """
 from __future__ import annotations
@@ -25,10 +26,12 @@ from waitress import server as waitress_server
 from waitress import wasyncore
 
 from app import app
+from chalicelib import changes
 from chalicelib import config
 from chalicelib import context
 from chalicelib import errors
 from chalicelib import logs
+from chalicelib import streams
 
 log = logging.getLogger("wsgi")
 access_log = logging.getLogger("access")
@@ -131,7 +134,15 @@ def _job_id(path: str, headers: list) -> str | None:
     return urllib.parse.unquote(match.group(1)) if match else None
 
 
-application = with_access_log(gateway_application)
+def streaming_application(environ: dict, start_response):
+    """The event streams, then everything else through the Chalice gateway."""
+    stream = streams.match(environ)
+    if stream is not None:
+        return stream(environ, start_response)
+    return gateway_application(environ, start_response)
+
+
+application = with_access_log(streaming_application)
 
 
 def serve(wsgi_app, *, host: str, port: int, grace: float, **adjustments) -> None:
@@ -159,6 +170,7 @@ def serve(wsgi_app, *, host: str, port: int, grace: float, **adjustments) -> Non
         wasyncore.loop(timeout=adj.asyncore_loop_timeout, map=socket_map, use_poll=adj.asyncore_use_poll, count=1)
     log.info("stopping: new connections are refused; requests in flight may finish",
              extra={"signal": received[0], "grace_seconds": grace})
+    changes.close()  # event streams end (clients reconnect with Last-Event-ID), long-polls answer now
     cut = _drain(socket_map, listeners, grace=grace)
     listeners[0].task_dispatcher.shutdown(cancel_pending=True, timeout=CUT_WAIT_SECONDS if cut else 5)
     wasyncore.close_all(socket_map)

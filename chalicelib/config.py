@@ -162,6 +162,14 @@ class Settings(pydantic_settings.BaseSettings):
     # survives any crash of the process; FULL also survives a power cut, at one fsync per commit.
     sqlite_synchronous: typing.Literal["NORMAL", "FULL"] = "NORMAL"
 
+    # Live progress (docs/live.md): event streams, long-polls and the change signal they wait on.
+    # Streams and long-polls hold a server thread each: at most STREAM_MAX_OPEN at once (default:
+    # half of API_THREADS), so the other half keeps answering everything else.
+    stream_max_open: int | None = pydantic.Field(None, ge=0)
+    stream_keepalive_seconds: float = pydantic.Field(15.0, gt=0)
+    long_poll_max_seconds: float = pydantic.Field(20.0, ge=0, le=28)
+    change_watch_interval: float = pydantic.Field(0.01, gt=0, le=1)
+
     log_level: str = "INFO"
 
     # The original proxy's names and browser access (docs/legacy.md): AUTH_TOKEN is used when
@@ -235,6 +243,18 @@ class Settings(pydantic_settings.BaseSettings):
             raise ValueError(f"WEBHOOK_CLAIM_SECONDS ({self.webhook_claim_seconds:g}) must be at least "
                              f"WEBHOOK_TIMEOUT + {WEBHOOK_CLAIM_MARGIN_SECONDS:g} s ({least:g}), so that no "
                              "other dispatcher takes a delivery while its attempt is open")
+        return self
+
+    def stream_limit(self) -> int:
+        """How many event streams and long-polls may be open at once in one API process."""
+        return self.api_threads // 2 if self.stream_max_open is None else self.stream_max_open
+
+    @pydantic.model_validator(mode="after")
+    def _check_stream_limit(self) -> "Settings":
+        """Streams that could hold every server thread would leave none for anything else."""
+        if self.stream_max_open is not None and self.stream_max_open >= self.api_threads:
+            raise ValueError(f"STREAM_MAX_OPEN ({self.stream_max_open}) must be less than API_THREADS "
+                             f"({self.api_threads}): each open stream holds a server thread")
         return self
 
     def webhook_retry_delays(self) -> list[float]:

@@ -64,6 +64,17 @@ class TooManyRequests(ServiceError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+class ServerBusy(ServiceError):
+    """503 with Retry-After: every slot of a bounded resource (open event streams) is taken."""
+
+    status, name = 503, "ServerBusy"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class BadGateway(ServiceError):
     """502: no A1111 instance answered a call passed through to it, and nothing was cached."""
 

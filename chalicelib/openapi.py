@@ -34,6 +34,7 @@ TAGS = {
     "generation": "A1111's generation endpoints, answered at once with a queued job (202).",
     "jobs": "The jobs you submitted: state, progress, results, images, cancel.",
     "webhooks": "The webhook deliveries of a job.",
+    "live": "Live progress: Server-Sent Events of a job or of all your jobs, and the live queue page.",
     "models": "Checkpoints and LoRAs of every A1111 instance, in A1111's shapes, with Civitai's metadata.",
     "discovery": "A1111's read-only lists (samplers, schedulers, VAEs, upscalers, scripts, options, "
                  "embeddings), passed through from an instance.",
@@ -204,7 +205,7 @@ def build_document(app: chalice.Chalice, *, server_url: str = "/") -> dict:
                 "A1111's own request body and answers 202 with a queued job at once; poll "
                 "`GET /sdapi/v1/jobs/{job_id}` (or receive signed webhooks) for progress and A1111's response.\n\n"
                 "Every operation needs a token (`Authorization: Bearer <token>`; HTTP Basic with the token as "
-                "password for A1111 clients) except `/health`, `/doc` and `/openapi.json`. Errors are "
+                "password for A1111 clients) except `/health`, `/doc`, `/ui` and `/openapi.json`. Errors are "
                 "`{\"error\", \"detail\"}`; 422 lists every problem in FastAPI's shape."),
         },
         "servers": [{"url": server_url, "description": "this server"}],

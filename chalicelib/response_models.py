@@ -64,7 +64,7 @@ class JobSummary(pydantic.BaseModel):
         "job_id": examples.JOB_ID, "uuid": examples.JOB_ID, "id": examples.JOB_ID, "job_status": "queued",
         "type": "txt2img", "status": "queued", "priority": 0, "queue_position": 1,
         "progress": None, "attempts": 0, "cancel_requested": False, "created_at": EXAMPLE_CREATED_AT,
-        "started_at": None, "finished_at": None, "error": None, "metadata": {"order": 42},
+        "started_at": None, "finished_at": None, "error": None, "metadata": {"order": 42}, "version": 1,
     })
 
     job_id: str = pydantic.Field(description="the job's id (a UUID)")
@@ -83,6 +83,9 @@ class JobSummary(pydantic.BaseModel):
     finished_at: datetime.datetime | None
     error: JobError | None
     metadata: dict[str, typing.Any] | None = pydantic.Field(description="the client's metadata, as sent")
+    version: int = pydantic.Field(ge=1, description="1 when submitted, higher after every change of the job "
+                                                    "(state, progress, cancel flag); the `id` of its events and "
+                                                    "what `?version=` long-polls on (docs/live.md)")
 
 
 class TextToImageResponse(pydantic.BaseModel):

@@ -13,6 +13,7 @@ import uuid
 
 from chalicelib import a1111_policy
 from chalicelib import catalog
+from chalicelib import changes
 from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import model_choice
@@ -82,14 +83,22 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
     return views.job_summary(job, queue_position=None), created
 
 
-def get_job(ctx: context_module.Context, job_id: str, *, owner: str, images: str | None = None) -> dict:
+def get_job(ctx: context_module.Context, job_id: str, *, owner: str, images: str | None = None,
+            wait: str | None = None, version: str | None = None) -> dict:
     """The job's detail, with its images inline as base64 (A1111's shape) unless `images` is "urls",
     or unless inline they would make the answer larger than MAX_RESPONSE_BYTES (AWS Lambda answers
-    at most 6 MB): then `image_urls` say where they are and `image_delivery_note` says why."""
+    at most 6 MB): then `image_urls` say where they are and `image_delivery_note` says why.
+
+    Long-poll: with `wait` (seconds, capped by LONG_POLL_MAX_SECONDS) the answer waits until the
+    job's version is above `version` (default: its version now), or until `wait` runs out."""
     delivery = images or views.IMAGES_BASE64
     if delivery not in IMAGE_DELIVERIES:
         raise errors.ValidationFailed.single(["query", "images"], "must be base64 or urls", "enum")
-    job = _owned_job(ctx, job_id, owner=owner)
+    wait_seconds, seen = _parse_long_poll(ctx, wait, version)
+    if wait_seconds:
+        job = _long_poll(ctx, job_id, owner=owner, timeout=wait_seconds, seen=seen)
+    else:
+        job = _owned_job(ctx, job_id, owner=owner)
     position, runs = _queue_position(ctx, job), ctx.store.list_runs(job.id)
     note = None
     if delivery == views.IMAGES_BASE64:
@@ -104,6 +113,46 @@ def get_job(ctx: context_module.Context, job_id: str, *, owner: str, images: str
     return views.job_detail(job, queue_position=position, runs=runs, images=None, base_path="",
                             image_urls=_image_urls(ctx, job), image_delivery=views.IMAGES_URLS,
                             image_delivery_note=note)
+
+
+def _parse_long_poll(ctx: context_module.Context, wait: str | None, version: str | None) -> tuple[float, int | None]:
+    problems = []
+    seconds = 0.0
+    if wait is not None:
+        try:
+            seconds = float(wait)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds < float("inf"):
+            problems.append({"loc": ["query", "wait"], "msg": "must be a number of seconds >= 0",
+                             "type": "value_error"})
+            seconds = 0.0
+    seen = None
+    if version is not None:
+        if version.isascii() and version.isdigit() and len(version) <= 18:
+            seen = int(version)
+        else:
+            problems.append({"loc": ["query", "version"], "msg": "must be an integer >= 0 (a job's `version`)",
+                             "type": "int_parsing"})
+    if problems:
+        raise errors.ValidationFailed(problems)
+    return min(seconds, ctx.settings.long_poll_max_seconds), seen
+
+
+def _long_poll(ctx: context_module.Context, job_id: str, *, owner: str, timeout: float,
+               seen: int | None) -> store_base.Job:
+    """The job once its version is above `seen` (or its version when first read), finished, or
+    after `timeout` seconds; woken by the process's change signal, never by polling."""
+    deadline = time.monotonic() + timeout
+    with changes.registry(ctx).subscribe(job_id=job_id, counted=True) as subscription:
+        job = _owned_job(ctx, job_id, owner=owner)
+        seen = job.version if seen is None else seen
+        while job.version <= seen and job.status not in vocabulary.TERMINAL_STATUSES:
+            wake = subscription.wait(timeout=deadline - time.monotonic())
+            if not wake or wake.closed:
+                break
+            job = _owned_job(ctx, job_id, owner=owner)
+    return job
 
 
 def _image_urls(ctx: context_module.Context, job: store_base.Job) -> list[str]:

@@ -44,6 +44,7 @@ def job_summary(job: base.Job, *, queue_position: int | None) -> dict:
         "finished_at": iso(job.finished_at),
         "error": error,
         "metadata": job.options.get("metadata"),
+        "version": job.version,
     }
 
 

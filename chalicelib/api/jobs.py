@@ -41,6 +41,39 @@ IMAGES = openapi.Param(
     "images", "query", "`base64` (default): images inline in `result.images`, as A1111 answers; `urls`: links in "
     "`image_urls` instead (presigned S3 URLs with IMAGE_STORE=s3://...)",
     {"type": "string", "enum": list(service.IMAGE_DELIVERIES), "default": "base64"})
+WAIT = openapi.Param(
+    "wait", "query", "long-poll: wait up to this many seconds (capped by LONG_POLL_MAX_SECONDS) for the job to "
+    "change, then answer; answers at once when the job is finished",
+    {"type": "number", "minimum": 0})
+VERSION = openapi.Param(
+    "version", "query", "long-poll: the `version` you have; the answer comes as soon as the job's version is "
+    "above it (default: the job's version now, so the next change)", {"type": "integer", "minimum": 0})
+PREVIEWS = openapi.Param("previews", "query", "`true`: `progress.current_image` (A1111's live preview, base64) "
+                         "in progress events", {"type": "boolean", "default": False})
+LAST_EVENT_ID = openapi.Param("last_event_id", "query", "resume: the last event `id` (version) you received; "
+                              "nothing at or below it is sent again", {"type": "integer", "minimum": 0})
+LAST_EVENT_ID_HEADER = openapi.Param("Last-Event-ID", "header", "as `last_event_id` (browsers send it when they "
+                                     "reconnect)", {"type": "integer", "minimum": 0})
+EVENT_STREAM = openapi.Reply(
+    "`text/event-stream`: per change `event:` job.queued | job.started | job.progress | job.completed | job.error "
+    "| job.cancelled, `id:` the job's version, `data:` the job summary as JSON; a `:` comment line every "
+    "STREAM_KEEPALIVE_SECONDS.", media_types=("text/event-stream",), schema={"type": "string"})
+STREAMING_UNAVAILABLE = ("event streams need a server that streams (python wsgi.py, make run, the container "
+                         "image); this one answers whole bodies (chalice local or AWS Lambda). Long-poll instead: "
+                         "GET /sdapi/v1/jobs/{job_id}?wait=20&version=<the version you have>")
+NO_STREAMING = openapi.Reply(
+    "This runtime cannot stream (chalice local, AWS Lambda): the JSON error says to long-poll instead.",
+    model="Error", example={"error": "StreamingUnavailable", "detail": STREAMING_UNAVAILABLE})
+JOB_EVENTS_DESCRIPTION = (
+    "The job's state now, then one event per change until a terminal one (job.completed, job.error, "
+    "job.cancelled) ends the stream. `data` is the job summary (no images). Resume with `Last-Event-ID` (or "
+    "`?last_event_id=`): nothing already seen is sent again. While queued, position changes come as job.queued "
+    "events without an `id` (they do not change the job's version). Served by the streaming WSGI server "
+    "(`python wsgi.py`); 503 with Retry-After when STREAM_MAX_OPEN streams are open. See docs/live.md.")
+OWNER_EVENTS_DESCRIPTION = (
+    "The same events for every job of your token, each `data` with its `job_id`: first the state of your "
+    "queued and processing jobs, then each change, for as long as you stay connected. For dashboards "
+    "(GET /ui uses it). See docs/live.md.")
 JOB_LINKS = {
     "GetJob": {"operationId": "get_job", "parameters": {"job_id": "$response.body#/job_id"},
                "description": "the job's state, progress and result"},
@@ -145,14 +178,44 @@ def list_jobs() -> chalice.Response:
                 "`image_urls` are links to the files (presigned S3 URLs when images are kept in S3); the server "
                 "answers so by itself, and says why in `image_delivery_note`, when inline images would make the "
                 "answer larger than MAX_RESPONSE_BYTES (AWS Lambda answers at most 6 MB).",
-    parameters=(JOB_ID, IMAGES), responses={200: openapi.Reply("The job.", model="JobDetail")},
+    parameters=(JOB_ID, IMAGES, WAIT, VERSION), responses={200: openapi.Reply("The job.", model="JobDetail")},
     errors=(404, 422, 503))
 @http.handler
 def get_job(job_id: str) -> chalice.Response:
     request = blueprint.current_request
     owner = http.owner_of(request)
     return http.json_response(service.get_job(context_module.get_context(), job_id, owner=owner,
-                                              images=http.query_param(request, "images")))
+                                              images=http.query_param(request, "images"),
+                                              wait=http.query_param(request, "wait"),
+                                              version=http.query_param(request, "version")))
+
+
+@blueprint.route("/sdapi/v1/jobs/{job_id}/events", methods=["GET"])
+@openapi.document(
+    operation_id="job_events", summary="A job's events, live (Server-Sent Events)", tags=["live"],
+    description=JOB_EVENTS_DESCRIPTION, parameters=(JOB_ID, PREVIEWS, LAST_EVENT_ID, LAST_EVENT_ID_HEADER),
+    responses={200: EVENT_STREAM, 501: NO_STREAMING}, errors=(404, 503))
+@http.handler
+def job_events(job_id: str) -> chalice.Response:
+    return _no_streaming()
+
+
+@blueprint.route("/sdapi/v1/events", methods=["GET"])
+@openapi.document(
+    operation_id="owner_events", summary="Events of all your jobs, live (Server-Sent Events)", tags=["live"],
+    description=OWNER_EVENTS_DESCRIPTION,
+    parameters=(openapi.Param("status", "query", "only events that leave a job in this state",
+                              openapi.enum_schema(vocabulary.JobStatus)), PREVIEWS),
+    responses={200: EVENT_STREAM, 501: NO_STREAMING}, errors=(422, 503))
+@http.handler
+def owner_events() -> chalice.Response:
+    return _no_streaming()
+
+
+def _no_streaming() -> chalice.Response:
+    """Under Chalice alone (`chalice local`, AWS Lambda) answers are whole bodies: no stream."""
+    http.owner_of(blueprint.current_request)
+    return http.json_response({"error": "StreamingUnavailable", "detail": STREAMING_UNAVAILABLE}, status=501)
 
 
 @blueprint.route("/sdapi/v1/jobs/{job_id}/cancel", methods=["POST"])

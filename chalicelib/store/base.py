@@ -64,6 +64,20 @@ class Job:
     started_at: float | None
     finished_at: float | None
     updated_at: float
+    version: int  # 1 at insert, bumped by every change of the row in the changing statement
+
+
+@dataclasses.dataclass(frozen=True)
+class JobChange:
+    """One change of a job as the store signals it (chalicelib/changes.py): the job's new `version`,
+    and whether the change took it out of the queue (which moves the queue positions behind it).
+    `seq` orders SQLite's change log; a Postgres notification has none (0)."""
+
+    job_id: str
+    owner: str
+    version: int
+    left_queue: bool
+    seq: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,6 +360,8 @@ class JobStore(typing.Protocol):
         """Newest first: the owner's queued and processing jobs and those finished since `since`."""
     def get_model_choice(self, owner: str) -> str | None: ...
     def set_model_choice(self, owner: str, checkpoint: str, *, now: float) -> None: ...
+    def owner_jobs(self, owner: str, *, queued_only: bool, limit: int) -> list[Job]: ...
+    def changes_after(self, seq: int | None, *, limit: int) -> tuple[int, list[JobChange]]: ...
     def count_by_status(self) -> dict[str, int]: ...
     def stale_queued(self, *, older_than: float, now: float, limit: int) -> list[str]: ...
 

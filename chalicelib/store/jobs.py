@@ -83,6 +83,21 @@ class JobStore:
         params = {**window, "seqs": self.database.array(window["seqs"])}
         return base.positions_by_id(jobs, self.database.query(self.sql.QUEUE_POSITIONS, params))
 
+    def owner_jobs(self, owner: str, *, queued_only: bool, limit: int) -> list[base.Job]:
+        """The owner's queued jobs in queue order, or its queued and processing ones newest first."""
+        sql = self.sql.OWNER_QUEUED if queued_only else self.sql.OWNER_ACTIVE
+        return [self._job(row) for row in self.database.query(sql, {"owner": owner, "limit": limit})]
+
+    def changes_after(self, seq: int | None, *, limit: int) -> tuple[int, list[base.JobChange]]:
+        """SQLite's change log: the changes after `seq` (None: the last seq, no changes) and the last
+        seq read. The log keeps the latest changes only: a first seq past `seq + 1` means a gap."""
+        if seq is None:
+            return self.database.query_one(self.sql.LAST_CHANGE)["seq"], []
+        rows = self.database.query(self.sql.CHANGES_AFTER, {"after": seq, "limit": limit})
+        changes = [base.JobChange(seq=row["seq"], job_id=row["job_id"], owner=row["owner"],
+                                  version=row["version"], left_queue=bool(row["left_queue"])) for row in rows]
+        return (changes[-1].seq if changes else seq), changes
+
     def list_runs(self, job_id: str) -> list[base.JobRun]:
         return [base.JobRun(**row) for row in self.database.query(self.sql.SELECT_RUNS, {"id": job_id})]
 

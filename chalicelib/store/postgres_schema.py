@@ -168,4 +168,21 @@ MIGRATIONS = [
         updated_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # 7: live progress (chalicelib/changes.py): each job's `version`, bumped by every change of its row
+    # in the changing statement, and a NOTIFY on channel job_changes per change, sent at its commit,
+    # which each API process's listener receives.
+    """
+    ALTER TABLE jobs ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+    CREATE FUNCTION jobs_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('job_changes', json_build_object(
+            'job_id', NEW.id, 'owner', NEW.owner, 'version', NEW.version,
+            'left_queue', TG_OP = 'UPDATE' AND OLD.status = 'queued' AND NEW.status <> 'queued')::text);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER jobs_inserted_change AFTER INSERT ON jobs
+        FOR EACH ROW EXECUTE FUNCTION jobs_notify_change();
+    CREATE TRIGGER jobs_updated_change AFTER UPDATE OF version ON jobs
+        FOR EACH ROW WHEN (NEW.version <> OLD.version) EXECUTE FUNCTION jobs_notify_change();
+    """,
 ]

@@ -65,6 +65,22 @@ WHERE owner = :owner AND (status IN ('queued', 'processing') OR finished_at >= :
 ORDER BY seq DESC LIMIT :limit
 """
 
+# An owner's queued jobs in queue order (live streams refresh their positions when the queue moves).
+OWNER_QUEUED = f"""
+SELECT {JOB_COLUMNS} FROM jobs WHERE owner = :owner AND status = 'queued' ORDER BY priority DESC, seq LIMIT :limit
+"""
+# An owner's unfinished jobs, newest first (what an owner's event stream starts with).
+OWNER_ACTIVE = f"""
+SELECT {JOB_COLUMNS} FROM jobs WHERE owner = :owner AND status IN ('queued', 'processing')
+ORDER BY seq DESC LIMIT :limit
+"""
+
+# The change log the SQLite triggers write (chalicelib/changes.py reads it; Postgres NOTIFYs instead).
+LAST_CHANGE = "SELECT COALESCE(MAX(seq), 0) AS seq FROM job_changes"
+CHANGES_AFTER = """
+SELECT seq, job_id, owner, version, left_queue FROM job_changes WHERE seq > :after ORDER BY seq LIMIT :limit
+"""
+
 SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM job_runs WHERE job_id = :id ORDER BY attempt"
 COUNT_BY_STATUS = "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status"
 STALE_QUEUED = """
@@ -75,13 +91,14 @@ SELECT id FROM jobs WHERE status = 'queued' AND available_at <= :cutoff ORDER BY
 # Each returns the job's options (what `base.write_event` needs), or no row when its guard failed.
 
 CANCEL_QUEUED = """
-UPDATE jobs SET status = 'cancelled', finished_at = :now, updated_at = :now
+UPDATE jobs SET status = 'cancelled', finished_at = :now, updated_at = :now, version = version + 1
 WHERE id = :id AND status = 'queued'
 RETURNING options
 """
 
 REQUEST_CANCEL = """
-UPDATE jobs SET cancel_requested = TRUE, updated_at = :now WHERE id = :id AND status = 'processing'
+UPDATE jobs SET cancel_requested = TRUE, updated_at = :now, version = version + 1
+WHERE id = :id AND status = 'processing'
 RETURNING options
 """
 
@@ -106,7 +123,7 @@ PROGRESS_BEFORE = "SELECT progress FROM jobs WHERE id = :id AND status = 'proces
 
 RECORD_PROGRESS = """
 UPDATE jobs SET progress = :progress, preview = COALESCE(:preview, preview),
-       lease_expires_at = :expires, updated_at = :now
+       lease_expires_at = :expires, updated_at = :now, version = version + 1
 WHERE id = :id AND status = 'processing' AND lease_owner = :worker
 RETURNING cancel_requested, options
 """
@@ -119,32 +136,34 @@ RETURNING options
 COMPLETE = f"""
 UPDATE jobs SET status = 'completed', result = :result, image_count = :image_count,
        result_attempt = attempts, progress = :progress, preview = NULL, finished_at = :now,
-       lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+       lease_owner = NULL, lease_expires_at = NULL, updated_at = :now, version = version + 1
 {OWNED}
 """
 
 FINISH_CANCELLED = f"""
 UPDATE jobs SET status = 'cancelled', result = :result, image_count = :image_count,
        result_attempt = attempts, preview = NULL, finished_at = :now,
-       lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+       lease_owner = NULL, lease_expires_at = NULL, updated_at = :now, version = version + 1
 {OWNED}
 """
 
 FAIL = f"""
 UPDATE jobs SET status = 'error', error_code = :code, error_message = :message, preview = NULL,
-       finished_at = :now, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+       finished_at = :now, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now, version = version + 1
 {OWNED}
 """
 
 RETRY_LATER = f"""
 UPDATE jobs SET status = 'queued', available_at = :available_at, lease_owner = NULL,
-       lease_expires_at = NULL, instance = NULL, progress = NULL, preview = NULL, updated_at = :now
+       lease_expires_at = NULL, instance = NULL, progress = NULL, preview = NULL, updated_at = :now,
+       version = version + 1
 {OWNED}
 """
 
 RELEASE = f"""
 UPDATE jobs SET status = 'queued', attempts = attempts - 1, available_at = :now, lease_owner = NULL,
-       lease_expires_at = NULL, instance = NULL, progress = NULL, preview = NULL, updated_at = :now
+       lease_expires_at = NULL, instance = NULL, progress = NULL, preview = NULL, updated_at = :now,
+       version = version + 1
 {OWNED}
 """
 
@@ -160,19 +179,20 @@ RETURNING options
 
 EXPIRE_TO_QUEUED = f"""
 UPDATE jobs SET status = 'queued', available_at = :now, lease_owner = NULL, lease_expires_at = NULL,
-       instance = NULL, progress = NULL, preview = NULL, updated_at = :now
+       instance = NULL, progress = NULL, preview = NULL, updated_at = :now, version = version + 1
 {EXPIRED_GUARD}
 """
 
 EXPIRE_TO_ERROR = f"""
 UPDATE jobs SET status = 'error', error_code = 'lease_expired', error_message = :message,
-       preview = NULL, finished_at = :now, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+       preview = NULL, finished_at = :now, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now,
+       version = version + 1
 {EXPIRED_GUARD}
 """
 
 EXPIRE_TO_CANCELLED = f"""
 UPDATE jobs SET status = 'cancelled', preview = NULL, finished_at = :now, lease_owner = NULL,
-       lease_expires_at = NULL, updated_at = :now
+       lease_expires_at = NULL, updated_at = :now, version = version + 1
 {EXPIRED_GUARD}
 """
 
@@ -302,7 +322,7 @@ SQLITE = {
     "CLAIM_NEXT": f"""
 UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease_owner = :worker,
        lease_expires_at = :expires, instance = :instance, started_at = COALESCE(started_at, :now),
-       progress = NULL, preview = NULL, updated_at = :now
+       progress = NULL, preview = NULL, updated_at = :now, version = version + 1
 WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= :now
              AND NOT EXISTS (SELECT 1 FROM json_each(jobs.options, '$.instance_labels')
                              WHERE value NOT IN (SELECT value FROM json_each(:labels)))
@@ -344,7 +364,7 @@ WITH candidate AS (
     UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease_owner = :worker,
            lease_expires_at = :expires, instance = :instance,
            started_at = COALESCE(started_at, :now), progress = NULL, preview = NULL,
-           updated_at = :now
+           updated_at = :now, version = jobs.version + 1
     FROM candidate WHERE jobs.seq = candidate.seq AND jobs.status = 'queued'
     RETURNING {", ".join(f"jobs.{name}" for name in JOB_FIELDS)}
 ), run AS (
@@ -357,6 +377,8 @@ WITH candidate AS (
 SELECT {JOB_COLUMNS} FROM claimed
 """,
     "OPEN_RUN": None,
+    "LAST_CHANGE": None,
+    "CHANGES_AFTER": None,
     # Also returns the progress it replaced (from the statement's snapshot).
     "PROGRESS_BEFORE": None,
     "RECORD_PROGRESS": """
@@ -364,7 +386,7 @@ WITH before AS (
     SELECT id, progress FROM jobs WHERE id = :id AND status = 'processing' AND lease_owner = :worker
 )
 UPDATE jobs SET progress = :progress, preview = COALESCE(:preview, jobs.preview),
-       lease_expires_at = :expires, updated_at = :now
+       lease_expires_at = :expires, updated_at = :now, version = jobs.version + 1
 FROM before
 WHERE jobs.id = before.id AND jobs.status = 'processing' AND jobs.lease_owner = :worker
 RETURNING jobs.cancel_requested, jobs.options, before.progress AS progress_before

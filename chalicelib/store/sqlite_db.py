@@ -186,7 +186,15 @@ class SqliteDatabase:
 
 
 def _split_statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """The statements of `script`; a trigger's body (BEGIN ...; ...; END) stays in one piece."""
+    statements, current = [], ""
+    for part in script.split(";"):
+        current += part + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current.strip())
+            current = ""
+    return statements
 
 
 @contextlib.contextmanager

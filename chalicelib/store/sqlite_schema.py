@@ -154,4 +154,29 @@ MIGRATIONS = [
         updated_at REAL NOT NULL
     )
     """,
+    # 7: live progress (chalicelib/changes.py): each job's `version`, bumped by every change of its row
+    # in the changing statement, and a short log of those changes written by triggers in the same
+    # transaction, which each API process's listener reads after PRAGMA data_version moves (the log
+    # keeps the last 10000 changes; a listener further behind wakes every waiter instead).
+    """
+    ALTER TABLE jobs ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE job_changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        left_queue INTEGER NOT NULL
+    );
+    CREATE TRIGGER jobs_inserted_change AFTER INSERT ON jobs
+    BEGIN
+        INSERT INTO job_changes (job_id, owner, version, left_queue) VALUES (NEW.id, NEW.owner, NEW.version, 0);
+        DELETE FROM job_changes WHERE seq <= (SELECT MAX(seq) FROM job_changes) - 10000;
+    END;
+    CREATE TRIGGER jobs_updated_change AFTER UPDATE OF version ON jobs WHEN NEW.version <> OLD.version
+    BEGIN
+        INSERT INTO job_changes (job_id, owner, version, left_queue)
+        VALUES (NEW.id, NEW.owner, NEW.version, OLD.status = 'queued' AND NEW.status <> 'queued');
+        DELETE FROM job_changes WHERE seq <= (SELECT MAX(seq) FROM job_changes) - 10000;
+    END
+    """,
 ]

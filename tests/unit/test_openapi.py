@@ -37,6 +37,10 @@ STABLE_OPERATION_IDS = {
     "GET /openapi.json": "get_openapi",
     "GET /doc": "get_swagger_ui",
     "GET /doc/{asset}": "get_swagger_ui_asset",
+    "GET /sdapi/v1/jobs/{job_id}/events": "job_events",
+    "GET /sdapi/v1/events": "owner_events",
+    "GET /ui": "get_ui",
+    "GET /ui/{asset}": "get_ui_asset",
     "GET /health": "get_health",
     "GET /sdapi/v1/instances": "list_instances",
     "POST /sdapi/v1/txt2img": "text2imgapi_sdapi_v1_txt2img_post",
@@ -77,7 +81,8 @@ STABLE_OPERATION_IDS = {
     "POST /legacy/sdapi/v1/florence": "legacy_florence",
     "GET /legacy/health": "legacy_health",
 }
-PUBLIC_OPERATIONS = {"GET /openapi.json", "GET /doc", "GET /doc/{asset}", "GET /legacy/health"}
+PUBLIC_OPERATIONS = {"GET /openapi.json", "GET /doc", "GET /doc/{asset}", "GET /legacy/health", "GET /ui",
+                     "GET /ui/{asset}"}
 TOKEN_OPTIONAL_OPERATIONS = {"GET /health"}  # anyone gets the summary; a token gets the detail
 # Routes whose `@openapi.document` is still to be written in their own module. Strict: once one is
 # documented, its entry here fails until removed (and its operationId joins STABLE_OPERATION_IDS).
