@@ -6,6 +6,7 @@ from chalice import Chalice
 
 from chalicelib import dev_token
 from chalicelib import handlers
+from chalicelib.api import batches
 from chalicelib.api import catalog
 from chalicelib.api import docs
 from chalicelib.api import health
@@ -23,6 +24,7 @@ app.register_middleware(http.contract_errors, "http")
 app.register_blueprint(health.blueprint)
 app.register_blueprint(docs.blueprint)
 app.register_blueprint(jobs.blueprint)
+app.register_blueprint(batches.blueprint)
 app.register_blueprint(webhooks.blueprint)
 app.register_blueprint(metrics.blueprint)
 app.register_blueprint(catalog.blueprint)

@@ -34,6 +34,7 @@ TAGS = {
     "generation": "A1111's generation endpoints, answered at once with a queued job (202).",
     "jobs": "The jobs you submitted: state, progress, results, images, cancel.",
     "webhooks": "The webhook deliveries of a job.",
+    "batches": "Many jobs as one unit: progress, cancel, one webhook, results in one go (docs/batches.md).",
     "models": "Checkpoints and LoRAs of every A1111 instance, in A1111's shapes, with Civitai's metadata.",
     "discovery": "A1111's read-only lists (samplers, schedulers, VAEs, upscalers, scripts, options, "
                  "embeddings), passed through from an instance.",
