@@ -5,6 +5,7 @@ import sys
 from chalice import Chalice
 
 from chalicelib import dev_token
+from chalicelib.api import batches
 from chalicelib.api import catalog
 from chalicelib.api import cors
 from chalicelib.api import docs
@@ -26,6 +27,7 @@ app.register_middleware(http.contract_errors, "http")
 app.register_blueprint(health.blueprint)
 app.register_blueprint(docs.blueprint)
 app.register_blueprint(jobs.blueprint)
+app.register_blueprint(batches.blueprint)
 app.register_blueprint(webhooks.blueprint)
 app.register_blueprint(metrics.blueprint)
 app.register_blueprint(catalog.blueprint)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import http
+import itertools
 import json
 import logging
 import re
 import signal
 import sys
 import time
+import types
 import urllib.parse
 
 import pydantic
@@ -26,12 +28,14 @@ from waitress import server as waitress_server
 from waitress import wasyncore
 
 from app import app
+from chalicelib import batches
 from chalicelib import changes
 from chalicelib import config
 from chalicelib import context
 from chalicelib import errors
 from chalicelib import logs
 from chalicelib import streams
+from chalicelib.api import http as api_http
 
 log = logging.getLogger("wsgi")
 access_log = logging.getLogger("access")
@@ -39,6 +43,7 @@ access_log = logging.getLogger("access")
 # Probes and scrapes log at DEBUG, so that every-few-seconds traffic does not bury the rest.
 QUIET_PATHS = frozenset({"/health", "/metrics"})
 JOB_PATH = re.compile(r"^/sdapi/v1/jobs/([^/]+)")
+BATCH_RESULTS_PATH = re.compile(r"^/sdapi/v1/batches/([^/]+)/results$")
 CUT_WAIT_SECONDS = 1.0  # past the grace: how long the exit waits for request threads before cutting them
 
 _gateway = local.LocalGateway(app, chalice_config.Config.create(chalice_stage="prod", chalice_app=app,
@@ -76,6 +81,33 @@ def gateway_application(environ: dict, start_response) -> list[bytes]:
     headers.append(("Content-Length", str(len(payload))))
     start_response(_status_line(response["statusCode"]), headers)
     return [payload]
+
+
+def streaming_application(environ: dict, start_response):
+    """Answers streamed as they are produced (the gateway answers whole bodies): the event streams
+    and a batch's zip; everything else goes to the gateway."""
+    stream = streams.match(environ)
+    if stream is not None:
+        return stream(environ, start_response)
+    match = BATCH_RESULTS_PATH.match(environ.get("PATH_INFO", ""))
+    query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+    if match and environ.get("REQUEST_METHOD") == "GET" and query.get("format") == ["zip"]:
+        return _batch_zip(environ, start_response, match.group(1))
+    return gateway_application(environ, start_response)
+
+
+def _batch_zip(environ: dict, start_response, batch_id: str):
+    """GET /sdapi/v1/batches/{id}/results?format=zip: the token and the batch are checked (and the
+    first part made) before the status line, so errors are the API's JSON."""
+    try:
+        owner = api_http.owner_of(types.SimpleNamespace(headers=_headers(environ)))
+        chunks = batches.zip_chunks(context.get_context(), batch_id, owner=owner)
+        first = next(chunks)
+    except errors.ServiceError as error:
+        return _json(start_response, error.status, error.to_body())
+    start_response(_status_line(200), [("Content-Type", "application/zip"),
+                                       ("Content-Disposition", f'attachment; filename="batch-{batch_id}.zip"')])
+    return itertools.chain([first], chunks)
 
 
 def _headers(environ: dict) -> dict[str, str]:
@@ -132,14 +164,6 @@ def _job_id(path: str, headers: list) -> str | None:
     location = next((value for name, value in headers if name.lower() == "location"), "")
     match = JOB_PATH.match(path) or JOB_PATH.match(location)
     return urllib.parse.unquote(match.group(1)) if match else None
-
-
-def streaming_application(environ: dict, start_response):
-    """The event streams, then everything else through the Chalice gateway."""
-    stream = streams.match(environ)
-    if stream is not None:
-        return stream(environ, start_response)
-    return gateway_application(environ, start_response)
 
 
 application = with_access_log(streaming_application)

@@ -143,6 +143,9 @@ class Settings(pydantic_settings.BaseSettings):
     lambda_time_reserve_seconds: float = pydantic.Field(20.0, ge=0)
     lambda_min_generation_seconds: float = pydantic.Field(30.0, ge=0)
 
+    # Batches (docs/batches.md)
+    batch_max_jobs: int = pydantic.Field(5000, ge=1)
+
     # Security: what reaches A1111 and what the server accepts (docs/security.md)
     a1111_allow_save: bool = False
     a1111_allowed_overrides: str = ",".join(DEFAULT_ALLOWED_OVERRIDES)

@@ -21,6 +21,7 @@ import typing
 
 import pydantic
 
+from chalicelib import batches
 from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import rejections
@@ -61,6 +62,10 @@ class SubmissionMessage(request_models.JobOptions):
         None, min_length=1, max_length=service.MAX_IDEMPOTENCY_KEY_LENGTH,
         description="as the API's Idempotency-Key header: a second message with the same key creates no "
                     "second job. Default: `sqs-<SQS message id>`, so a redelivered message creates none.")
+    batch_id: str | None = pydantic.Field(
+        None, min_length=1, max_length=service.MAX_IDEMPOTENCY_KEY_LENGTH,
+        description="the batch the job joins (GET /sdapi/v1/batches/{batch_id} with the submissions owner's "
+                    "token): created by the first message that names it (docs/batches.md)")
 
 
 OWN_FIELD_DESCRIPTIONS = {
@@ -102,9 +107,11 @@ def submit_message(ctx: context_module.Context, *, message_id: str, text: str) -
     if conflicts:
         return _reject(ctx, message_id=message_id, data=message, text=text, problems=conflicts)
     try:
+        if message.batch_id is not None:
+            batches.ensure_named_batch(ctx, message.batch_id, owner=ctx.settings.submissions_owner)
         summary, created = service.submit_job(
             ctx, message.type.value, owner=ctx.settings.submissions_owner, body=body,
-            idempotency_key=message.idempotency_key or f"sqs-{message_id}")
+            idempotency_key=message.idempotency_key or f"sqs-{message_id}", batch_id=message.batch_id)
     except errors.StoreUnavailable:
         raise
     except errors.ServiceError as error:  # the API would answer 4xx: the message is at fault

@@ -35,6 +35,7 @@ TAGS = {
     "jobs": "The jobs you submitted: state, progress, results, images, cancel.",
     "webhooks": "The webhook deliveries of a job.",
     "live": "Live progress: Server-Sent Events of a job or of all your jobs, and the live queue page.",
+    "batches": "Many jobs as one unit: progress, cancel, one webhook, results in one go (docs/batches.md).",
     "models": "Checkpoints and LoRAs of every A1111 instance, in A1111's shapes, with Civitai's metadata.",
     "discovery": "A1111's read-only lists (samplers, schedulers, VAEs, upscalers, scripts, options, "
                  "embeddings), passed through from an instance.",

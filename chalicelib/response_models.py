@@ -65,6 +65,7 @@ class JobSummary(pydantic.BaseModel):
         "type": "txt2img", "status": "queued", "priority": 0, "queue_position": 1,
         "progress": None, "attempts": 0, "cancel_requested": False, "created_at": EXAMPLE_CREATED_AT,
         "started_at": None, "finished_at": None, "error": None, "metadata": {"order": 42}, "version": 1,
+        "batch_id": None,
     })
 
     job_id: str = pydantic.Field(description="the job's id (a UUID)")
@@ -86,6 +87,7 @@ class JobSummary(pydantic.BaseModel):
     version: int = pydantic.Field(ge=1, description="1 when submitted, higher after every change of the job "
                                                     "(state, progress, cancel flag); the `id` of its events and "
                                                     "what `?version=` long-polls on (docs/live.md)")
+    batch_id: str | None = pydantic.Field(None, description="the batch the job belongs to (null: none)")
 
 
 class TextToImageResponse(pydantic.BaseModel):
@@ -190,6 +192,67 @@ class JobList(pydantic.BaseModel):
     model_config = _example({"jobs": [JobSummary.model_config["json_schema_extra"]["examples"][0]],
                              "next_cursor": "eyJiZWZvcmUiOiAxMn0"})
 
+    jobs: list[JobSummary]
+    next_cursor: str | None = pydantic.Field(description="pass as `cursor` for the next page; null on the last")
+
+
+# --- Batches -------------------------------------------------------------------------------------
+
+class BatchCounts(pydantic.BaseModel):
+    """Jobs of the batch per status."""
+
+    queued: int = pydantic.Field(ge=0)
+    processing: int = pydantic.Field(ge=0)
+    completed: int = pydantic.Field(ge=0)
+    error: int = pydantic.Field(ge=0)
+    cancelled: int = pydantic.Field(ge=0)
+
+
+class Batch(pydantic.BaseModel):
+    """A batch at a glance (docs/batches.md)."""
+
+    model_config = _example({
+        "batch_id": examples.JOB_ID, "status": "processing", "jobs": 3,
+        "counts": {"queued": 1, "processing": 1, "completed": 1, "error": 0, "cancelled": 0},
+        "progress": 0.5, "eta_seconds": 12.5, "metadata": {"run": 7}, "webhook_url": None, "priority": 0,
+        "created_at": EXAMPLE_CREATED_AT, "started_at": EXAMPLE_CREATED_AT, "finished_at": None,
+    })
+
+    batch_id: str
+    status: typing.Literal["queued", "processing", "completed"] = pydantic.Field(
+        description="completed once every job has ended (completed, error or cancelled)")
+    jobs: int = pydantic.Field(ge=0)
+    counts: BatchCounts
+    progress: float = pydantic.Field(ge=0, le=1, description="share of the work done, each job weighted by "
+                                                             "steps × images")
+    eta_seconds: float | None = pydantic.Field(description="from the throughput observed since the first job "
+                                                           "started; null before that")
+    metadata: dict[str, typing.Any] | None
+    webhook_url: str | None = pydantic.Field(description="receives batch.completed")
+    priority: int | None = pydantic.Field(description="the default priority of the batch's jobs")
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+
+
+class BatchList(pydantic.BaseModel):
+    """A page of the token's batches, newest first."""
+
+    model_config = _example({"batches": [Batch.model_config["json_schema_extra"]["examples"][0]],
+                             "next_cursor": None})
+
+    batches: list[Batch]
+    next_cursor: str | None = pydantic.Field(description="pass as `cursor` for the next page; null on the last")
+
+
+class BatchJobList(pydantic.BaseModel):
+    """A page of a batch's jobs, in submission order."""
+
+    model_config = _example({"batch_id": examples.JOB_ID,
+                             "jobs": [JobSummary.model_config["json_schema_extra"]["examples"][0]],
+                             "next_cursor": "eyJiZWZvcmUiOiAxMn0"})
+
+    batch_id: str
     jobs: list[JobSummary]
     next_cursor: str | None = pydantic.Field(description="pass as `cursor` for the next page; null on the last")
 

@@ -42,16 +42,35 @@ IMAGE_DELIVERIES = (views.IMAGES_BASE64, views.IMAGES_URLS)
 
 
 def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: object,
-               idempotency_key: str | None) -> tuple[dict, bool]:
+               idempotency_key: str | None, batch_id: str | None = None) -> tuple[dict, bool]:
     """Validate and store a job, ring the doorbell. Returns (summary, created)."""
     _check_idempotency_key(idempotency_key)
+    new_job = prepare_job(ctx, kind, owner=owner, body=body, idempotency_key=idempotency_key, batch_id=batch_id)
+    # One transaction: the job and its doorbell (a row of a table queue) commit together.
+    doorbell = ctx.queue.send_on_commit(queue_base.JOBS, {"job_id": new_job.id})
+    job, created = ctx.store.create_job(new_job, now=time.time(), doorbell=doorbell)
+    if created:
+        # SQS is rung after the commit. A lost doorbell is harmless: the sweep re-rings jobs left
+        # waiting. So a queue that cannot be reached must not fail a submit whose job is stored.
+        try:
+            doorbell.send()
+        except errors.StoreUnavailable:
+            log.warning("job doorbell not sent; the sweep rings it later", exc_info=True, extra={"job_id": job.id})
+    # No queue position here: counting the jobs ahead grows with the queue, and a submit must not
+    # (docs/performance.md). GET the job for it.
+    return views.job_summary(job, queue_position=None), created
+
+
+def prepare_job(ctx: context_module.Context, kind: str, *, owner: str, body: object,
+                idempotency_key: str | None = None, batch_id: str | None = None) -> store_base.NewJob:
+    """A submit body validated (every problem at once, as one 422) into the job to store."""
     submission = request_models.parse_submission(kind, body, limits=request_models.Limits.from_settings(ctx.settings),
                                          policy=a1111_policy.Policy.from_settings(ctx.settings))
     options = submission.options
     _check_webhook_options(ctx, options)
     _check_instance_labels(ctx, options.instance_labels)
     catalog.check_sampler(ctx, submission.payload)
-    new_job = store_base.NewJob(
+    return store_base.NewJob(
         id=str(uuid.uuid4()),
         owner=owner,
         kind=submission.kind.value,
@@ -67,20 +86,8 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
         },
         webhook_secret=options.webhook_secret,
         idempotency_key=idempotency_key,
+        batch_id=batch_id,
     )
-    # One transaction: the job and its doorbell (a row of a table queue) commit together.
-    doorbell = ctx.queue.send_on_commit(queue_base.JOBS, {"job_id": new_job.id})
-    job, created = ctx.store.create_job(new_job, now=time.time(), doorbell=doorbell)
-    if created:
-        # SQS is rung after the commit. A lost doorbell is harmless: the sweep re-rings jobs left
-        # waiting. So a queue that cannot be reached must not fail a submit whose job is stored.
-        try:
-            doorbell.send()
-        except errors.StoreUnavailable:
-            log.warning("job doorbell not sent; the sweep rings it later", exc_info=True, extra={"job_id": job.id})
-    # No queue position here: counting the jobs ahead grows with the queue, and a submit must not
-    # (docs/performance.md). GET the job for it.
-    return views.job_summary(job, queue_position=None), created
 
 
 def get_job(ctx: context_module.Context, job_id: str, *, owner: str, images: str | None = None,

@@ -11,6 +11,9 @@ the next poll or sweep. Each returns the store's `Change`, so callers read what 
       │  ▲                     │  ├──fail──────────► error
       │  └─retry_later/release─┘  └─finish_cancelled► cancelled
       └──cancel_queued──► cancelled            (expire_leases: any of the three, or back to queued)
+
+A batch's jobs move the same way (cancel_batch cancels or flags all of them in one transaction);
+the change that ends a batch's last job also writes its batch.completed delivery (`Change.batch_event`).
 """
 from __future__ import annotations
 
@@ -37,6 +40,12 @@ def cancel_queued(ctx: context_module.Context, job_id: str) -> store_base.Change
 def request_cancel(ctx: context_module.Context, job_id: str) -> store_base.Change:
     """Flag a processing job; its worker sees the flag at its next progress tick and interrupts A1111."""
     return _rung(ctx, ctx.store.request_cancel(job_id, now=time.time()))
+
+
+def cancel_batch(ctx: context_module.Context, batch_id: str) -> list[store_base.Change]:
+    """Every job of the batch that has not ended: queued ones → cancelled (job.cancelled each),
+    processing ones flagged like `request_cancel`; batch.completed if that ended the batch."""
+    return [_rung(ctx, change) for change in ctx.store.cancel_batch(batch_id, now=time.time())]
 
 
 # -- worker side ----------------------------------------------------------------------------------
@@ -102,6 +111,8 @@ def _rung(ctx: context_module.Context, change: store_base.Change, *, delay: floa
         return change
     if change.event is not None:
         doorbell.ring(ctx, change.job_id)
+    if change.batch_event is not None:
+        doorbell.ring(ctx, change.batch_event)
     if change.status == vocabulary.JobStatus.QUEUED:
         _ring_jobs(ctx, change.job_id, delay=delay)
     return change

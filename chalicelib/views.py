@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime
 
+from chalicelib import vocabulary
 from chalicelib.store import base
 
 PROGRESS_KEYS = ("progress", "eta_relative", "step", "steps", "job_no", "job_count")
@@ -45,6 +46,7 @@ def job_summary(job: base.Job, *, queue_position: int | None) -> dict:
         "error": error,
         "metadata": job.options.get("metadata"),
         "version": job.version,
+        "batch_id": job.batch_id,
     }
 
 
@@ -95,3 +97,39 @@ def job_detail(job: base.Job, *, queue_position: int | None, runs: list[base.Job
         } for run in runs],
     })
     return detail
+
+
+def batch_view(batch: base.Batch, *, members: list[base.BatchMember], now: float) -> dict:
+    """A batch at a glance: counts by status, progress weighted by each job's work (steps ×
+    images), and an ETA from the work finished since the batch's first job started."""
+    counts = base.batch_counts(members)
+    total = done = finished_work = 0.0
+    for member in members:
+        weight = member.options.get("work") or 1
+        total += weight
+        if member.status in vocabulary.TERMINAL_STATUSES:
+            done += weight
+            finished_work += weight
+        elif member.status == "processing" and member.progress:
+            done += weight * min(max(member.progress.get("progress") or 0.0, 0.0), 1.0)
+    started = [m.started_at for m in members if m.started_at is not None]
+    first_start = min(started) if started else None
+    eta = None
+    if batch.finished_at is None and first_start is not None and done > 0 and now > first_start:
+        eta = round((total - done) / (done / (now - first_start)), 1)
+    return {
+        "batch_id": batch.id,
+        "status": ("completed" if batch.finished_at is not None else
+                   "processing" if first_start is not None else "queued"),
+        "jobs": len(members),
+        "counts": counts,
+        "progress": round(done / total, 4) if total else 1.0,
+        "eta_seconds": 0.0 if batch.finished_at is not None else eta,
+        "metadata": batch.options.get("metadata"),
+        "webhook_url": batch.options.get("webhook_url"),
+        "priority": batch.options.get("priority"),
+        "created_at": iso(batch.created_at),
+        "started_at": iso(first_start),
+        "finished_at": iso(batch.finished_at),
+    }
+

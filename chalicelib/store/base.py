@@ -6,6 +6,8 @@ Dependencies point inward: the service and the worker talk to `JobStore`; only t
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
 import typing
 import urllib.parse
 import uuid
@@ -25,6 +27,7 @@ class NewJob:
     options: dict
     webhook_secret: str | None
     idempotency_key: str | None
+    batch_id: str | None = None
 
 
 class InTransaction(typing.Protocol):
@@ -65,6 +68,7 @@ class Job:
     finished_at: float | None
     updated_at: float
     version: int  # 1 at insert, bumped by every change of the row in the changing statement
+    batch_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +111,82 @@ class Worker:
 class Page:
     jobs: list[Job]
     next_cursor: int | None
+
+
+# --- Batches -------------------------------------------------------------------------------------
+#
+# A batch is a row of its own and a `batch_id` on each of its jobs. When the last of its jobs ends
+# (any terminal change), the same transaction sets the batch's `finished_at` and, if the batch has
+# a webhook_url, writes its `batch.completed` delivery (job_id = the batch id, body written with it).
+
+BATCH_COMPLETED = "batch.completed"
+
+
+@dataclasses.dataclass(frozen=True)
+class NewBatch:
+    id: str
+    owner: str
+    options: dict  # webhook_url, metadata, priority
+    webhook_secret: str | None
+    idempotency_key: str | None
+    job_count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    seq: int
+    id: str
+    owner: str
+    options: dict
+    webhook_secret: str | None
+    idempotency_key: str | None
+    job_count: int
+    created_at: float
+    finished_at: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPage:
+    batches: list[Batch]
+    next_cursor: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchMember:
+    """What a batch's views read of each of its jobs (never the request: it can be megabytes)."""
+
+    seq: int
+    id: str
+    status: str
+    options: dict
+    progress: dict | None
+    image_count: int
+    result_attempt: int | None
+    error_code: str | None
+    error_message: str | None
+    started_at: float | None
+    finished_at: float | None
+
+
+def batch_counts(members: list[BatchMember]) -> dict[str, int]:
+    """Jobs per status, every status present (0 when none)."""
+    counts = {status.value: 0 for status in vocabulary.JobStatus}
+    for member in members:
+        counts[member.status] += 1
+    return counts
+
+
+def batch_completed_body(batch: dict, *, members: list[BatchMember], event_at: float) -> str:
+    """The `batch.completed` webhook body: {"type", "timestamp", "data": {batch_id, counts, ...}}."""
+    data = {"batch_id": batch["id"], "status": "completed", "jobs": len(members),
+            "counts": batch_counts(members), "metadata": batch["options"].get("metadata"),
+            "created_at": _iso(batch["created_at"]), "finished_at": _iso(event_at)}
+    return json.dumps({"type": BATCH_COMPLETED, "timestamp": _iso(event_at), "data": data}, separators=(",", ":"))
+
+
+def _iso(timestamp: float) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def keyset_page(items: list, *, limit: int) -> tuple[list, int | None]:
@@ -159,7 +239,8 @@ class Change:
     `applied` is False when the guard did not match (someone else won; nothing was written).
     `status` is the job's status after an applied change, `event` the webhook delivery written in
     the change's transaction (None: none was). `job` is the claimed job (claim_next);
-    `cancel_requested` the job's cancel flag (record_progress).
+    `cancel_requested` the job's cancel flag (record_progress). `batch_event` is the id of the
+    batch whose `batch.completed` delivery the change wrote (it ended the batch's last job).
     """
 
     applied: bool
@@ -168,6 +249,7 @@ class Change:
     event: vocabulary.JobEvent | None = None
     job: Job | None = None
     cancel_requested: bool = False
+    batch_event: str | None = None
 
     def __bool__(self) -> bool:
         raise TypeError("a Change is not a truth value: read .applied")
@@ -413,3 +495,18 @@ class JobStore(typing.Protocol):
     def redeliver_latest(self, job_id: str, *, now: float) -> WebhookDelivery | None:
         """A new pending delivery (new id) of the job's latest event, with its snapshot and body."""
     def count_due_deliveries(self, *, now: float) -> int: ...
+
+    # Batches
+    def create_batch(self, batch: NewBatch, jobs: list[NewJob], *, now: float) -> tuple[Batch, bool]:
+        """The batch and all its jobs in one transaction; or, for an idempotency key the owner used
+        before, that batch and nothing new (created False)."""
+    def ensure_batch(self, batch: NewBatch, *, now: float) -> Batch | None:
+        """The batch `batch.id`, created on first sight; None when another owner holds that id."""
+    def get_batch(self, batch_id: str, *, owner: str | None = None) -> Batch | None: ...
+    def list_batches(self, owner: str, *, limit: int, before: int | None) -> BatchPage: ...
+    def batch_members(self, batch_id: str) -> list[BatchMember]:
+        """Every job of the batch in submission order."""
+    def list_batch_jobs(self, batch_id: str, *, status: str | None, limit: int, after: int | None) -> Page:
+        """Submission order, keyset pages (`next_cursor` is the last seq of the page)."""
+    def cancel_batch(self, batch_id: str, *, now: float) -> list[Change]:
+        """Queued jobs cancelled (job.cancelled each), processing ones flagged: the applied changes."""

@@ -50,12 +50,15 @@ class JobStore:
         params = {
             "id": job.id, "owner": job.owner, "kind": job.kind, "priority": job.priority,
             "request": db.dump_json(job.request), "options": db.dump_json(job.options),
-            "webhook_secret": job.webhook_secret, "idempotency_key": job.idempotency_key, "now": now,
+            "webhook_secret": job.webhook_secret, "idempotency_key": job.idempotency_key,
+            "batch_id": job.batch_id, "now": now,
         }
         with db.transaction() as session:
             row = session.query_one(self.sql.INSERT_JOB, params)
             if row is not None and doorbell is not None:
                 doorbell.write(session)
+            if row is not None and job.batch_id is not None:
+                session.execute(self.sql.COUNT_BATCH_JOB, {"id": job.batch_id})
         if row is not None:
             return self._job(row), True
         return self._job(db.query_one(self.sql.SELECT_BY_IDEMPOTENCY, params)), False
@@ -123,7 +126,9 @@ class JobStore:
             if row is None:
                 return base.NOT_APPLIED
             event = self._write_event(session, job_id, Event.CANCELLED, options=row["options"], now=now)
-        return base.Change(applied=True, job_id=job_id, status=Status.CANCELLED, event=event)
+            batch_event = self._settle_batch(session, row["batch_id"], now=now)
+        return base.Change(applied=True, job_id=job_id, status=Status.CANCELLED, event=event,
+                           batch_event=batch_event)
 
     def request_cancel(self, job_id: str, *, now: float) -> base.Change:
         row = self.database.execute_one(self.sql.REQUEST_CANCEL, {"id": job_id, "now": now})
@@ -133,13 +138,18 @@ class JobStore:
 
     def claim_next(self, *, worker_id: str, instance: str, lease_seconds: float, now: float,
                    labels: typing.Sequence[str] = ()) -> base.Change:
+        params = {"worker": worker_id, "instance": instance, "expires": now + lease_seconds, "now": now,
+                  "labels": self.database.dump_json(list(labels))}
         with self.database.transaction() as session:
-            row = session.query_one(self.sql.CLAIM_NEXT, {
-                "worker": worker_id, "instance": instance, "expires": now + lease_seconds, "now": now,
-                "labels": self.database.dump_json(list(labels))})
+            row = None
+            for waiting in session.query(self.sql.OWNER_ORDER, params):  # fair share: see queries
+                row = session.query_one(self.sql.CLAIM_NEXT, {**params, "owner": waiting["owner"]})
+                if row is not None:
+                    break
             if row is None:
                 return base.NOT_APPLIED
             job = self._job(row)
+            session.execute(self.sql.SERVED_OWNER, {"owner": job.owner, "now": now})
             if self.sql.OPEN_RUN is not None:
                 session.execute(self.sql.OPEN_RUN, {"id": job.id, "attempt": job.attempts, "worker": worker_id,
                                                     "instance": instance, "now": now})
@@ -207,11 +217,13 @@ class JobStore:
                 if expired is None:
                     continue
                 session.execute(self.sql.FINISH_RUN, {**params, "outcome": Outcome.LOST, "detail": expiry.detail})
-                event = None
+                event = batch_event = None
                 if expiry.event_type is not None:
                     event = self._write_event(session, row["id"], expiry.event_type, options=expired["options"],
                                               now=now)
-            changes.append(base.Change(applied=True, job_id=row["id"], status=expiry.status, event=event))
+                    batch_event = self._settle_batch(session, expired["batch_id"], now=now)
+            changes.append(base.Change(applied=True, job_id=row["id"], status=expiry.status, event=event,
+                                       batch_event=batch_event))
         return changes
 
     # -- instance slots and workers ---------------------------------------------------------
@@ -294,6 +306,103 @@ class JobStore:
     def count_due_deliveries(self, *, now: float) -> int:
         return self.database.query_one(self.sql.COUNT_DUE_DELIVERIES, {"now": now})["n"]
 
+    # -- batches ----------------------------------------------------------------------------
+
+    def create_batch(self, batch: base.NewBatch, jobs: list[base.NewJob], *, now: float) -> tuple[base.Batch, bool]:
+        db = self.database
+        params = {"id": batch.id, "owner": batch.owner, "options": db.dump_json(batch.options),
+                  "webhook_secret": batch.webhook_secret, "idempotency_key": batch.idempotency_key,
+                  "job_count": batch.job_count, "now": now}
+        with db.transaction() as session:
+            row = session.query_one(self.sql.INSERT_BATCH, params)
+            if row is None:
+                return self._batch(session.query_one(self.sql.SELECT_BATCH_BY_IDEMPOTENCY, params)), False
+            session.executemany(self.sql.INSERT_JOB, [{
+                "id": job.id, "owner": job.owner, "kind": job.kind, "priority": job.priority,
+                "request": db.dump_json(job.request), "options": db.dump_json(job.options),
+                "webhook_secret": job.webhook_secret, "idempotency_key": None, "batch_id": batch.id, "now": now,
+            } for job in jobs])
+        return self._batch(row), True
+
+    def ensure_batch(self, batch: base.NewBatch, *, now: float) -> base.Batch | None:
+        db = self.database
+        db.execute(self.sql.ENSURE_BATCH, {"id": batch.id, "owner": batch.owner, "now": now,
+                                           "options": db.dump_json(batch.options),
+                                           "webhook_secret": batch.webhook_secret})
+        return self.get_batch(batch.id, owner=batch.owner)
+
+    def get_batch(self, batch_id: str, *, owner: str | None = None) -> base.Batch | None:
+        sql = self.sql.SELECT_BATCH if owner is None else self.sql.SELECT_OWNED_BATCH
+        row = self.database.query_one(sql, {"id": batch_id, "owner": owner})
+        return self._batch(row) if row else None
+
+    def list_batches(self, owner: str, *, limit: int, before: int | None) -> base.BatchPage:
+        rows = self.database.query(self.sql.LIST_BATCHES, {"owner": owner, "before": before, "limit": limit + 1})
+        batches, next_cursor = base.keyset_page([self._batch(row) for row in rows], limit=limit)
+        return base.BatchPage(batches=batches, next_cursor=next_cursor)
+
+    def batch_members(self, batch_id: str) -> list[base.BatchMember]:
+        return self._members(self.database, batch_id)
+
+    def list_batch_jobs(self, batch_id: str, *, status: str | None, limit: int, after: int | None) -> base.Page:
+        params = {"batch_id": batch_id, "status": status, "after": after, "limit": limit + 1}
+        where = " AND ".join(clause for name, clause in queries.BATCH_JOB_FILTERS.items() if params[name] is not None)
+        rows = self.database.query(self.database.native(queries.LIST_BATCH_JOBS.format(where=where)), params)
+        jobs, next_cursor = base.keyset_page([self._job(row) for row in rows], limit=limit)
+        return base.Page(jobs=jobs, next_cursor=next_cursor)
+
+    def cancel_batch(self, batch_id: str, *, now: float) -> list[base.Change]:
+        params = {"batch_id": batch_id, "now": now}
+        changes = []
+        with self.database.transaction() as session:
+            for row in session.query(self.sql.REQUEST_CANCEL_BATCH, params):
+                changes.append(base.Change(applied=True, job_id=row["id"], status=Status.PROCESSING,
+                                           cancel_requested=True))
+            for row in session.query(self.sql.CANCEL_BATCH_QUEUED, params):
+                event = self._write_event(session, row["id"], Event.CANCELLED, options=row["options"], now=now)
+                changes.append(base.Change(applied=True, job_id=row["id"], status=Status.CANCELLED, event=event))
+            batch_event = self._settle_batch(session, batch_id, now=now)
+        if batch_event is not None:
+            changes.append(base.Change(applied=True, job_id=None, batch_event=batch_event))
+        return changes
+
+    def _settle_batch(self, session: database_module.Session, batch_id: str | None, *, now: float) -> str | None:
+        """After a job of `batch_id` ended, in its transaction: if it was the batch's last job, the
+        batch is finished and its `batch.completed` delivery written (when it has a webhook_url).
+        The batch id when that delivery was written, else None."""
+        if batch_id is None:
+            return None
+        if self.sql.LOCK_BATCH is not None:
+            session.query_one(self.sql.LOCK_BATCH, {"id": batch_id})
+        row = session.query_one(self.sql.FINISH_BATCH, {"id": batch_id, "now": now})
+        if row is None:
+            return None
+        batch = self._decoded_batch(row)
+        url = batch["options"].get("webhook_url")
+        if not url:
+            return None
+        members = self._members(session, batch_id)
+        body = base.batch_completed_body(batch, members=members, event_at=now)
+        session.execute(self.sql.INSERT_BATCH_DELIVERY, {
+            "id": base.new_delivery_id(), "batch_id": batch_id, "event_type": base.BATCH_COMPLETED, "now": now,
+            "snapshot": self.database.dump_json({"batch": {k: v for k, v in batch.items() if k != "webhook_secret"},
+                                                 "counts": base.batch_counts(members)}),
+            "body": body, "host": base.destination_host(url)})
+        return batch_id
+
+    def _members(self, reader: typing.Any, batch_id: str) -> list[base.BatchMember]:
+        members = []
+        for row in reader.query(self.sql.BATCH_MEMBERS, {"id": batch_id}):
+            values = self._decoded(row)
+            members.append(base.BatchMember(**values))
+        return members
+
+    def _decoded_batch(self, row: dict) -> dict:
+        return {**row, "options": self.database.load_json(row["options"])}
+
+    def _batch(self, row: dict) -> base.Batch:
+        return base.Batch(**self._decoded_batch(row))
+
     # -- rows -------------------------------------------------------------------------------
 
     def _write_event(self, session: database_module.Session, job_id: str, event: vocabulary.JobEvent, *,
@@ -313,9 +422,11 @@ class JobStore:
                 return base.NOT_APPLIED
             session.execute(self.sql.FINISH_RUN, {"id": job_id, "worker": worker_id, "now": now,
                                                   "outcome": outcome, "detail": detail})
+            batch_event = None
             if event is not None:
                 event = self._write_event(session, job_id, event, options=row["options"], now=now)
-        return base.Change(applied=True, job_id=job_id, status=status, event=event)
+                batch_event = self._settle_batch(session, row["batch_id"], now=now)
+        return base.Change(applied=True, job_id=job_id, status=status, event=event, batch_event=batch_event)
 
     def _decoded(self, row: dict) -> dict:
         values = dict(row)

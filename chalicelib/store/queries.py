@@ -24,6 +24,8 @@ RUN_COLUMNS = "attempt, worker_id, instance, started_at, finished_at, outcome, d
 DELIVERY_FIELDS = tuple(field.name for field in dataclasses.fields(base.WebhookDelivery)
                         if field.name not in ("snapshot", "body"))
 DELIVERY_COLUMNS = ", ".join(DELIVERY_FIELDS)
+BATCH_COLUMNS = ", ".join(field.name for field in dataclasses.fields(base.Batch))
+MEMBER_COLUMNS = ", ".join(field.name for field in dataclasses.fields(base.BatchMember))
 
 # -- jobs, API side -------------------------------------------------------------------------------
 
@@ -31,9 +33,9 @@ DELIVERY_COLUMNS = ", ".join(DELIVERY_FIELDS)
 # after waiting for a racing insert of that key to commit, whose row SELECT_BY_IDEMPOTENCY then sees).
 INSERT_JOB = f"""
 INSERT INTO jobs (id, owner, kind, status, priority, request, options, webhook_secret,
-                  idempotency_key, available_at, created_at, updated_at)
+                  idempotency_key, batch_id, available_at, created_at, updated_at)
 VALUES (:id, :owner, :kind, 'queued', :priority, :request, :options, :webhook_secret,
-        :idempotency_key, :now, :now, :now)
+        :idempotency_key, :batch_id, :now, :now, :now)
 ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {JOB_COLUMNS}
 """
@@ -93,7 +95,7 @@ SELECT id FROM jobs WHERE status = 'queued' AND available_at <= :cutoff ORDER BY
 CANCEL_QUEUED = """
 UPDATE jobs SET status = 'cancelled', finished_at = :now, updated_at = :now, version = version + 1
 WHERE id = :id AND status = 'queued'
-RETURNING options
+RETURNING options, batch_id
 """
 
 REQUEST_CANCEL = """
@@ -130,7 +132,7 @@ RETURNING cancel_requested, options
 
 OWNED = """
 WHERE id = :id AND status = 'processing' AND lease_owner = :worker
-RETURNING options
+RETURNING options, batch_id
 """
 
 COMPLETE = f"""
@@ -174,7 +176,7 @@ WHERE status = 'processing' AND lease_expires_at < :now
 
 EXPIRED_GUARD = """
 WHERE id = :id AND status = 'processing' AND lease_owner = :worker AND lease_expires_at < :now
-RETURNING options
+RETURNING options, batch_id
 """
 
 EXPIRE_TO_QUEUED = f"""
@@ -194,6 +196,97 @@ EXPIRE_TO_CANCELLED = f"""
 UPDATE jobs SET status = 'cancelled', preview = NULL, finished_at = :now, lease_owner = NULL,
        lease_expires_at = NULL, updated_at = :now, version = version + 1
 {EXPIRED_GUARD}
+"""
+
+# -- fair share -----------------------------------------------------------------------------------
+# A claim serves, within the highest priority waiting, the owner served least recently (never
+# served: first). The owners with queued jobs are found by a loose index scan of jobs_owner_queued
+# (one probe per owner), and each one's next job by one more probe: the cost grows with the number
+# of owners waiting, never with the length of the queue. {labels_match} is the dialect's test that
+# the job's instance_labels are all among :labels.
+
+OWNER_ORDER = """
+WITH RECURSIVE active (owner) AS (
+    SELECT MIN(owner) FROM jobs WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT MIN(owner) FROM jobs WHERE status = 'queued' AND owner > active.owner)
+    FROM active WHERE active.owner IS NOT NULL
+), heads AS (
+    SELECT active.owner, (
+        SELECT seq FROM jobs
+        WHERE jobs.owner = active.owner AND status = 'queued' AND available_at <= :now AND {labels_match}
+        ORDER BY priority DESC, seq LIMIT 1) AS seq
+    FROM active WHERE active.owner IS NOT NULL
+)
+SELECT heads.owner FROM heads
+JOIN jobs ON jobs.seq = heads.seq
+LEFT JOIN owners ON owners.owner = heads.owner
+ORDER BY jobs.priority DESC, COALESCE(owners.last_served_at, 0), jobs.seq
+"""
+
+SERVED_OWNER = """
+INSERT INTO owners (owner, last_served_at) VALUES (:owner, :now)
+ON CONFLICT (owner) DO UPDATE SET last_served_at = excluded.last_served_at
+"""
+
+# -- batches --------------------------------------------------------------------------------------
+
+INSERT_BATCH = f"""
+INSERT INTO batches (id, owner, options, webhook_secret, idempotency_key, job_count, created_at)
+VALUES (:id, :owner, :options, :webhook_secret, :idempotency_key, :job_count, :now)
+ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING {BATCH_COLUMNS}
+"""
+
+# SQS intake names its batches: the first message creates the row, the others find it.
+ENSURE_BATCH = """
+INSERT INTO batches (id, owner, options, webhook_secret, idempotency_key, job_count, created_at)
+VALUES (:id, :owner, :options, :webhook_secret, NULL, 0, :now)
+ON CONFLICT (id) DO NOTHING
+"""
+
+COUNT_BATCH_JOB = "UPDATE batches SET job_count = job_count + 1, finished_at = NULL WHERE id = :id"
+SELECT_BATCH_BY_IDEMPOTENCY = f"""
+SELECT {BATCH_COLUMNS} FROM batches WHERE owner = :owner AND idempotency_key = :idempotency_key
+"""
+SELECT_BATCH = f"SELECT {BATCH_COLUMNS} FROM batches WHERE id = :id"
+SELECT_OWNED_BATCH = f"SELECT {BATCH_COLUMNS} FROM batches WHERE id = :id AND owner = :owner"
+LIST_BATCHES = f"""
+SELECT {BATCH_COLUMNS} FROM batches
+WHERE owner = :owner AND (CAST(:before AS BIGINT) IS NULL OR seq < CAST(:before AS BIGINT))
+ORDER BY seq DESC LIMIT :limit
+"""
+BATCH_MEMBERS = f"SELECT {MEMBER_COLUMNS} FROM jobs WHERE batch_id = :id ORDER BY seq"
+# Submission order, served by jobs_batch_seq or jobs_batch_status; {where} from BATCH_JOB_FILTERS.
+LIST_BATCH_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs WHERE {{where}} ORDER BY seq LIMIT :limit"
+BATCH_JOB_FILTERS = {"batch_id": "batch_id = :batch_id", "status": "status = :status", "after": "seq > :after"}
+
+CANCEL_BATCH_QUEUED = """
+UPDATE jobs SET status = 'cancelled', finished_at = :now, updated_at = :now, version = version + 1
+WHERE batch_id = :batch_id AND status = 'queued'
+RETURNING id, options
+"""
+
+REQUEST_CANCEL_BATCH = """
+UPDATE jobs SET cancel_requested = TRUE, updated_at = :now, version = version + 1
+WHERE batch_id = :batch_id AND status = 'processing' AND cancel_requested = FALSE
+RETURNING id
+"""
+
+# The last job of a batch to end finishes the batch, in that job's transaction. On Postgres the
+# batch row is locked first (LOCK_BATCH, None on SQLite), so of two last jobs ending at once the
+# second sees the first.
+FINISH_BATCH = f"""
+UPDATE batches SET finished_at = :now
+WHERE id = :id AND finished_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM jobs WHERE batch_id = :id AND status IN ('queued', 'processing'))
+RETURNING {BATCH_COLUMNS}
+"""
+
+INSERT_BATCH_DELIVERY = """
+INSERT INTO webhook_deliveries (id, job_id, event_type, status, event_at, snapshot, body, attempts,
+                                next_attempt_at, redelivery_of, host, created_at, updated_at)
+VALUES (:id, :batch_id, :event_type, 'pending', :now, :snapshot, :body, 0, :now, NULL, :host, :now, :now)
 """
 
 # -- instance slots and workers -------------------------------------------------------------------
@@ -314,16 +407,22 @@ ON CONFLICT (owner) DO UPDATE SET checkpoint = excluded.checkpoint, updated_at =
 
 # -- per-dialect overrides ------------------------------------------------------------------------
 
+SQLITE_LABELS_MATCH = """NOT EXISTS (SELECT 1 FROM json_each(jobs.options, '$.instance_labels')
+                                 WHERE value NOT IN (SELECT value FROM json_each(:labels)))"""
+POSTGRES_LABELS_MATCH = "COALESCE(jobs.options::jsonb -> 'instance_labels', '[]'::jsonb) <@ CAST(:labels AS jsonb)"
+
 SQLITE = {
     "QUEUE_POSITIONS": QUEUE_POSITIONS.format(seq_in_seqs="seq IN (SELECT value FROM json_each(:seqs))"),
     "LIST_ATTEMPTS": LIST_ATTEMPTS.format(delivery_id_in_ids="delivery_id IN (SELECT value FROM json_each(:ids))"),
-    # One writer at a time: the oldest due job with the instance's labels, taken in one statement;
-    # its run row is opened by OPEN_RUN in the same transaction.
+    "OWNER_ORDER": OWNER_ORDER.format(labels_match=SQLITE_LABELS_MATCH),
+    "LOCK_BATCH": None,
+    # One writer at a time: the owner's oldest due job with the instance's labels, taken in one
+    # statement; its run row is opened by OPEN_RUN in the same transaction.
     "CLAIM_NEXT": f"""
 UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease_owner = :worker,
        lease_expires_at = :expires, instance = :instance, started_at = COALESCE(started_at, :now),
        progress = NULL, preview = NULL, updated_at = :now, version = version + 1
-WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= :now
+WHERE seq = (SELECT seq FROM jobs WHERE owner = :owner AND status = 'queued' AND available_at <= :now
              AND NOT EXISTS (SELECT 1 FROM json_each(jobs.options, '$.instance_labels')
                              WHERE value NOT IN (SELECT value FROM json_each(:labels)))
              ORDER BY priority DESC, seq LIMIT 1)
@@ -351,12 +450,14 @@ RETURNING {DELIVERY_COLUMNS}, snapshot, body
 POSTGRES = {
     "QUEUE_POSITIONS": QUEUE_POSITIONS.format(seq_in_seqs="seq = ANY(:seqs)"),
     "LIST_ATTEMPTS": LIST_ATTEMPTS.format(delivery_id_in_ids="delivery_id = ANY(:ids)"),
-    # One statement: pick the most urgent due job nobody else holds (SKIP LOCKED: concurrent
+    "OWNER_ORDER": OWNER_ORDER.format(labels_match=POSTGRES_LABELS_MATCH),
+    "LOCK_BATCH": "SELECT id FROM batches WHERE id = :id FOR UPDATE",
+    # One statement: pick the owner's most urgent due job nobody else holds (SKIP LOCKED: concurrent
     # workers never queue up behind each other's candidate row), take it, open its run row.
     "CLAIM_NEXT": f"""
 WITH candidate AS (
     SELECT seq FROM jobs
-    WHERE status = 'queued' AND available_at <= :now
+    WHERE owner = :owner AND status = 'queued' AND available_at <= :now
       AND COALESCE(options::jsonb -> 'instance_labels', '[]'::jsonb) <@ CAST(:labels AS jsonb)
     ORDER BY priority DESC, seq LIMIT 1
     FOR UPDATE SKIP LOCKED

@@ -179,4 +179,31 @@ MIGRATIONS = [
         DELETE FROM job_changes WHERE seq <= (SELECT MAX(seq) FROM job_changes) - 10000;
     END
     """,
+    # 8: batches (chalicelib/batches.py): a batch row, each job's batch_id, and the fair share of the
+    # claim: the owners table says when each owner was last served, and jobs_owner_queued finds each
+    # owner's next job by index.
+    """
+    CREATE TABLE batches (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        owner TEXT NOT NULL,
+        options TEXT NOT NULL,
+        webhook_secret TEXT,
+        idempotency_key TEXT,
+        job_count INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE UNIQUE INDEX batches_owner_idempotency ON batches (owner, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX batches_owner_seq ON batches (owner, seq);
+    ALTER TABLE jobs ADD COLUMN batch_id TEXT;
+    CREATE INDEX jobs_batch_seq ON jobs (batch_id, seq) WHERE batch_id IS NOT NULL;
+    CREATE INDEX jobs_batch_status ON jobs (batch_id, status, seq) WHERE batch_id IS NOT NULL;
+    CREATE INDEX jobs_owner_queued ON jobs (owner, priority DESC, seq) WHERE status = 'queued';
+    CREATE TABLE owners (
+        owner TEXT PRIMARY KEY,
+        last_served_at REAL NOT NULL
+    )
+    """,
 ]

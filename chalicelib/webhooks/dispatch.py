@@ -43,7 +43,10 @@ def deliver_next(ctx: context_module.Context, *, dispatcher_id: str) -> bool:
     if delivery is None:
         return False
     schedule = settings.webhook_retry_delays()
-    job = ctx.store.get_job(delivery.job_id)
+    # A batch.completed delivery's job_id is its batch, whose webhook_url and secret it is sent with
+    # (its body was written with it).
+    job = (ctx.store.get_batch(delivery.job_id) if delivery.event_type == store_base.BATCH_COMPLETED
+           else ctx.store.get_job(delivery.job_id))
     url = (job.options.get("webhook_url") if job is not None else None)
     if url is None or delivery.attempts > max_attempts(schedule):
         why = ("the job or its webhook_url no longer exists" if url is None else

@@ -34,6 +34,12 @@ PNG_1X1 = base64.b64decode(
 
 # operationIds are part of the API: generated clients name their methods after them.
 STABLE_OPERATION_IDS = {
+    "POST /sdapi/v1/batches": "submit_batch",
+    "GET /sdapi/v1/batches": "list_batches",
+    "GET /sdapi/v1/batches/{batch_id}": "get_batch",
+    "GET /sdapi/v1/batches/{batch_id}/jobs": "list_batch_jobs",
+    "POST /sdapi/v1/batches/{batch_id}/cancel": "cancel_batch",
+    "GET /sdapi/v1/batches/{batch_id}/results": "get_batch_results",
     "GET /openapi.json": "get_openapi",
     "GET /doc": "get_swagger_ui",
     "GET /doc/{asset}": "get_swagger_ui_asset",
