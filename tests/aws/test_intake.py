@@ -145,7 +145,7 @@ def test_the_request_may_carry_the_jobs_own_fields_but_not_contradict_them(lambd
 
 def test_the_published_json_schema_is_the_one_the_intake_uses_and_its_examples_pass():
     schema = json.loads(SCHEMA_FILE.read_text())
-    assert schema == intake.message_schema(), "regenerate docs/submission.schema.json (see its README section)"
+    assert schema == intake.message_schema(), "regenerate docs/submission.schema.json (see docs/aws.md)"
     validator = jsonschema.Draft202012Validator(schema)
     for example in schema["examples"] + [VALID]:
         validator.validate(example)
