@@ -14,6 +14,7 @@ import uuid
 from chalicelib import a1111_policy
 from chalicelib import context as context_module
 from chalicelib import errors
+from chalicelib import owner_limits
 from chalicelib import request_models
 from chalicelib import strict_json
 from chalicelib import transitions
@@ -47,6 +48,7 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
     options = submission.options
     _check_webhook_options(ctx, options)
     _check_instance_labels(ctx, options.instance_labels)
+    owner_limits.check_submit(ctx, owner, now=time.time())
     new_job = store_base.NewJob(
         id=str(uuid.uuid4()),
         owner=owner,
@@ -74,7 +76,7 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
     return views.job_summary(job, queue_position=_queue_position(ctx, job)), created
 
 
-def get_job(ctx: context_module.Context, job_id: str, *, owner: str, images: str | None = None) -> dict:
+def get_job(ctx: context_module.Context, job_id: str, *, owner: str | None, images: str | None = None) -> dict:
     """The job's detail, with its images inline as base64 (A1111's shape) unless `images` is "urls",
     or unless inline they would make the answer larger than MAX_RESPONSE_BYTES (AWS Lambda answers
     at most 6 MB): then `image_urls` say where they are and `image_delivery_note` says why."""
@@ -107,9 +109,10 @@ def _image_urls(ctx: context_module.Context, job: store_base.Job) -> list[str]:
             or f"/sdapi/v1/jobs/{job.id}/images/{n}" for n in range(job.image_count)]
 
 
-def list_jobs(ctx: context_module.Context, *, owner: str, status: str | None, limit: str | None,
+def list_jobs(ctx: context_module.Context, *, owner: str | None, status: str | None, limit: str | None,
               cursor: str | None) -> dict:
-    """Newest first, keyset-paginated by an opaque cursor."""
+    """Newest first, keyset-paginated by an opaque cursor; every owner's when `owner` is None (an
+    admin's listing)."""
     problems = []
     if status is not None and status not in {s.value for s in vocabulary.JobStatus}:
         allowed = ", ".join(s.value for s in vocabulary.JobStatus)
@@ -127,7 +130,7 @@ def list_jobs(ctx: context_module.Context, *, owner: str, status: str | None, li
     }
 
 
-def cancel_job(ctx: context_module.Context, job_id: str, *, owner: str) -> dict:
+def cancel_job(ctx: context_module.Context, job_id: str, *, owner: str | None) -> dict:
     """queued → cancelled now; processing → flag the worker, which interrupts A1111; finished → 409."""
     for _ in range(CANCEL_RACE_TRIES):
         job = _owned_job(ctx, job_id, owner=owner)
@@ -188,7 +191,8 @@ def get_image(ctx: context_module.Context, job_id: str, n: str, *, owner: str) -
     return found
 
 
-def _owned_job(ctx: context_module.Context, job_id: str, *, owner: str) -> store_base.Job:
+def _owned_job(ctx: context_module.Context, job_id: str, *, owner: str | None) -> store_base.Job:
+    """The job if `owner` owns it (any owner's when None: an admin); 404 otherwise, as if absent."""
     job = ctx.store.get_job(job_id, owner=owner)
     if job is None:
         raise errors.NotFound(f"no job {job_id!r}")

@@ -145,4 +145,8 @@ MIGRATIONS = [
     CREATE INDEX webhook_deliveries_in_flight ON webhook_deliveries (host)
         WHERE status = 'pending' AND claim_token IS NOT NULL
     """,
+    # 6: finished jobs by age, for retention (JOB_RETENTION: the sweep purges the oldest first).
+    """
+    CREATE INDEX jobs_finished ON jobs (finished_at)
+    """,
 ]
