@@ -18,7 +18,11 @@ QUEUE_FULL_RETRY_AFTER = 10
 
 
 def check_submit(ctx: context_module.Context, owner: str, *, now: float) -> None:
-    """Raise TooManyRequests (429 with Retry-After) when `owner` is at either limit; 0 is no limit."""
+    """Raise TooManyRequests (429 with Retry-After) when `owner` is at either limit; 0 is no limit.
+    The submissions queue's owner (SUBMISSIONS_OWNER) is never limited: the queue is its buffer, and
+    a refusal there would reject the message for good."""
+    if owner == ctx.settings.submissions_owner:
+        return
     most_active = ctx.settings.max_queued_per_owner
     if most_active and ctx.store.count_active(owner, limit=most_active) >= most_active:
         raise errors.TooManyRequests(

@@ -129,3 +129,14 @@ def test_a_purged_job_is_404(client):
     report = retention.purge(ctx.store, ctx.images, older_than=1, now=time.time() + 10)
     assert report.jobs == 1
     assert client.http.get(f"/sdapi/v1/jobs/{job['job_id']}", headers=ALICE).status_code == 404
+
+
+def test_the_submissions_queue_owner_is_never_limited(client, monkeypatch):
+    from chalicelib import intake  # noqa: PLC0415 - only this test drives the queue intake
+
+    configure(monkeypatch, MAX_QUEUED_PER_OWNER="1", SUBMITS_PER_MINUTE_PER_OWNER="1", SUBMISSIONS_OWNER="batch")
+    ctx = context_module.get_context()
+    message = json.dumps({"type": "txt2img", "request": {"prompt": "a cat"}})
+    outcomes = [intake.submit_message(ctx, message_id=f"m{n}", text=message) for n in range(3)]
+    assert [outcome.status for outcome in outcomes] == [intake.CREATED] * 3
+    assert submit(client).status_code == 202 and submit(client).status_code == 429
