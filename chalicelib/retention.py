@@ -18,6 +18,7 @@ import threading
 import time
 
 from chalicelib import context as context_module
+from chalicelib import errors
 from chalicelib.images import base as images_base
 from chalicelib.store import base as store_base
 
@@ -87,8 +88,12 @@ def purge_if_due(ctx: context_module.Context) -> dict | None:
         if time.monotonic() < _next_purge["at"]:
             return None
         _next_purge["at"] = time.monotonic() + ctx.settings.retention_interval
-    report = purge(ctx.store, ctx.images, older_than=older_than, now=time.time(),
-                   budget_seconds=SWEEP_BUDGET_SECONDS)
+    try:
+        report = purge(ctx.store, ctx.images, older_than=older_than, now=time.time(),
+                       budget_seconds=SWEEP_BUDGET_SECONDS)
+    except errors.StoreUnavailable as exc:  # the rest of the sweep is done; the next purge goes on
+        log.warning("retention purge stopped: %s", exc)
+        return {"error": str(exc)}
     if not report.complete:
         with _due_lock:
             _next_purge["at"] = 0.0
