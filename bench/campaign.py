@@ -258,8 +258,7 @@ class Campaign:
 
     def database_bytes(self) -> int:
         if self.database_url.startswith("sqlite:///"):
-            path = pathlib.Path(self.database_url[len("sqlite:///"):])
-            return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+            return pathlib.Path(self.database_url[len("sqlite:///"):]).stat().st_size  # the file, not its WAL
         with psycopg.connect(self.database_url) as conn:
             return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
 

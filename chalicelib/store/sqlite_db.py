@@ -29,7 +29,7 @@ from chalicelib.store import sqlite_schema
 
 BUSY_TIMEOUT_MS = 30_000
 INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
-RECLAIM_PAGES = 4096  # per reclaim_space call: 16 MiB of 4 KiB pages, a short hold of the write lock
+RECLAIM_PAGES = 4096  # per step of reclaim_space: 16 MiB of 4 KiB pages, a short hold of the write lock
 
 _write_locks: dict[str, threading.RLock] = {}
 _write_locks_guard = threading.Lock()
@@ -174,22 +174,29 @@ class SqliteDatabase:
         with _wrapped():
             return self.connection().conn.execute("PRAGMA data_version").fetchone()[0]
 
-    def reclaim_space(self, *, max_pages: int = RECLAIM_PAGES) -> int:
-        """Give up to `max_pages` free pages back to the file system; how many went.
+    def reclaim_space(self) -> int:
+        """Give every free page back to the file system, RECLAIM_PAGES at a time (other writers get
+        the lock between two); how many went.
 
         Only a file created with auto_vacuum = INCREMENTAL (every file this code creates) can; one
         created before stays its size (SQLite reuses its free pages) until `convert_to_incremental`.
         Run as a script: sqlite3's execute steps a pragma that returns no rows once, freeing one page.
-        The file shrinks when the WAL is next checkpointed (a passive one here, blocking nobody)."""
+        The file shrinks when the WAL is checkpointed (a passive one here, blocking nobody)."""
         conn = self.connection().conn
-        with self._write_lock, _wrapped():
-            if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
-                return 0
-            before = conn.execute("PRAGMA freelist_count").fetchone()[0]
-            conn.executescript(f"PRAGMA incremental_vacuum({int(max_pages)});")
-            after = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        reclaimed = 0
+        while True:
+            with self._write_lock, _wrapped():
+                if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
+                    return 0
+                before = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                conn.executescript(f"PRAGMA incremental_vacuum({RECLAIM_PAGES});")
+                freed = before - conn.execute("PRAGMA freelist_count").fetchone()[0]
+            reclaimed += freed
+            if freed < RECLAIM_PAGES:
+                break
+        with _wrapped():
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        return before - after
+        return reclaimed
 
     def convert_to_incremental(self) -> None:
         """Switch a file created without auto_vacuum to INCREMENTAL: a full VACUUM, which rewrites
