@@ -10,6 +10,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import typing
 
 import pydantic
@@ -173,6 +174,13 @@ class Settings(pydantic_settings.BaseSettings):
     long_poll_max_seconds: float = pydantic.Field(20.0, ge=0, le=28)
     change_watch_interval: float = pydantic.Field(0.01, gt=0, le=1)
 
+    # Retention, per-owner limits and roles (docs/reliability.md, docs/security.md)
+    job_retention: str = "30d"  # finished jobs older than this are purged; 0 keeps them forever
+    retention_interval: float = pydantic.Field(300.0, gt=0)  # seconds between the sweep's purges
+    max_queued_per_owner: int = pydantic.Field(0, ge=0)  # queued + processing per owner; 0: no limit
+    submits_per_minute_per_owner: int = pydantic.Field(0, ge=0)  # 0: no limit
+    api_admin_tokens: str = ""  # token names (owners) that may see and cancel every owner's jobs
+
     log_level: str = "INFO"
 
     # The original proxy's names and browser access (docs/legacy.md): AUTH_TOKEN is used when
@@ -199,6 +207,10 @@ class Settings(pydantic_settings.BaseSettings):
             if sep and not name.strip():
                 raise ValueError(f"entry {number} of {len(items)} has an empty name before ':' "
                                  "(write name:token, or the token alone)")
+            secret = item.strip() if item.strip().startswith(HASH_PREFIX) else token.strip()
+            if secret.startswith(HASH_PREFIX) and not HASHED_TOKEN.fullmatch(secret):
+                raise ValueError(f"entry {number} of {len(items)} starts like a hashed token but is not "
+                                 f"{HASH_PREFIX}<64 hex digits> (the sha256 of the token)")
         return value
 
     @pydantic.model_validator(mode="after")
@@ -216,7 +228,8 @@ class Settings(pydantic_settings.BaseSettings):
         """`API_TOKENS` (else the one AUTH_TOKEN) as {token: owner name}.
 
         `name:token` names its owner; a bare token is owned by `tok-<first 12 hex of its sha256>`,
-        a name that is stable when the list is reordered and reveals nothing of the token.
+        a name that is stable when the list is reordered and reveals nothing of the token. A hashed
+        entry's key is its `sha256:<hex>` (see `token_digests`).
         """
         legacy = self.auth_token.get_secret_value().strip()
         if not self.api_tokens.strip() and legacy:
@@ -226,11 +239,36 @@ class Settings(pydantic_settings.BaseSettings):
             if not item:
                 continue
             name, sep, token = item.partition(":")
-            if sep and token and name:
+            if _is_bare_hash(item):
+                tokens[item] = "tok-" + item[len(HASH_PREFIX):][:12].lower()
+            elif sep and token and name:
                 tokens[token] = name
             else:
                 tokens[item] = "tok-" + hashlib.sha256(item.encode()).hexdigest()[:12]
         return tokens
+
+    def token_digests(self) -> list[tuple[bytes, str]]:
+        """`API_TOKENS` as (sha256 digest of the token, owner name): a hashed entry
+        (`name:sha256:<64 hex>`) as given, a plaintext one hashed here, so a presented token is
+        hashed once and compared in constant time with every entry alike."""
+        return [(bytes.fromhex(token[len(HASH_PREFIX):]) if HASHED_TOKEN.fullmatch(token)
+                 else hashlib.sha256(token.encode()).digest(), owner)
+                for token, owner in self.token_map().items()]
+
+    @pydantic.field_validator("job_retention")
+    @classmethod
+    def _check_job_retention(cls, value: str) -> str:
+        if len(parse_durations(value)) != 1:
+            raise ValueError("JOB_RETENTION is one duration: 30d, 12h, 10s, or 0 to keep jobs forever")
+        return value
+
+    def job_retention_seconds(self) -> float | None:
+        """JOB_RETENTION in seconds, or None: keep finished jobs forever."""
+        return parse_durations(self.job_retention)[0] or None
+
+    def admin_names(self) -> frozenset[str]:
+        """API_ADMIN_TOKENS: the owner names whose tokens are admin tokens."""
+        return parse_names(self.api_admin_tokens)
 
     @pydantic.field_validator("webhook_retry_schedule")
     @classmethod
@@ -280,6 +318,14 @@ def cors_origins(settings: Settings) -> tuple[str, ...]:
     origins = tuple(part.strip().rstrip("/") for part in settings.cors_origins.split(",") if part.strip())
     return ("*",) if "*" in origins else origins
 
+HASH_PREFIX = "sha256:"
+HASHED_TOKEN = re.compile(r"sha256:[0-9a-fA-F]{64}")
+
+
+def _is_bare_hash(item: str) -> bool:
+    """`sha256:<64 hex>` alone is a hashed token without a name, not the token `<hex>` named sha256."""
+    return HASHED_TOKEN.fullmatch(item) is not None
+
 
 def parse_names(text: str) -> frozenset[str]:
     """A comma-separated list of names (settings such as A1111_ALLOWED_SCRIPTS) as a set."""
@@ -292,16 +338,16 @@ def get_settings() -> Settings:
     return Settings()
 
 
-DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_durations(text: str) -> list[float]:
-    """`5s,30s,2m,1h` (or bare seconds, `0.5`) as seconds; an empty string is no retries."""
+    """`5s,30s,2m,1h,1d` (or bare seconds, `0.5`) as seconds; an empty string is no retries."""
     delays = []
     for item in (part.strip().lower() for part in text.split(",")):
         if not item:
             continue
-        unit = next((u for u in ("ms", "s", "m", "h") if item.endswith(u)), "")
+        unit = next((u for u in DURATION_UNITS if item.endswith(u)), "")
         number = item[:-len(unit)] if unit else item
         try:
             seconds = float(number) * DURATION_UNITS.get(unit, 1.0)

@@ -24,6 +24,10 @@ class Unauthorized(ServiceError):
     status, name = 401, "Unauthorized"
 
 
+class Forbidden(ServiceError):
+    status, name = 403, "Forbidden"
+
+
 class NotFound(ServiceError):
     status, name = 404, "NotFound"
 

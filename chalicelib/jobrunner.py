@@ -17,6 +17,7 @@ from chalicelib import backoff
 from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import request_models
+from chalicelib import retention
 from chalicelib import transitions
 from chalicelib.queue import base as queue_base
 from chalicelib.store import base as store_base
@@ -371,7 +372,7 @@ def _progress_of(snapshot: dict) -> dict:
 
 def sweep(ctx: context_module.Context) -> dict:
     """Requeue or end jobs whose worker vanished; re-ring jobs and webhook deliveries that waited
-    without a doorbell."""
+    without a doorbell; purge what retention no longer keeps (when due)."""
     expired = transitions.expire_leases(ctx)
     for change in expired:
         log.warning("lease expired; job is now %s", change.status, extra={"job_id": change.job_id})
@@ -383,4 +384,6 @@ def sweep(ctx: context_module.Context) -> dict:
             ctx.queue.send(queue_base.JOBS, {"job_id": job_id})
         rerung = len(stale)
     webhooks_rerung = doorbell.rering_due(ctx, now=now)
-    return {"expired": len(expired), "rerung": rerung, "webhooks_rerung": webhooks_rerung}
+    purged = retention.purge_if_due(ctx)
+    return {"expired": len(expired), "rerung": rerung, "webhooks_rerung": webhooks_rerung,
+            **({"purged": purged} if purged is not None else {})}

@@ -61,6 +61,7 @@ SECURITY_SCHEMES = {
 ERROR_DESCRIPTIONS = {
     400: "Malformed request: the body is not JSON, or an image was asked for without an image Accept header.",
     401: "Missing or wrong token.",
+    403: "A valid token that is not an admin's (API_ADMIN_TOKENS) asked for what only an admin may.",
     404: "No such job, or it belongs to another token.",
     405: "Only sd_model_checkpoint can be set: A1111's other options are global.",
     409: "The job is in the wrong state for this.",
@@ -74,6 +75,8 @@ ERROR_DESCRIPTIONS = {
 ERROR_EXAMPLES = {
     400: {"error": "BadRequest", "detail": "the body is not valid JSON: Expecting value: line 1 column 1 (char 0)"},
     401: {"error": "Unauthorized", "detail": "invalid token"},
+    403: {"error": "Forbidden", "detail": "the detailed health needs an admin token (a token named in "
+                                          "API_ADMIN_TOKENS)"},
     404: {"error": "NotFound", "detail": f"no job '{examples.JOB_ID}'"},
     409: {"error": "Conflict", "detail": f"job {examples.JOB_ID} is already completed; only queued or "
                                         "processing jobs can be cancelled"},

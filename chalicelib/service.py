@@ -17,6 +17,7 @@ from chalicelib import changes
 from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import model_choice
+from chalicelib import owner_limits
 from chalicelib import request_models
 from chalicelib import strict_json
 from chalicelib import transitions
@@ -46,6 +47,7 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
     """Validate and store a job, ring the doorbell. Returns (summary, created)."""
     _check_idempotency_key(idempotency_key)
     new_job = prepare_job(ctx, kind, owner=owner, body=body, idempotency_key=idempotency_key, batch_id=batch_id)
+    owner_limits.check_submit(ctx, owner, now=time.time())
     # One transaction: the job and its doorbell (a row of a table queue) commit together.
     doorbell = ctx.queue.send_on_commit(queue_base.JOBS, {"job_id": new_job.id})
     job, created = ctx.store.create_job(new_job, now=time.time(), doorbell=doorbell)
@@ -90,7 +92,7 @@ def prepare_job(ctx: context_module.Context, kind: str, *, owner: str, body: obj
     )
 
 
-def get_job(ctx: context_module.Context, job_id: str, *, owner: str, images: str | None = None,
+def get_job(ctx: context_module.Context, job_id: str, *, owner: str | None, images: str | None = None,
             wait: str | None = None, version: str | None = None) -> dict:
     """The job's detail, with its images inline as base64 (A1111's shape) unless `images` is "urls",
     or unless inline they would make the answer larger than MAX_RESPONSE_BYTES (AWS Lambda answers
@@ -171,9 +173,10 @@ def _image_urls(ctx: context_module.Context, job: store_base.Job) -> list[str]:
             or f"/sdapi/v1/jobs/{job.id}/images/{n}" for n in range(job.image_count)]
 
 
-def list_jobs(ctx: context_module.Context, *, owner: str, status: str | None, limit: str | None,
+def list_jobs(ctx: context_module.Context, *, owner: str | None, status: str | None, limit: str | None,
               cursor: str | None) -> dict:
-    """Newest first, keyset-paginated by an opaque cursor."""
+    """Newest first, keyset-paginated by an opaque cursor; every owner's when `owner` is None (an
+    admin's listing)."""
     problems = []
     if status is not None and status not in {s.value for s in vocabulary.JobStatus}:
         allowed = ", ".join(s.value for s in vocabulary.JobStatus)
@@ -191,7 +194,7 @@ def list_jobs(ctx: context_module.Context, *, owner: str, status: str | None, li
     }
 
 
-def cancel_job(ctx: context_module.Context, job_id: str, *, owner: str) -> dict:
+def cancel_job(ctx: context_module.Context, job_id: str, *, owner: str | None) -> dict:
     """queued → cancelled now; processing → flag the worker, which interrupts A1111; finished → 409."""
     for _ in range(CANCEL_RACE_TRIES):
         job = _owned_job(ctx, job_id, owner=owner)
@@ -252,7 +255,8 @@ def get_image(ctx: context_module.Context, job_id: str, n: str, *, owner: str) -
     return found
 
 
-def _owned_job(ctx: context_module.Context, job_id: str, *, owner: str) -> store_base.Job:
+def _owned_job(ctx: context_module.Context, job_id: str, *, owner: str | None) -> store_base.Job:
+    """The job if `owner` owns it (any owner's when None: an admin); 404 otherwise, as if absent."""
     job = ctx.store.get_job(job_id, owner=owner)
     if job is None:
         raise errors.NotFound(f"no job {job_id!r}")

@@ -1,4 +1,4 @@
-"""Command line: `python -m worker_fn [run|migrate|submit|rejected]`."""
+"""Command line: `python -m worker_fn [run|migrate|submit|rejected|purge]`."""
 from __future__ import annotations
 
 import argparse
@@ -12,13 +12,14 @@ from chalicelib import config
 from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import logs
+from worker_fn import purge
 from worker_fn import rejected
 from worker_fn import submit
 from worker_fn import worker as worker_module
 
 log = logging.getLogger("worker_fn")
 
-TOOLS = {"submit": submit.main, "rejected": rejected.main}
+TOOLS = {"submit": submit.main, "rejected": rejected.main, "purge": purge.main}
 START_RETRY_FIRST = 0.5
 START_RETRY_MAX = 30.0
 
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run jobs from the queue against A1111.",
                                      epilog="Other commands: `submit FILE.jsonl (--queue-url URL | --api URL "
                                             "--token T)` sends job submissions; `rejected [--limit N]` lists "
-                                            "the submissions the intake rejected. Each has its own --help.")
+                                            "the submissions the intake rejected; `purge [--older-than D]` "
+                                            "removes finished jobs past retention. Each has its own --help.")
     parser.add_argument("command", nargs="?", default="run", choices=["run", "migrate"],
                         help="run: the worker loop (default); migrate: apply schema migrations and exit")
     parser.add_argument("--worker-id", help="stable id for this worker (default: host-pid-random)")

@@ -1,4 +1,5 @@
-"""`GET /health`: no token needed, so load balancers and orchestrators can call it; the detail needs one."""
+"""`GET /health`: no token needed, so load balancers and orchestrators can call it; the detail needs an
+operator's token (`http.require_operator`)."""
 from __future__ import annotations
 
 import logging
@@ -20,9 +21,9 @@ blueprint = chalice.Blueprint(__name__)
     operation_id="get_health", summary="Health of the store, queue, workers and A1111 instances", tags=["health"],
     description="Without a token: one word per component (`up`, `degraded`, `down`), answered from a cache "
                 "refreshed at most every HEALTH_CACHE_SECONDS (default 5), so that anyone may call it often. "
-                "With a valid token (any token: there are no roles yet): the detailed report, checked now "
-                "(each A1111 instance is probed, at most 1.5 s), with job counts, worker heartbeats and "
-                "instances. An invalid token is 401.",
+                "With an admin token (any valid token while API_ADMIN_TOKENS is empty): the detailed report, "
+                "checked now (each A1111 instance is probed, at most 1.5 s), with job counts, worker "
+                "heartbeats and instances. An invalid token is 401, a valid token that is not an admin's 403.",
     responses={200: openapi.Reply("The service can take and run jobs (the summary, without a token).",
                                   model="HealthReport", example={"status": "ok", "components": {
                                       "store": "up", "queue": "up", "workers": "up", "instances": "up"}}),
@@ -34,7 +35,7 @@ def get_health() -> chalice.Response:
     request = blueprint.current_request
     detailed = bool(request.headers.get("authorization"))
     if detailed:
-        http.owner_of(request)
+        http.require_operator(request, what="the detailed health")
     try:
         ctx = context_module.get_context()
     except errors.StoreUnavailable:
@@ -51,11 +52,12 @@ def get_health() -> chalice.Response:
     operation_id="list_instances", summary="Each A1111 instance: health, load, model, jobs done", tags=["health"],
     description="The `instances` of the detailed GET /health, nothing more: every instance is probed now "
                 "(GET /sdapi/v1/options, at most 1.5 s each, in parallel); busy, current jobs, jobs done and the "
-                "latest failure come from the job store. Any token may read it (there are no roles yet).",
+                "latest failure come from the job store. An admin token may read it (any valid token while "
+                "API_ADMIN_TOKENS is empty).",
     responses={200: openapi.Reply("The configured instances.", model="Instances")},
-    errors=(401, 503))
+    errors=(401, 403, 503))
 @http.handler
 def list_instances() -> chalice.Response:
-    http.owner_of(blueprint.current_request)
+    http.require_operator(blueprint.current_request, what="the instance list")
     ctx = context_module.get_context()
     return http.json_response({"instances": health.instances(ctx)}, status=200)

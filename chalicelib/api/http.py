@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import hmac
 import json
 import logging
@@ -42,22 +43,48 @@ def handler(func):
 
 
 def owner_of(request: chalice.app.Request) -> str:
-    """The owner name of the token, compared in constant time against every token."""
-    tokens = config.get_settings().token_map()
+    """The owner name of the token: its sha256 compared in constant time with every entry's (a
+    hashed entry holds only that digest), so no entry ends the loop early."""
+    tokens = config.get_settings().token_digests()
     if not tokens:
         raise errors.Unauthorized("no API tokens are configured: set API_TOKENS (e.g. "
                                   "API_TOKENS=alice:s3cret) and send 'Authorization: Bearer s3cret'")
     presented = presented_token(request.headers.get("authorization") or "")
     if presented is None:
         raise errors.Unauthorized("send 'Authorization: Bearer <token>' (or HTTP Basic with the token as password)")
-    presented_bytes = presented.encode()
+    presented_digest = hashlib.sha256(presented.encode()).digest()
     owner = None
-    for token, name in tokens.items():
-        if hmac.compare_digest(presented_bytes, token.encode()):
+    for digest, name in tokens:
+        if hmac.compare_digest(presented_digest, digest):
             owner = name
     if owner is None:
         raise errors.Unauthorized("invalid token")
     return owner
+
+
+def is_admin(owner: str) -> bool:
+    """Whether the token's name is in API_ADMIN_TOKENS."""
+    return owner in config.get_settings().admin_names()
+
+
+def admin_of(request: chalice.app.Request, *, what: str) -> str:
+    """The owner name of an admin token; 403 for any other valid token."""
+    owner = owner_of(request)
+    if not is_admin(owner):
+        raise errors.Forbidden(f"{what} needs an admin token (a token named in API_ADMIN_TOKENS)")
+    return owner
+
+
+def roles_enabled() -> bool:
+    """Roles exist once API_ADMIN_TOKENS names a token; before that every token may do what an
+    admin may (the behaviour before roles)."""
+    return bool(config.get_settings().admin_names())
+
+
+def require_operator(request: chalice.app.Request, *, what: str) -> str:
+    """For the operator's views (detailed health, instances, metrics): an admin token when roles
+    are enabled, else any valid token."""
+    return admin_of(request, what=what) if roles_enabled() else owner_of(request)
 
 
 def presented_token(authorization: str) -> str | None:

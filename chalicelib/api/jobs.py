@@ -7,6 +7,7 @@ from __future__ import annotations
 import chalice
 
 from chalicelib import context as context_module
+from chalicelib import errors
 from chalicelib import examples
 from chalicelib import openapi
 from chalicelib import request_models
@@ -31,6 +32,12 @@ IMG2IMG_EXAMPLES = {
     "an edit": {"prompt": "an oil painting", "init_images": [EXAMPLE_IMAGE], "denoising_strength": 0.6,
                 "steps": 20, "width": 512, "height": 512},
 }
+ALL_OWNERS = "*"
+LIMITED = openapi.Reply(
+    "A per-owner limit (MAX_QUEUED_PER_OWNER or SUBMITS_PER_MINUTE_PER_OWNER) was reached; nothing was stored.",
+    model="Error", headers={"Retry-After": "seconds to wait before submitting again"},
+    example={"error": "TooManyRequests", "detail": "alice has 100 jobs queued or running, the most one owner may "
+                                                   "have (MAX_QUEUED_PER_OWNER); submit again once some have finished"})
 JOB_ID = openapi.path_param("job_id", "the job's id, as submit answered it", example=examples.JOB_ID)
 IDEMPOTENCY_KEY = openapi.Param(  # no example: Swagger UI would send it with every "Try it out"
     name="Idempotency-Key", location="header",
@@ -102,7 +109,8 @@ CANCEL_REPLIES = {
                        "`cancelled` shortly (`cancel_requested` is true until then).", model="JobSummary"),
 }
 CANCEL_DESCRIPTION = ("A queued job is cancelled at once (200). A running job is interrupted in A1111 and "
-                      "ends `cancelled` (202 now). A finished job cannot be cancelled (409).")
+                      "ends `cancelled` (202 now). A finished job cannot be cancelled (409). An admin token "
+                      "(API_ADMIN_TOKENS) may cancel any owner's job.")
 
 
 def _submit(kind: str) -> chalice.Response:
@@ -127,7 +135,7 @@ def _submit(kind: str) -> chalice.Response:
     body=openapi.Body(models=(request_models.StableDiffusionProcessingTxt2Img, request_models.JobOptions),
                       name="Txt2ImgJobRequest",
                       description="A1111's txt2img request plus the job's own fields", examples=SUBMIT_EXAMPLES),
-    responses={202: SUBMITTED}, errors=(400, 413, 422, 503), webhook_callback=True)
+    responses={202: SUBMITTED, 429: LIMITED}, errors=(400, 413, 422, 503), webhook_callback=True)
 @http.handler
 def txt2img() -> chalice.Response:
     return _submit("txt2img")
@@ -143,7 +151,7 @@ def txt2img() -> chalice.Response:
     body=openapi.Body(models=(request_models.StableDiffusionProcessingImg2Img, request_models.JobOptions),
                       name="Img2ImgJobRequest",
                       description="A1111's img2img request plus the job's own fields", examples=IMG2IMG_EXAMPLES),
-    responses={202: SUBMITTED}, errors=(400, 413, 422, 503), webhook_callback=True)
+    responses={202: SUBMITTED, 429: LIMITED}, errors=(400, 413, 422, 503), webhook_callback=True)
 @http.handler
 def img2img() -> chalice.Response:
     return _submit("img2img")
@@ -158,15 +166,33 @@ def img2img() -> chalice.Response:
                                                       "maximum": service.MAX_LIST_LIMIT,
                                                       "default": service.DEFAULT_LIST_LIMIT}),
         openapi.Param("cursor", "query", "`next_cursor` of the previous page", {"type": "string", "minLength": 1}),
+        openapi.Param("owner", "query", "admin tokens only (API_ADMIN_TOKENS): this owner's jobs, or `*` for "
+                      "every owner's; another token may name only itself", {"type": "string", "minLength": 1}),
     ),
-    responses={200: openapi.Reply("A page of jobs.", model="JobList")}, errors=(422, 503))
+    responses={200: openapi.Reply("A page of jobs.", model="JobList")}, errors=(403, 422, 503))
 @http.handler
 def list_jobs() -> chalice.Response:
     request = blueprint.current_request
-    owner = http.owner_of(request)
+    owner = _listed_owner(http.owner_of(request), http.query_param(request, "owner"))
     return http.json_response(service.list_jobs(
         context_module.get_context(), owner=owner, status=http.query_param(request, "status"),
         limit=http.query_param(request, "limit"), cursor=http.query_param(request, "cursor")))
+
+
+def _listed_owner(caller: str, asked: str | None) -> str | None:
+    """Whose jobs a listing shows: the caller's own unless an admin names another owner, or `*`
+    (None: every owner's)."""
+    if asked is None or asked == caller:
+        return caller
+    if not http.is_admin(caller):
+        raise errors.Forbidden("listing another owner's jobs (?owner=) needs an admin token (a token named in "
+                               "API_ADMIN_TOKENS)")
+    return None if asked == ALL_OWNERS else asked
+
+
+def _visible_to(caller: str) -> str | None:
+    """The owner whose jobs `caller` may read and cancel by id: its own, any (None) for an admin."""
+    return None if http.is_admin(caller) else caller
 
 
 @blueprint.route("/sdapi/v1/jobs/{job_id}", methods=["GET"])
@@ -183,7 +209,7 @@ def list_jobs() -> chalice.Response:
 @http.handler
 def get_job(job_id: str) -> chalice.Response:
     request = blueprint.current_request
-    owner = http.owner_of(request)
+    owner = _visible_to(http.owner_of(request))
     return http.json_response(service.get_job(context_module.get_context(), job_id, owner=owner,
                                               images=http.query_param(request, "images"),
                                               wait=http.query_param(request, "wait"),
@@ -238,7 +264,7 @@ def delete_job(job_id: str) -> chalice.Response:
 
 
 def _cancel(job_id: str) -> chalice.Response:
-    owner = http.owner_of(blueprint.current_request)
+    owner = _visible_to(http.owner_of(blueprint.current_request))
     summary = service.cancel_job(context_module.get_context(), job_id, owner=owner)
     return http.json_response(summary, status=200 if summary["status"] == vocabulary.JobStatus.CANCELLED else 202)
 

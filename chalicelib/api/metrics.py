@@ -3,8 +3,8 @@
 On the API's own port and behind a token rather than on a second port: Lambda and API Gateway have
 only one, and the route then works the same in every runtime. METRICS_TOKEN is a scrape-only
 credential (it opens this route and nothing else), so Prometheus need not hold a token that can
-submit or read jobs; any API token is accepted too. The Prometheus client is imported at the first
-scrape, so it adds nothing to the API's cold start.
+submit or read jobs; an admin token is accepted too (any API token while there are no admins).
+The Prometheus client is imported at the first scrape, so it adds nothing to the API's cold start.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ a1111_async_jobs{status="processing"} 1.0
     operation_id="get_metrics", summary="Prometheus metrics of the whole service", tags=["metrics"],
     description="Jobs by state, queue wait and run time histograms, A1111 errors and webhook deliveries, read "
                 "from the job store (the same numbers from every replica). The token is METRICS_TOKEN (it "
-                "opens this route only) or any API token.",
+                "opens this route only) or an admin token (any API token while API_ADMIN_TOKENS is empty).",
     responses={200: openapi.Reply("Prometheus text format 0.0.4.", media_types=("text/plain",),
                                   schema={"type": "string", "example": EXAMPLE})},
     errors=(503,))
@@ -47,13 +47,13 @@ def get_metrics() -> chalice.Response:
 
 
 def authorize_scrape(request: chalice.app.Request) -> None:
-    """METRICS_TOKEN, compared in constant time, or else any API token."""
+    """METRICS_TOKEN, compared in constant time, or else an operator's token (`http.require_operator`)."""
     metrics_token = config.get_settings().metrics_token.get_secret_value()
     presented = http.presented_token(request.headers.get("authorization") or "")
     if metrics_token and presented is not None and hmac.compare_digest(presented.encode(), metrics_token.encode()):
         return
     try:
-        http.owner_of(request)
+        http.require_operator(request, what="GET /metrics")
     except errors.Unauthorized:
         if metrics_token:
             raise errors.Unauthorized("send 'Authorization: Bearer <METRICS_TOKEN>' (or an API token)") from None

@@ -26,6 +26,9 @@ class ImageStore(typing.Protocol):
     def get(self, job_id: str, attempt: int, n: int) -> tuple[bytes, str] | None: ...
     def get_all(self, job_id: str, attempt: int) -> list[bytes]: ...
 
+    def delete(self, job_ids: list[str]) -> int:
+        """Remove every image of these jobs, all attempts (retention); how many were removed."""
+
     def url(self, job_id: str, attempt: int, n: int, *, expires_in: float) -> str | None:
         """A URL the client can download the image from directly (S3: presigned), or None when
         the store has none and the API serves the image itself."""

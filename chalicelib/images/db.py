@@ -27,5 +27,12 @@ class DbImageStore:
                                    [job_id, attempt])
         return [row["data"] for row in rows]
 
+    def delete(self, job_ids: list[str]) -> int:
+        if not job_ids:
+            return 0
+        with self.database.write() as conn:
+            return conn.execute("DELETE FROM images WHERE job_id IN (SELECT value FROM json_each(?))",
+                                (self.database.array(job_ids),)).rowcount
+
     def url(self, job_id: str, attempt: int, n: int, *, expires_in: float) -> str | None:
         return None  # rows have no URL of their own: GET /sdapi/v1/jobs/{job_id}/images/{n} serves them

@@ -12,6 +12,7 @@ VALUES (%(job_id)s, %(attempt)s, %(n)s, %(content_type)s, %(data)s)
 SELECT_IMAGE = """
 SELECT data, content_type FROM images WHERE job_id = %(job_id)s AND attempt = %(attempt)s AND n = %(n)s
 """
+DELETE_JOBS = "DELETE FROM images WHERE job_id = ANY(%(job_ids)s)"
 SELECT_ATTEMPT = "SELECT data FROM images WHERE job_id = %(job_id)s AND attempt = %(attempt)s ORDER BY n"
 
 
@@ -34,6 +35,11 @@ class PostgresImageStore:
     def get_all(self, job_id: str, attempt: int) -> list[bytes]:
         rows = self.database.query(SELECT_ATTEMPT, {"job_id": job_id, "attempt": attempt})
         return [bytes(row["data"]) for row in rows]
+
+    def delete(self, job_ids: list[str]) -> int:
+        if not job_ids:
+            return 0
+        return self.database.execute(DELETE_JOBS, {"job_ids": list(job_ids)})
 
     def url(self, job_id: str, attempt: int, n: int, *, expires_in: float) -> str | None:
         return None  # rows have no URL of their own: GET /sdapi/v1/jobs/{job_id}/images/{n} serves them

@@ -4,8 +4,8 @@ One object per image, `<prefix>/<job_id>/<attempt>/<n>`, with its media type as 
 presigned GET serves it as a file. Keys are per attempt, as with the database rows, so a stale
 attempt can never overwrite the images of the attempt that completed. Only the factory imports this
 module (boto3 stays out of a cold start that does not need it); botocore errors become
-`errors.StoreUnavailable` here, once. The bucket's lifecycle rule (infra/template.json) expires old
-images; nothing here deletes them.
+`errors.StoreUnavailable` here, once. Retention (chalicelib/retention.py) deletes a purged job's
+objects; the bucket's lifecycle rule (infra/template.json) is a backstop for any it missed.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ CLIENT_CONFIG = botocore.config.Config(connect_timeout=5, read_timeout=60,
                                        signature_version="s3v4")
 PARALLEL_TRANSFERS = 8
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+DELETE_BATCH = 1000  # keys per DeleteObjects call, S3's limit
 
 
 def parse_location(value: str) -> tuple[str, str]:
@@ -74,6 +75,16 @@ class S3ImageStore:
             found = self._each(self._download, keys)
         return [item[0] for item in found if item is not None]
 
+    def delete(self, job_ids: list[str]) -> int:
+        """List each job's objects (every attempt) and delete them, up to 1000 per call."""
+        with wrapped(f"delete the images of {len(job_ids)} jobs"):
+            keys = [key for job_id in job_ids for key in self._keys_under(self._job_prefix(job_id))]
+            for start in range(0, len(keys), DELETE_BATCH):
+                batch = keys[start:start + DELETE_BATCH]
+                self.client.delete_objects(Bucket=self.bucket,
+                                           Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True})
+        return len(keys)
+
     def url(self, job_id: str, attempt: int, n: int, *, expires_in: float) -> str | None:
         """A presigned GET URL, signed locally with this process's credentials (no request is made).
         It lasts `expires_in` seconds, or less when those credentials expire first (a Lambda role's
@@ -83,18 +94,24 @@ class S3ImageStore:
                 "get_object", Params={"Bucket": self.bucket, "Key": self.key(job_id, attempt, n)},
                 ExpiresIn=int(expires_in))
 
+    def _job_prefix(self, job_id: str) -> str:
+        return f"{self.prefix}/{job_id}/" if self.prefix else f"{job_id}/"
+
     def _attempt_prefix(self, job_id: str, attempt: int) -> str:
-        return f"{self.prefix}/{job_id}/{attempt}/" if self.prefix else f"{job_id}/{attempt}/"
+        return f"{self._job_prefix(job_id)}{attempt}/"
+
+    def _keys_under(self, prefix: str) -> list[str]:
+        return [item["Key"] for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix) for item in page.get("Contents", [])]
 
     def _listed(self, job_id: str, attempt: int) -> list[tuple[int, str]]:
         """(n, key) of the attempt's objects, in image order."""
         prefix = self._attempt_prefix(job_id, attempt)
         found = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                name = item["Key"][len(prefix):]
-                if name.isdigit():
-                    found.append((int(name), item["Key"]))
+        for key in self._keys_under(prefix):
+            name = key[len(prefix):]
+            if name.isdigit():
+                found.append((int(name), key))
         return sorted(found)
 
     def _download(self, key: str) -> tuple[bytes, str] | None:

@@ -417,6 +417,16 @@ def group_attempts(delivery_ids: list[str], rows: list[dict]) -> dict[str, list[
     return attempts
 
 
+@dataclasses.dataclass(frozen=True)
+class Purged:
+    """Rows one purge removed, by table."""
+
+    jobs: int = 0
+    runs: int = 0
+    deliveries: int = 0
+    attempts: int = 0
+
+
 class JobStore(typing.Protocol):
     """Durable job state (one implementation, `jobs.JobStore`, over either database).
 
@@ -432,7 +442,8 @@ class JobStore(typing.Protocol):
     # API side
     def create_job(self, job: NewJob, *, now: float) -> tuple[Job, bool]: ...
     def get_job(self, job_id: str, *, owner: str | None = None) -> Job | None: ...
-    def list_jobs(self, owner: str, *, status: str | None, limit: int, before: int | None) -> Page: ...
+    def list_jobs(self, owner: str | None, *, status: str | None, limit: int, before: int | None) -> Page:
+        """Newest first; every owner's when `owner` is None."""
     def queue_positions(self, jobs: list[Job]) -> dict[str, int]:
         """Where each of `jobs` that is queued stands in the queue (1 = runs next; priority DESC,
         then first in, first out), in one query. Jobs not queued (by their record, or any more by
@@ -446,6 +457,20 @@ class JobStore(typing.Protocol):
     def changes_after(self, seq: int | None, *, limit: int) -> tuple[int, list[JobChange]]: ...
     def count_by_status(self) -> dict[str, int]: ...
     def stale_queued(self, *, older_than: float, now: float, limit: int) -> list[str]: ...
+    def count_active(self, owner: str, *, limit: int) -> int:
+        """The owner's queued and processing jobs, counted up to `limit` at most."""
+    def recent_submit_times(self, owner: str, *, limit: int) -> list[float]:
+        """`created_at` of the owner's latest `limit` jobs, newest first."""
+
+    # Retention (chalicelib/retention.py)
+    def finished_before(self, cutoff: float, *, limit: int) -> list[str]:
+        """Ids of up to `limit` jobs that finished before `cutoff`, oldest first, leaving out jobs
+        with a webhook delivery still pending."""
+    def purge_jobs(self, job_ids: list[str]) -> Purged:
+        """Delete those of `job_ids` that are finished, with their runs, deliveries and attempts, in
+        one transaction (their images are the image store's)."""
+    def purge_rejections(self, cutoff: float, *, limit: int) -> int:
+        """Delete up to `limit` rejected submissions received before `cutoff`; how many went."""
 
     # Guarded changes (called by chalicelib.transitions only)
     def cancel_queued(self, job_id: str, *, now: float) -> Change: ...

@@ -68,9 +68,10 @@ class JobStore:
         row = self.database.query_one(sql, {"id": job_id, "owner": owner})
         return self._job(row) if row else None
 
-    def list_jobs(self, owner: str, *, status: str | None, limit: int, before: int | None) -> base.Page:
+    def list_jobs(self, owner: str | None, *, status: str | None, limit: int, before: int | None) -> base.Page:
         params = {"owner": owner, "status": status, "before": before, "limit": limit + 1}
-        where = " AND ".join(clause for name, clause in queries.LIST_FILTERS.items() if params[name] is not None)
+        where = " AND ".join(clause for name, clause in queries.LIST_FILTERS.items()
+                             if params[name] is not None) or "TRUE"
         rows = self.database.query(self.database.native(queries.LIST_JOBS.format(where=where)), params)
         jobs, next_cursor = base.keyset_page([self._job(row) for row in rows], limit=limit)
         return base.Page(jobs=jobs, next_cursor=next_cursor)
@@ -117,6 +118,34 @@ class JobStore:
 
     def set_model_choice(self, owner: str, checkpoint: str, *, now: float) -> None:
         self.database.execute(self.sql.SET_MODEL_CHOICE, {"owner": owner, "checkpoint": checkpoint, "now": now})
+
+    def count_active(self, owner: str, *, limit: int) -> int:
+        row = self.database.query_one(self.sql.COUNT_ACTIVE_FOR_OWNER, {"owner": owner, "limit": limit})
+        return row["n"]
+
+    def recent_submit_times(self, owner: str, *, limit: int) -> list[float]:
+        rows = self.database.query(self.sql.RECENT_SUBMITS, {"owner": owner, "limit": limit})
+        return [row["created_at"] for row in rows]
+
+    # -- retention --------------------------------------------------------------------------
+
+    def finished_before(self, cutoff: float, *, limit: int) -> list[str]:
+        return [row["id"] for row in self.database.query(self.sql.FINISHED_BEFORE,
+                                                         {"cutoff": cutoff, "limit": limit})]
+
+    def purge_jobs(self, job_ids: list[str]) -> base.Purged:
+        if not job_ids:
+            return base.Purged()
+        params = {"ids": self.database.array(job_ids)}
+        with self.database.transaction() as session:
+            attempts = session.execute(self.sql.PURGE_ATTEMPTS, params)
+            deliveries = session.execute(self.sql.PURGE_DELIVERIES, params)
+            runs = session.execute(self.sql.PURGE_RUNS, params)
+            jobs = session.execute(self.sql.PURGE_JOBS, params)
+        return base.Purged(jobs=jobs, runs=runs, deliveries=deliveries, attempts=attempts)
+
+    def purge_rejections(self, cutoff: float, *, limit: int) -> int:
+        return self.database.execute(self.sql.PURGE_REJECTIONS, {"cutoff": cutoff, "limit": limit})
 
     # -- guarded changes (chalicelib.transitions is their one caller) -------------------------
 

@@ -405,13 +405,55 @@ INSERT INTO model_choices (owner, checkpoint, updated_at) VALUES (:owner, :check
 ON CONFLICT (owner) DO UPDATE SET checkpoint = excluded.checkpoint, updated_at = excluded.updated_at
 """
 
+# -- retention and per-owner limits ------------------------------------------------------------
+
+# Finished jobs past retention, oldest first (jobs_finished); a job with a delivery still pending
+# waits for it, so retention never drops a webhook that is still being retried.
+FINISHED_BEFORE = """
+SELECT id FROM jobs WHERE finished_at < :cutoff
+  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries AS pending
+                  WHERE pending.job_id = jobs.id AND pending.status = 'pending')
+ORDER BY finished_at LIMIT :limit
+"""
+
+# Purge templates: {in_ids} is the dialect's list test (SQLITE / POSTGRES below).
+PURGE_ATTEMPTS = """
+DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE job_id {in_ids})
+"""
+PURGE_DELIVERIES = "DELETE FROM webhook_deliveries WHERE job_id {in_ids}"
+PURGE_RUNS = "DELETE FROM job_runs WHERE job_id {in_ids}"
+PURGE_JOBS = "DELETE FROM jobs WHERE id {in_ids} AND finished_at IS NOT NULL"
+
+# Rows arrive in time order, so the oldest by seq are the ones past the cutoff (no index needed).
+PURGE_REJECTIONS = """
+DELETE FROM rejected_submissions WHERE seq IN (
+    SELECT seq FROM rejected_submissions WHERE received_at < :cutoff ORDER BY seq LIMIT :limit)
+"""
+
+# Reads at most :limit index entries of jobs_owner_status_seq, whatever the owner has queued.
+COUNT_ACTIVE_FOR_OWNER = """
+SELECT COUNT(*) AS n FROM (
+    SELECT 1 FROM jobs WHERE owner = :owner AND status IN ('queued', 'processing') LIMIT :limit
+) AS active
+"""
+
+# The owner's latest :limit submissions (jobs_owner_seq), newest first.
+RECENT_SUBMITS = "SELECT created_at FROM jobs WHERE owner = :owner ORDER BY seq DESC LIMIT :limit"
+
 # -- per-dialect overrides ------------------------------------------------------------------------
+
+PURGE_TEMPLATES = ("PURGE_ATTEMPTS", "PURGE_DELIVERIES", "PURGE_RUNS", "PURGE_JOBS")
+
+
+def _purges(in_ids: str) -> dict[str, str]:
+    return {name: globals()[name].format(in_ids=in_ids) for name in PURGE_TEMPLATES}
 
 SQLITE_LABELS_MATCH = """NOT EXISTS (SELECT 1 FROM json_each(jobs.options, '$.instance_labels')
                                  WHERE value NOT IN (SELECT value FROM json_each(:labels)))"""
 POSTGRES_LABELS_MATCH = "COALESCE(jobs.options::jsonb -> 'instance_labels', '[]'::jsonb) <@ CAST(:labels AS jsonb)"
 
 SQLITE = {
+    **_purges("IN (SELECT value FROM json_each(:ids))"),
     "QUEUE_POSITIONS": QUEUE_POSITIONS.format(seq_in_seqs="seq IN (SELECT value FROM json_each(:seqs))"),
     "LIST_ATTEMPTS": LIST_ATTEMPTS.format(delivery_id_in_ids="delivery_id IN (SELECT value FROM json_each(:ids))"),
     "OWNER_ORDER": OWNER_ORDER.format(labels_match=SQLITE_LABELS_MATCH),
@@ -448,6 +490,7 @@ RETURNING {DELIVERY_COLUMNS}, snapshot, body
 }
 
 POSTGRES = {
+    **_purges("= ANY(:ids)"),
     "QUEUE_POSITIONS": QUEUE_POSITIONS.format(seq_in_seqs="seq = ANY(:seqs)"),
     "LIST_ATTEMPTS": LIST_ATTEMPTS.format(delivery_id_in_ids="delivery_id = ANY(:ids)"),
     "OWNER_ORDER": OWNER_ORDER.format(labels_match=POSTGRES_LABELS_MATCH),

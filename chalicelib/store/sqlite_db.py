@@ -31,6 +31,8 @@ BUSY_TIMEOUT_MS = 30_000
 # In WAL, NORMAL syncs at checkpoints only: a commit survives any crash of the process, the last
 # commits may be lost on a power cut; FULL syncs the WAL at every commit (SQLITE_SYNCHRONOUS).
 SYNCHRONOUS_LEVELS = ("NORMAL", "FULL")
+INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
+RECLAIM_PAGES = 4096  # per step of reclaim_space: 16 MiB of 4 KiB pages, a short hold of the write lock
 
 _write_locks: dict[str, threading.RLock] = {}
 _write_locks_guard = threading.Lock()
@@ -99,6 +101,9 @@ class SqliteDatabase:
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                # Takes effect only in a file without tables yet (see reclaim_space), and must come
+                # before WAL mode writes the file's header.
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")
                 conn.execute("PRAGMA foreign_keys = ON")
@@ -174,6 +179,40 @@ class SqliteDatabase:
         """Changes whenever another connection commits: a cheap way to wait for new work."""
         with _wrapped():
             return self.connection().conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def reclaim_space(self) -> int:
+        """Give every free page back to the file system, RECLAIM_PAGES at a time (other writers get
+        the lock between two); how many went.
+
+        Only a file created with auto_vacuum = INCREMENTAL (every file this code creates) can; one
+        created before stays its size (SQLite reuses its free pages) until `convert_to_incremental`.
+        Run as a script: sqlite3's execute steps a pragma that returns no rows once, freeing one page.
+        The file shrinks when the WAL is checkpointed (a passive one here, blocking nobody)."""
+        conn = self.connection().conn
+        reclaimed = 0
+        while True:
+            with self._write_lock, _wrapped():
+                if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
+                    return 0
+                before = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                conn.executescript(f"PRAGMA incremental_vacuum({RECLAIM_PAGES});")
+                freed = before - conn.execute("PRAGMA freelist_count").fetchone()[0]
+            reclaimed += freed
+            if freed < RECLAIM_PAGES:
+                break
+        with _wrapped():
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return reclaimed
+
+    def convert_to_incremental(self) -> None:
+        """Switch a file created without auto_vacuum to INCREMENTAL: a full VACUUM, which rewrites
+        the file (it needs that much free disk again) and holds the write lock meanwhile, so it is
+        run by hand (`python -m worker_fn purge --vacuum`), never at start-up."""
+        conn = self.connection().conn
+        with self._write_lock, _wrapped():
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def migrate(self) -> None:
         """Bring the schema to the latest version; safe when several processes start at once."""

@@ -206,4 +206,8 @@ MIGRATIONS = [
         last_served_at REAL NOT NULL
     )
     """,
+    # 9: finished jobs by age, for retention (JOB_RETENTION: the sweep purges the oldest first).
+    """
+    CREATE INDEX jobs_finished ON jobs (finished_at)
+    """,
 ]

@@ -66,3 +66,15 @@ def test_s3_errors_become_store_unavailable(aws):
         missing.put("j", 1, [PNG])
     with pytest.raises(errors.StoreUnavailable, match="NoSuchBucket"):
         missing.get_all("j", 1)
+
+
+def test_delete_removes_every_attempt_of_the_named_jobs_only(store, s3, bucket):
+    store.put("job-old", 1, [PNG, PNG])
+    store.put("job-old", 2, [JPEG])
+    store.put("job-kept", 1, [PNG])
+    assert store.delete(["job-old", "job-never-stored"]) == 3
+    assert store.get_all("job-old", 1) == [] and store.get_all("job-old", 2) == []
+    assert store.get_all("job-kept", 1) == [PNG]
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == ["images/job-kept/1/0"]
+    assert store.delete([]) == 0

@@ -1,0 +1,377 @@
+"""The fault campaign: real processes (tests/harness.py: A1111 simulators, the API under waitress,
+`python -m worker_fn` workers) under a steady submit load, with faults injected, and figures printed.
+
+Faults: kill -9 of a worker mid-job (restarted at once), kill -9 of the API during a submit burst
+(restarted at once), slow clients holding connections. Then the checks: every job the API answered
+202 for exists and completed, none completed twice (runs per job), how many attempts the kills cost,
+API and worker RSS growth, and the database size before and after retention purged everything.
+
+    python bench/campaign.py                       # the full form: 20,000 jobs, then 20 kills of each kind
+    python bench/campaign.py --jobs 2000 --kills 5 --database postgres
+    python bench/campaign.py --short               # what CI runs (tests/e2e/test_campaign.py)
+
+What it does not do (see docs/reliability.md, "Fault campaign"): restart Postgres, fill a disk, hang
+A1111 mid-job, hold a webhook receiver down for hours.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import http.client
+import json
+import os
+import pathlib
+import secrets
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+import psycopg
+import requests
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from tests import harness  # noqa: E402
+
+SUBMIT_THREADS = 8
+SLOW_CLIENTS = 50
+BURST = 50  # submits in flight around each kill of the API
+SLOW_SECONDS = 3.0  # generations in flight when a worker is killed
+
+
+@dataclasses.dataclass
+class Plan:
+    jobs: int  # the steady phase, without faults (RSS growth is measured over it)
+    kills: int  # then kill -9 of the API during a burst of BURST submits, and of a worker mid-job, each this often
+    workers: int
+    simulators: int
+    gen_seconds: float
+    database: str  # sqlite | postgres
+    timeout: float  # seconds for every job to finish
+
+
+SHORT = Plan(jobs=200, kills=1, workers=2, simulators=2, gen_seconds=0.02, database="sqlite", timeout=90)
+FULL = Plan(jobs=20_000, kills=20, workers=2, simulators=4, gen_seconds=0.02, database="sqlite", timeout=3600)
+
+
+@dataclasses.dataclass
+class Figures:
+    plan: Plan
+    accepted: int = 0
+    refused_while_down: int = 0  # submits that got no answer (the API was being killed)
+    completed: int = 0
+    lost: list = dataclasses.field(default_factory=list)  # accepted, but missing or not completed
+    completed_twice: list = dataclasses.field(default_factory=list)
+    extra_attempts: int = 0
+    generations: int = 0  # A1111 generations that ran to the end, over all simulators
+    worker_kills: int = 0
+    runs_lost: int = 0  # runs a killed worker left: each job was run again elsewhere
+    api_kills: int = 0
+    api_recovery_seconds: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    rss_kib: dict = dataclasses.field(default_factory=dict)  # process -> (start, end)
+    db_bytes: dict = dataclasses.field(default_factory=dict)  # loaded / after retention
+    jobs_after_retention: int | None = None
+    slow_clients: dict = dataclasses.field(default_factory=dict)
+
+    def ok(self) -> bool:
+        return not self.lost and not self.completed_twice and self.completed == self.accepted
+
+
+def rss_kib(pid: int) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Campaign:
+    def __init__(self, plan: Plan, workdir: pathlib.Path, database_url: str) -> None:
+        self.plan = plan
+        self.figures = Figures(plan)
+        self.cluster = harness.Cluster(workdir, database_url=database_url)
+        self.cluster.env.update(JOB_RETENTION="30d", JOB_MAX_ATTEMPTS="5")
+        self.accepted: list[str] = []
+        self.lock = threading.Lock()
+        self.database_url = database_url
+        self.simulators: list[str] = []
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.simulators = self.cluster.start_simulators(self.plan.simulators, gen_seconds=self.plan.gen_seconds)
+        self.cluster.start_api()
+        for index in range(self.plan.workers):
+            self.cluster.start_worker(f"worker-{index}")
+
+    def replace(self, name: str, **env) -> harness.Process:
+        """Start a process again under the same name (after a kill or for new settings)."""
+        old = self.cluster.process(name)
+        self.cluster.processes.remove(old)
+        if name == "api":
+            port = urllib.parse.urlsplit(self.cluster.api_url).port
+            process = self.cluster.start("api", [sys.executable, "wsgi.py"], PORT=str(port), **env)
+            harness.wait_until(lambda: harness.support.answers(f"{self.cluster.api_url}/health"), timeout=30,
+                               what="the API back")
+            return process
+        return self.cluster.start(name, [sys.executable, "-m", "worker_fn", "--worker-id", name], **env)
+
+    # -- load and faults ------------------------------------------------------------------------
+
+    def submit_all(self, count: int) -> None:
+        """Submit `count` jobs from SUBMIT_THREADS threads; a submit without an answer (the API was
+        killed under it) is counted and not retried: only 202s are promised."""
+        def one(n: int) -> None:
+            try:
+                response = requests.post(f"{self.cluster.api_url}/sdapi/v1/txt2img", headers=harness.AUTH,
+                                         json={"prompt": f"campaign {n}", "steps": 4}, timeout=30)
+            except requests.RequestException:
+                with self.lock:
+                    self.figures.refused_while_down += 1
+                return
+            if response.status_code == 202:
+                with self.lock:
+                    self.accepted.append(response.json()["job_id"])
+            else:
+                with self.lock:
+                    self.figures.refused_while_down += 1
+
+        with concurrent.futures.ThreadPoolExecutor(SUBMIT_THREADS) as pool:
+            list(pool.map(one, range(count)))
+
+    def kill_worker(self) -> None:
+        """kill -9 of worker-0 while it runs a job: generations are made slow (SLOW_SECONDS) until the
+        kill, so the job its heartbeat reports is still running when it dies (the runs say whether it
+        was: outcome `lost`)."""
+        self.wait_finished()  # no fast job left that the heartbeat could still report
+        self.set_gen_seconds(SLOW_SECONDS)
+        burst = threading.Thread(target=self.submit_all, args=(BURST // 5,))
+        burst.start()
+        try:
+            harness.wait_until(
+                lambda: any(w["id"] == "worker-0" and w["current_jobs"] for w in self.health().get("workers", [])),
+                timeout=15, what="worker-0 to run a job")
+        except AssertionError:
+            pass
+        process = self.cluster.process("worker-0")
+        os.kill(process.popen.pid, signal.SIGKILL)
+        process.kill()
+        self.figures.worker_kills += 1
+        self.set_gen_seconds(self.plan.gen_seconds)
+        self.replace("worker-0")
+        burst.join()
+
+    def set_gen_seconds(self, seconds: float) -> None:
+        for url in self.simulators:
+            requests.post(f"{url}/_sim/faults", json={"gen_seconds": seconds}, timeout=10).raise_for_status()
+
+    def kill_api_during_burst(self) -> None:
+        """BURST submits in flight, the API killed under them, started again."""
+        burst = threading.Thread(target=self.submit_all, args=(BURST,))
+        burst.start()
+        time.sleep(0.15)
+        process = self.cluster.process("api")
+        killed_at = time.monotonic()
+        os.kill(process.popen.pid, signal.SIGKILL)
+        process.kill()
+        self.figures.api_kills += 1
+        self.replace("api")
+        self.figures.api_recovery_seconds.append(time.monotonic() - killed_at)
+        burst.join()
+
+    def faults(self) -> None:
+        for _ in range(self.plan.kills):
+            self.kill_api_during_burst()
+            self.kill_worker()
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        try:
+            return requests.get(f"{self.cluster.api_url}/health", headers=harness.AUTH, timeout=10).json()
+        except (requests.RequestException, ValueError):
+            return {}
+
+    def job_counts(self) -> dict:
+        return self.health().get("queue", {}).get("jobs", {})
+
+    def wait_finished(self) -> None:
+        deadline = time.monotonic() + self.plan.timeout
+        while time.monotonic() < deadline:
+            counts = self.job_counts()
+            if counts and counts.get("queued", 0) + counts.get("processing", 0) == 0:
+                return
+            time.sleep(0.5)
+
+    def generations(self) -> int:
+        return sum(requests.get(f"{url}/_sim/stats", timeout=10).json()["generations_completed"]
+                   for url in self.simulators)
+
+    def verify(self) -> None:
+        self.figures.generations = self.generations()
+        session = requests.Session()
+        for job_id in self.accepted:
+            response = session.get(f"{self.cluster.api_url}/sdapi/v1/jobs/{job_id}", headers=harness.AUTH,
+                                   timeout=10)
+            if response.status_code != 200 or response.json()["status"] != "completed":
+                self.figures.lost.append((job_id, response.status_code,
+                                          response.json().get("status") if response.ok else None))
+                continue
+            detail = response.json()
+            self.figures.completed += 1
+            runs = detail.get("runs") or []
+            self.figures.runs_lost += sum(run.get("outcome") == "lost" for run in runs)
+            if sum(run.get("outcome") == "completed" for run in runs) != 1:
+                self.figures.completed_twice.append(job_id)
+            self.figures.extra_attempts += max(0, detail["attempts"] - 1)
+
+    def slow_clients(self) -> None:
+        """SLOW_CLIENTS connections each send half a request and hold it; meanwhile others are served."""
+        host, port = "127.0.0.1", urllib.parse.urlsplit(self.cluster.api_url).port
+        held = []
+        for _ in range(SLOW_CLIENTS):
+            sock = socket.create_connection((host, port), timeout=5)
+            sock.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pro")
+            held.append(sock)
+        latencies = []
+        try:
+            for _ in range(20):
+                started = time.perf_counter()
+                connection = http.client.HTTPConnection(host, port, timeout=10)
+                connection.request("GET", "/health")
+                status = connection.getresponse().status
+                connection.close()
+                latencies.append((time.perf_counter() - started) * 1000)
+                assert status == 200
+        finally:
+            for sock in held:
+                sock.close()
+        self.figures.slow_clients = {"held": SLOW_CLIENTS, "served": len(latencies),
+                                     "p50_ms": round(statistics.median(latencies), 1),
+                                     "max_ms": round(max(latencies), 1)}
+
+    def database_bytes(self) -> int:
+        if self.database_url.startswith("sqlite:///"):
+            return pathlib.Path(self.database_url[len("sqlite:///"):]).stat().st_size  # the file, not its WAL
+        with psycopg.connect(self.database_url) as conn:
+            return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+
+    def retention(self) -> None:
+        """Workers again with JOB_RETENTION=1s: the sweep purges every job; the database shrinks."""
+        self.figures.db_bytes["loaded"] = self.database_bytes()
+        time.sleep(1.2)
+        for index in range(self.plan.workers):
+            self.cluster.process(f"worker-{index}").terminate()
+            self.replace(f"worker-{index}", JOB_RETENTION="1s", RETENTION_INTERVAL="1")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(self.job_counts().values() or [1]) > 0:
+            time.sleep(0.5)
+        self.figures.jobs_after_retention = sum(self.job_counts().values())
+        time.sleep(2)  # a sweep or two more: the WAL checkpoint after the last purge
+        self.figures.db_bytes["after_retention"] = self.database_bytes()
+
+    def rss(self, when: str) -> None:
+        for process in self.cluster.processes:
+            if process.name == "api" or process.name.startswith("worker"):
+                self.figures.rss_kib.setdefault(process.name, {})[when] = rss_kib(process.popen.pid)
+
+    def run(self) -> Figures:
+        self.start()
+        try:
+            started = time.monotonic()
+            self.rss("start")
+            self.submit_all(self.plan.jobs)
+            self.wait_finished()
+            self.figures.seconds = time.monotonic() - started
+            self.rss("end")
+            self.faults()
+            self.wait_finished()
+            self.verify()
+            self.slow_clients()
+            self.retention()
+        finally:
+            self.cluster.stop()
+        self.figures.accepted = len(self.accepted)
+        return self.figures
+
+
+def postgres_database() -> tuple[str, callable]:
+    server = harness.postgres_server_url()
+    name = f"campaign_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+
+    def drop() -> None:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return harness.with_database(server, name), drop
+
+
+def run(plan: Plan, workdir: pathlib.Path) -> Figures:
+    drop = None
+    if plan.database == "postgres":
+        url, drop = postgres_database()
+    else:
+        url = f"sqlite:///{workdir / 'jobs.db'}"
+    try:
+        return Campaign(plan, workdir, url).run()
+    finally:
+        if drop is not None:
+            drop()
+
+
+def report(figures: Figures) -> str:
+    plan = figures.plan
+    rss = ", ".join(f"{name} {values.get('start', 0) // 1024}→{values.get('end', 0) // 1024} MiB"
+                    for name, values in sorted(figures.rss_kib.items()))
+    recovery = figures.api_recovery_seconds
+    lines = [
+        f"campaign: {plan.jobs} submits, {plan.workers} workers, {plan.simulators} simulators "
+        f"({plan.gen_seconds} s a generation), {plan.database}",
+        f"  accepted (202)           {figures.accepted}   "
+        f"no answer (API killed under it): {figures.refused_while_down}",
+        f"  completed                {figures.completed}   lost: {len(figures.lost)}   completed twice: "
+        f"{len(figures.completed_twice)}",
+        f"  worker kill -9           {figures.worker_kills} (runs lost and run again: {figures.runs_lost})   "
+        f"attempts beyond the first: {figures.extra_attempts}   A1111 generations: {figures.generations}",
+        f"  API kill -9              {figures.api_kills}   back in "
+        + (f"{statistics.median(recovery):.2f} s median, {max(recovery):.2f} s max" if recovery else "-"),
+        f"  steady phase             {plan.jobs} jobs in {figures.seconds:.1f} s "
+        f"({plan.jobs / max(figures.seconds, 0.001):.1f} jobs/s)",
+        f"  RSS over it (start→end)  {rss}",
+        f"  slow clients             {json.dumps(figures.slow_clients)}",
+        f"  database                 {figures.db_bytes.get('loaded', 0) / 1e6:.1f} MB loaded → "
+        f"{figures.db_bytes.get('after_retention', 0) / 1e6:.1f} MB after retention "
+        f"({figures.jobs_after_retention} jobs left)",
+        f"  verdict                  {'OK' if figures.ok() else 'FAILED'}",
+    ]
+    if figures.lost:
+        lines.append(f"  lost (first 5)           {figures.lost[:5]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="the CI form: 250 jobs, one kill of each kind")
+    parser.add_argument("--jobs", type=int)
+    parser.add_argument("--kills", type=int)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--simulators", type=int)
+    parser.add_argument("--database", choices=harness.BACKENDS)
+    args = parser.parse_args(argv)
+    plan = dataclasses.replace(SHORT if args.short else FULL, **{
+        name: value for name, value in vars(args).items() if name != "short" and value is not None})
+    with tempfile.TemporaryDirectory(prefix="campaign-") as workdir:
+        figures = run(plan, pathlib.Path(workdir))
+    print(report(figures))
+    return 0 if figures.ok() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
