@@ -53,6 +53,7 @@ A1111_ERRORS = {
                        "running: GET /sdapi/v1/jobs/{X-Job-Id}.", model="A1111Error",
                        headers={JOB_ID_HEADER: "the job's id"}),
 }
+NULL_REPLY = openapi.Reply("Done: `null`, as A1111 answers.", schema={"nullable": True})
 GENERATE_DESCRIPTION = (
     "A1111's own request ({model}) plus, optionally, the job's fields (`priority`, `metadata`, `webhook_url` ...). "
     "The job goes through the queue like any other (GET /sdapi/v1/jobs lists it) and the request blocks until "
@@ -256,7 +257,7 @@ def a1111_interrupt() -> chalice.Response:
     operation_id="a1111_skip", summary="Skip: as interrupt", tags=["a1111"],
     description="A1111 skips the current image of a batch; a job here is one unit, so skip interrupts the "
                 "caller's running jobs as interrupt does. Answers `null`, as A1111.",
-    responses={200: openapi.Reply("Done.", schema={"nullable": True}), 503: A1111_ERROR})
+    responses={200: NULL_REPLY, 503: A1111_ERROR})
 @handler
 def a1111_skip() -> chalice.Response:
     _interrupt_running(http.owner_of(blueprint.current_request))
@@ -276,9 +277,9 @@ def a1111_get_options() -> chalice.Response:
 
 @blueprint.route(model_choice.OPTIONS_PATH, methods=["POST"], content_types=http.JSON_BODY_CONTENT_TYPES)
 @openapi.document(operation_id="a1111_set_options", summary="Choose your default checkpoint", tags=["a1111"],
-                  description=options_routes.DESCRIPTION
+                  description=options_routes.DESCRIPTION.replace("Answers `{}`.", "Answers `null`, as A1111.")
                   + " Open WebUI sends the whole options object back: keys whose value is unchanged are ignored.",
-                  body=options_routes.BODY, responses={200: options_routes.REPLY, 405: A1111_ERROR,
+                  body=options_routes.BODY, responses={200: NULL_REPLY, 405: A1111_ERROR,
                                                        422: A1111_ERRORS[422], 502: A1111_ERROR})
 @handler
 def a1111_set_options() -> chalice.Response:
@@ -290,7 +291,7 @@ def a1111_set_options() -> chalice.Response:
         body = _changed_options(ctx, body, owner=owner)
     if body != {}:
         model_choice.choose(ctx, body, owner=owner)
-    return http.json_response({})
+    return http.json_response(None)
 
 
 def _changed_options(ctx: context_module.Context, body: dict, *, owner: str) -> dict:
