@@ -776,3 +776,9 @@ class A1111ValidationError(pydantic.BaseModel):
                                                                           "(MAX_STEPS)", "type": "less_than_equal"}]})
 
     detail: list[ValidationError]
+
+
+class A1111Null(pydantic.RootModel[dict[str, typing.Any] | None]):
+    """A1111's answer to some commands (skip, POST options): the JSON `null` (a nullable object in OpenAPI 3.0)."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra={"example": None})

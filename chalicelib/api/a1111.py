@@ -27,6 +27,7 @@ from chalicelib import service
 from chalicelib import vocabulary
 from chalicelib.api import catalog as catalog_routes
 from chalicelib.api import http
+from chalicelib.api import jobs as jobs_routes
 from chalicelib.api import options as options_routes
 from chalicelib.store import base as store_base
 
@@ -53,7 +54,9 @@ A1111_ERRORS = {
                        "running: GET /sdapi/v1/jobs/{X-Job-Id}.", model="A1111Error",
                        headers={JOB_ID_HEADER: "the job's id"}),
 }
-NULL_REPLY = openapi.Reply("Done: `null`, as A1111 answers.", schema={"nullable": True})
+NULL_REPLY = openapi.Reply("Done: `null`, as A1111 answers.", model="A1111Null")
+ANSWER_EXAMPLE = {"images": ["iVBORw0KGgo..."], "parameters": {"prompt": "a lighthouse at dusk", "steps": 20},
+                  "info": "{\"prompt\": \"a lighthouse at dusk\", \"all_seeds\": [1234], \"seed\": 1234}"}
 GENERATE_DESCRIPTION = (
     "A1111's own request ({model}) plus, optionally, the job's fields (`priority`, `metadata`, `webhook_url` ...). "
     "The job goes through the queue like any other (GET /sdapi/v1/jobs lists it) and the request blocks until "
@@ -155,8 +158,11 @@ def _generate_doc(kind: str, model: type, response: str) -> dict:
         operation_id=f"a1111_{kind}", summary=f"{kind}, blocking (A1111's answer)", tags=["a1111"],
         description=GENERATE_DESCRIPTION.format(model=model.__name__, response=response),
         body=openapi.Body(models=(model, request_models.JobOptions), name=f"A1111{kind.title()}Request",
-                          description=f"A1111's {kind} request (plus the job's own fields, optional)"),
-        responses={200: openapi.Reply(f"A1111's {response}.", model=response,
+                          description=f"A1111's {kind} request (plus the job's own fields, optional)",
+                          examples=jobs_routes.IMG2IMG_EXAMPLES if kind == "img2img" else {
+                              "as webuiapi sends it": {"prompt": "a lighthouse at dusk", "steps": 20,
+                                                       "sampler_name": "Euler a", "scheduler": "automatic"}}),
+        responses={200: openapi.Reply(f"A1111's {response}.", model=response, example=ANSWER_EXAMPLE,
                                       headers={JOB_ID_HEADER: "the job's id (GET /sdapi/v1/jobs/{id})"}),
                    **A1111_ERRORS})
 
