@@ -5,6 +5,7 @@ import sys
 from chalice import Chalice
 
 from chalicelib import dev_token
+from chalicelib.api import a1111
 from chalicelib.api import batches
 from chalicelib.api import catalog
 from chalicelib.api import cors
@@ -34,6 +35,7 @@ app.register_blueprint(catalog.blueprint)
 app.register_blueprint(options.blueprint)
 app.register_blueprint(ui.blueprint)
 app.register_blueprint(legacy.blueprint, url_prefix=legacy.PREFIX)
+app.register_blueprint(a1111.blueprint, url_prefix=a1111.PREFIX)
 cors.install(app)  # last: every route above gets its preflight
 
 

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 # A delivery's claim must outlast its attempt by this much, to record the result (docs/webhooks.md, "Retries").
 WEBHOOK_CLAIM_MARGIN_SECONDS = 2.0
+LAMBDA_SYNC_WAIT_SECONDS = 25.0  # API Gateway answers within 29 s
 
 
 # Generation-only A1111 options a job may set in `override_settings` (A1111 restores them after the job).
@@ -154,7 +155,7 @@ class Settings(pydantic_settings.BaseSettings):
     a1111_allowed_alwayson_scripts: str = DEFAULT_ALLOWED_ALWAYSON_SCRIPTS
     a1111_extra_fields: str = ""
     health_cache_seconds: float = pydantic.Field(5.0, ge=0)
-    api_threads: int = pydantic.Field(16, ge=1, le=1024)
+    api_threads: int = pydantic.Field(128, ge=1, le=1024)
     api_connection_limit: int = pydantic.Field(1000, ge=1)
     api_channel_timeout: float = pydantic.Field(30.0, gt=0)
 
@@ -180,6 +181,13 @@ class Settings(pydantic_settings.BaseSettings):
     max_queued_per_owner: int = pydantic.Field(0, ge=0)  # queued + processing per owner; 0: no limit
     submits_per_minute_per_owner: int = pydantic.Field(0, ge=0)  # 0: no limit
     api_admin_tokens: str = ""  # token names (owners) that may see and cancel every owner's jobs
+
+    # Blocking requests (docs/a1111-clients.md): the /a1111 mount and `Prefer: wait` hold a server
+    # thread each while their job runs; at most SYNC_MAX_WAITING at once (default: 3/8 of
+    # API_THREADS), each for at most SYNC_WAIT_MAX_SECONDS (on AWS Lambda at most 25: API Gateway
+    # answers within 29 s).
+    sync_wait_max_seconds: float = pydantic.Field(600.0, ge=0)
+    sync_max_waiting: int | None = pydantic.Field(None, ge=0)
 
     log_level: str = "INFO"
 
@@ -296,6 +304,24 @@ class Settings(pydantic_settings.BaseSettings):
         if self.stream_max_open is not None and self.stream_max_open >= self.api_threads:
             raise ValueError(f"STREAM_MAX_OPEN ({self.stream_max_open}) must be less than API_THREADS "
                              f"({self.api_threads}): each open stream holds a server thread")
+        return self
+
+    def sync_wait_limit(self) -> float:
+        """The longest a blocking request waits; below API Gateway's 29 s on AWS Lambda."""
+        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+            return min(self.sync_wait_max_seconds, LAMBDA_SYNC_WAIT_SECONDS)
+        return self.sync_wait_max_seconds
+
+    def sync_waiting_limit(self) -> int:
+        """How many blocking requests may wait at once in one API process."""
+        return self.api_threads * 3 // 8 if self.sync_max_waiting is None else self.sync_max_waiting
+
+    @pydantic.model_validator(mode="after")
+    def _check_sync_limit(self) -> "Settings":
+        """Waiting requests that could hold every server thread would leave none for anything else."""
+        if self.sync_max_waiting is not None and self.sync_max_waiting >= self.api_threads:
+            raise ValueError(f"SYNC_MAX_WAITING ({self.sync_max_waiting}) must be less than API_THREADS "
+                             f"({self.api_threads}): each waiting request holds a server thread")
         return self
 
     def webhook_retry_delays(self) -> list[float]:

@@ -43,6 +43,8 @@ TAGS = {
     "metrics": "Prometheus metrics (METRICS_TOKEN or an API token).",
     "docs": "This document and Swagger UI (no token).",
     "legacy": "The original async proxy's shapes under /legacy, for its existing clients (docs/legacy.md).",
+    "a1111": "A1111 itself under /a1111, for its own clients (webuiapi, Open WebUI): generation blocks and "
+             "answers A1111's body, through the queue (docs/a1111-clients.md).",
 }
 
 SECURITY_SCHEMES = {

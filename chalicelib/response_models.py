@@ -723,3 +723,62 @@ class LegacyHealth(pydantic.BaseModel):
     model_config = _example({"status": "ok"})
 
     status: typing.Literal["ok"]
+
+
+# --- A1111's own shapes (the /a1111 mount, docs/a1111-clients.md) ----------------------------------
+
+class A1111State(pydantic.BaseModel):
+    """A1111's `State.dict()`: the running job of the caller."""
+
+    skipped: bool
+    interrupted: bool = pydantic.Field(description="true once an interrupt or skip was asked for")
+    stopping_generation: bool
+    job: str = pydantic.Field(description="`scripts_txt2img` / `scripts_img2img` while running, else empty")
+    job_count: int
+    job_timestamp: str
+    job_no: int
+    sampling_step: int
+    sampling_steps: int
+
+
+class A1111Progress(pydantic.BaseModel):
+    """A1111's `ProgressResponse`, for the caller's running job (the oldest if several); idle otherwise."""
+
+    model_config = _example({"progress": 0.45, "eta_relative": 1.2, "state": {
+        "skipped": False, "interrupted": False, "stopping_generation": False, "job": "scripts_txt2img",
+        "job_count": 1, "job_timestamp": "20261126070959", "job_no": 0, "sampling_step": 9,
+        "sampling_steps": 20}, "current_image": None, "textinfo": None})
+
+    progress: float
+    eta_relative: float
+    state: A1111State
+    current_image: str | None = pydantic.Field(description="the live preview, base64 (null with "
+                                                           "skip_current_image=true)")
+    textinfo: str | None
+
+
+class A1111Error(pydantic.BaseModel):
+    """A1111's error body (its exception handler's shape): a failed generation is a 500 naming what failed."""
+
+    model_config = _example({"error": "a1111_failed", "detail": "A1111 failed: ZeroDivisionError", "body": "",
+                             "errors": "A1111 failed: ZeroDivisionError"})
+
+    error: str
+    detail: str
+    body: str
+    errors: str
+
+
+class A1111ValidationError(pydantic.BaseModel):
+    """A1111's (FastAPI's) 422: `detail` lists every problem."""
+
+    model_config = _example({"detail": [{"loc": ["body", "steps"], "msg": "steps is 500; the limit is 150 "
+                                                                          "(MAX_STEPS)", "type": "less_than_equal"}]})
+
+    detail: list[ValidationError]
+
+
+class A1111Null(pydantic.RootModel[dict[str, typing.Any] | None]):
+    """A1111's answer to some commands (skip, POST options): the JSON `null` (a nullable object in OpenAPI 3.0)."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra={"example": None})

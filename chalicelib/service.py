@@ -12,6 +12,7 @@ import time
 import uuid
 
 from chalicelib import a1111_policy
+from chalicelib import blocking
 from chalicelib import catalog
 from chalicelib import changes
 from chalicelib import context as context_module
@@ -61,6 +62,32 @@ def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: obje
     # No queue position here: counting the jobs ahead grows with the queue, and a submit must not
     # (docs/performance.md). GET the job for it.
     return views.job_summary(job, queue_position=None), created
+
+
+def submit_and_wait(ctx: context_module.Context, kind: str, *, owner: str, body: object,
+                    idempotency_key: str | None, wait: float) -> tuple[dict, bool, bool]:
+    """`Prefer: wait`: (the job's detail if it finished within `wait` seconds, else its summary;
+    created; finished)."""
+    job, created = submit_and_hold(ctx, kind, owner=owner, body=body, idempotency_key=idempotency_key, wait=wait)
+    if job.status in vocabulary.TERMINAL_STATUSES:
+        return get_job(ctx, job.id, owner=owner), created, True
+    return views.job_summary(job, queue_position=_queue_position(ctx, job)), created, False
+
+
+def submit_and_hold(ctx: context_module.Context, kind: str, *, owner: str, body: object,
+                    idempotency_key: str | None, wait: float) -> tuple[store_base.Job, bool]:
+    """Submit, then hold up to `wait` seconds (at most SYNC_WAIT_MAX_SECONDS) for the job to end:
+    (the job, finished or as it is then; created). 503 when SYNC_MAX_WAITING requests already wait
+    (nothing is stored then)."""
+    with blocking.slot(ctx):
+        summary, created = submit_job(ctx, kind, owner=owner, body=body, idempotency_key=idempotency_key)
+        job = blocking.wait_for_end(ctx, summary["job_id"], owner=owner, timeout=wait_seconds(ctx, wait))
+    return job, created
+
+
+def wait_seconds(ctx: context_module.Context, asked: float) -> float:
+    """What a blocking request may wait: `asked`, at most SYNC_WAIT_MAX_SECONDS (25 on AWS Lambda)."""
+    return max(min(asked, ctx.settings.sync_wait_limit()), 0.0)
 
 
 def prepare_job(ctx: context_module.Context, kind: str, *, owner: str, body: object,

@@ -103,6 +103,22 @@ def presented_token(authorization: str) -> str | None:
     return None
 
 
+def prefer_wait(request: chalice.app.Request) -> float | None:
+    """The seconds of a `Prefer: wait=N` header (RFC 7240), or None: absent, or not a number of
+    seconds (a preference a server does not understand is ignored)."""
+    for preference in (request.headers.get("prefer") or "").split(","):
+        name, _, value = preference.split(";")[0].strip().partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        value = value.strip().strip('"')
+        try:
+            seconds = float(value)
+        except ValueError:
+            return None
+        return seconds if 0 <= seconds < float("inf") else None
+    return None
+
+
 def json_body(request: chalice.app.Request, *, max_bytes: int) -> object:
     raw = request.raw_body or b""
     if len(raw) > max_bytes:

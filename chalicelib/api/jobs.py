@@ -39,6 +39,19 @@ LIMITED = openapi.Reply(
     example={"error": "TooManyRequests", "detail": "alice has 100 jobs queued or running, the most one owner may "
                                                    "have (MAX_QUEUED_PER_OWNER); submit again once some have finished"})
 JOB_ID = openapi.path_param("job_id", "the job's id, as submit answered it", example=examples.JOB_ID)
+PREFER = openapi.Param(
+    name="Prefer", location="header",
+    description="`wait=N` (RFC 7240): hold the request up to N seconds (at most SYNC_WAIT_MAX_SECONDS; 25 on "
+                "AWS Lambda) for the job to end; 200 with the job's detail (result included) and "
+                "`Preference-Applied: wait=N` if it does, else the usual 202. See docs/a1111-clients.md.",
+    schema={"type": "string", "pattern": "^wait=[0-9]+(\\.[0-9]+)?$"})
+FINISHED = openapi.Reply(
+    "With `Prefer: wait=N`: the job ended within N seconds; its detail, `result` included.", model="JobDetail",
+    headers={"Preference-Applied": "`wait=N`, the seconds waited at most", "Location": "the job's URL"})
+BUSY = openapi.Reply(
+    "The job store cannot be reached, or (with `Prefer: wait`) SYNC_MAX_WAITING requests already wait in this "
+    "server: nothing was stored.",
+    model="Error", headers={"Retry-After": "seconds to wait before trying again"})
 IDEMPOTENCY_KEY = openapi.Param(  # no example: Swagger UI would send it with every "Try it out"
     name="Idempotency-Key", location="header",
     description="e.g. `order-42`. The same key from the same token returns the first job (with "
@@ -101,8 +114,9 @@ SUBMIT_DESCRIPTION = (
     "`priority` (-100..100, higher runs first), `metadata` "
     "(a JSON object up to 16 KiB, returned with the job), `webhook_url` + `webhook_secret` (+ `webhook_events`) "
     "to be notified, `instance_labels` to run only on an A1111 instance configured with all those labels. "
-    "Answers 202 at once with a queued job; the result is A1111's {response} in the job's `result`. The body "
-    "is parsed as JSON whatever its Content-Type says.")
+    "Answers 202 at once with a queued job (or, with `Prefer: wait=N`, 200 with the finished job if it ends "
+    "within N seconds); the result is A1111's {response} in the job's `result`. The body is parsed as JSON "
+    "whatever its Content-Type says.")
 CANCEL_REPLIES = {
     200: openapi.Reply("Cancelled: the job was still queued.", model="JobSummary"),
     202: openapi.Reply("Cancel requested: the job is running; the worker interrupts A1111 and the job ends "
@@ -118,12 +132,21 @@ def _submit(kind: str) -> chalice.Response:
     owner = http.owner_of(request)
     ctx = context_module.get_context()
     body = http.json_body(request, max_bytes=ctx.settings.max_body_bytes)
-    summary, created = service.submit_job(ctx, kind, owner=owner, body=body,
-                                          idempotency_key=request.headers.get("idempotency-key"))
-    headers = {"Location": f"/sdapi/v1/jobs/{summary['job_id']}"}
+    wait = http.prefer_wait(request)
+    if wait is None:
+        answer, created = service.submit_job(ctx, kind, owner=owner, body=body,
+                                             idempotency_key=request.headers.get("idempotency-key"))
+        finished, headers = False, {}
+    else:
+        answer, created, finished = service.submit_and_wait(
+            ctx, kind, owner=owner, body=body, idempotency_key=request.headers.get("idempotency-key"), wait=wait)
+        headers = {"Vary": "Prefer"}
+        if finished:
+            headers["Preference-Applied"] = f"wait={service.wait_seconds(ctx, wait):g}"
+    headers["Location"] = f"/sdapi/v1/jobs/{answer['job_id']}"
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return http.json_response(summary, status=202, headers=headers)
+    return http.json_response(answer, status=200 if finished else 202, headers=headers)
 
 
 @blueprint.route("/sdapi/v1/txt2img", methods=["POST"], content_types=http.JSON_BODY_CONTENT_TYPES)
@@ -131,11 +154,12 @@ def _submit(kind: str) -> chalice.Response:
     operation_id="text2imgapi_sdapi_v1_txt2img_post",  # A1111's, so generated A1111 clients keep working
     summary="Submit a txt2img job", tags=["generation"],
     description=SUBMIT_DESCRIPTION.format(model="StableDiffusionProcessingTxt2Img", response="TextToImageResponse"),
-    parameters=(IDEMPOTENCY_KEY,),
+    parameters=(IDEMPOTENCY_KEY, PREFER),
     body=openapi.Body(models=(request_models.StableDiffusionProcessingTxt2Img, request_models.JobOptions),
                       name="Txt2ImgJobRequest",
                       description="A1111's txt2img request plus the job's own fields", examples=SUBMIT_EXAMPLES),
-    responses={202: SUBMITTED, 429: LIMITED}, errors=(400, 413, 422, 503), webhook_callback=True)
+    responses={200: FINISHED, 202: SUBMITTED, 429: LIMITED, 503: BUSY}, errors=(400, 413, 422),
+    webhook_callback=True)
 @http.handler
 def txt2img() -> chalice.Response:
     return _submit("txt2img")
@@ -147,11 +171,12 @@ def txt2img() -> chalice.Response:
     summary="Submit an img2img job", tags=["generation"],
     description=SUBMIT_DESCRIPTION.format(model="StableDiffusionProcessingImg2Img", response="ImageToImageResponse")
     + " `init_images` needs at least one image (raw base64 or a data: URI).",
-    parameters=(IDEMPOTENCY_KEY,),
+    parameters=(IDEMPOTENCY_KEY, PREFER),
     body=openapi.Body(models=(request_models.StableDiffusionProcessingImg2Img, request_models.JobOptions),
                       name="Img2ImgJobRequest",
                       description="A1111's img2img request plus the job's own fields", examples=IMG2IMG_EXAMPLES),
-    responses={202: SUBMITTED, 429: LIMITED}, errors=(400, 413, 422, 503), webhook_callback=True)
+    responses={200: FINISHED, 202: SUBMITTED, 429: LIMITED, 503: BUSY}, errors=(400, 413, 422),
+    webhook_callback=True)
 @http.handler
 def img2img() -> chalice.Response:
     return _submit("img2img")

@@ -86,8 +86,25 @@ STABLE_OPERATION_IDS = {
     "POST /legacy/sdapi/v1/assets/download": "legacy_assets_download",
     "POST /legacy/sdapi/v1/florence": "legacy_florence",
     "GET /legacy/health": "legacy_health",
+    "POST /a1111/sdapi/v1/txt2img": "a1111_txt2img",
+    "POST /a1111/sdapi/v1/img2img": "a1111_img2img",
+    "GET /a1111/sdapi/v1/progress": "a1111_progress",
+    "POST /a1111/sdapi/v1/interrupt": "a1111_interrupt",
+    "POST /a1111/sdapi/v1/skip": "a1111_skip",
+    "GET /a1111/sdapi/v1/options": "a1111_get_options",
+    "POST /a1111/sdapi/v1/options": "a1111_set_options",
+    "GET /a1111/sdapi/v1/sd-models": "a1111_sd_models",
+    "GET /a1111/sdapi/v1/loras": "a1111_loras",
+    "GET /a1111/sdapi/v1/samplers": "a1111_samplers",
+    "GET /a1111/sdapi/v1/schedulers": "a1111_schedulers",
+    "GET /a1111/sdapi/v1/sd-vae": "a1111_sd_vae",
+    "GET /a1111/sdapi/v1/upscalers": "a1111_upscalers",
+    "GET /a1111/sdapi/v1/scripts": "a1111_scripts",
+    "GET /a1111/sdapi/v1/embeddings": "a1111_embeddings",
+    "GET /a1111/internal/ping": "a1111_ping",
 }
 PUBLIC_OPERATIONS = {"GET /openapi.json", "GET /doc", "GET /doc/{asset}", "GET /legacy/health", "GET /ui",
+                     "GET /a1111/internal/ping",
                      "GET /ui/{asset}"}
 TOKEN_OPTIONAL_OPERATIONS = {"GET /health"}  # anyone gets the summary; a token gets the detail
 # Routes whose `@openapi.document` is still to be written in their own module. Strict: once one is
