@@ -77,7 +77,14 @@ LAST_EVENT_ID_HEADER = openapi.Param("Last-Event-ID", "header", "as `last_event_
 EVENT_STREAM = openapi.Reply(
     "`text/event-stream`: per change `event:` job.queued | job.started | job.progress | job.completed | job.error "
     "| job.cancelled, `id:` the job's version, `data:` the job summary as JSON; a `:` comment line every "
-    "STREAM_KEEPALIVE_SECONDS.", media_types=("text/event-stream",), schema={"type": "string"})
+    "STREAM_KEEPALIVE_SECONDS.", media_types=("text/event-stream",), schema={
+        "type": "object", "description": "one event of the stream (its fields as the SSE format names them)",
+        "properties": {"event": {"type": "string", "enum": ["job.queued", "job.started", "job.progress",
+                                                            "job.completed", "job.error", "job.cancelled"]},
+                       "id": {"type": "string", "description": "the job's version (absent on job.queued "
+                                                                 "position changes)"},
+                       "data": {"type": "string", "description": "the job summary, JSON on one line"},
+                       "retry": {"type": "integer"}}})
 STREAMING_UNAVAILABLE = ("event streams need a server that streams (python wsgi.py, make run, the container "
                          "image); this one answers whole bodies (chalice local or AWS Lambda). Long-poll instead: "
                          "GET /sdapi/v1/jobs/{job_id}?wait=20&version=<the version you have>")
@@ -245,7 +252,7 @@ def get_job(job_id: str) -> chalice.Response:
 @openapi.document(
     operation_id="job_events", summary="A job's events, live (Server-Sent Events)", tags=["live"],
     description=JOB_EVENTS_DESCRIPTION, parameters=(JOB_ID, PREVIEWS, LAST_EVENT_ID, LAST_EVENT_ID_HEADER),
-    responses={200: EVENT_STREAM, 501: NO_STREAMING}, errors=(404, 503))
+    responses={200: EVENT_STREAM, 501: NO_STREAMING}, errors=(404, 422, 503))
 @http.handler
 def job_events(job_id: str) -> chalice.Response:
     return _no_streaming()
