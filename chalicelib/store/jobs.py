@@ -144,6 +144,18 @@ class JobStore:
             jobs = session.execute(self.sql.PURGE_JOBS, params)
         return base.Purged(jobs=jobs, runs=runs, deliveries=deliveries, attempts=attempts)
 
+    def purge_batches(self, cutoff: float, *, limit: int) -> base.Purged:
+        with self.database.transaction() as session:
+            batch_ids = [row["id"] for row in session.query(self.sql.EMPTY_BATCHES_BEFORE,
+                                                            {"cutoff": cutoff, "limit": limit})]
+            if not batch_ids:
+                return base.Purged()
+            params = {"ids": self.database.array(batch_ids)}
+            attempts = session.execute(self.sql.PURGE_ATTEMPTS, params)
+            deliveries = session.execute(self.sql.PURGE_DELIVERIES, params)
+            batches = session.execute(self.sql.PURGE_BATCHES, params)
+        return base.Purged(deliveries=deliveries, attempts=attempts, batches=batches)
+
     def purge_rejections(self, cutoff: float, *, limit: int) -> int:
         return self.database.execute(self.sql.PURGE_REJECTIONS, {"cutoff": cutoff, "limit": limit})
 
@@ -363,6 +375,11 @@ class JobStore:
     def get_batch(self, batch_id: str, *, owner: str | None = None) -> base.Batch | None:
         sql = self.sql.SELECT_BATCH if owner is None else self.sql.SELECT_OWNED_BATCH
         row = self.database.query_one(sql, {"id": batch_id, "owner": owner})
+        return self._batch(row) if row else None
+
+    def find_batch(self, owner: str, *, idempotency_key: str) -> base.Batch | None:
+        row = self.database.query_one(self.sql.SELECT_BATCH_BY_IDEMPOTENCY,
+                                      {"owner": owner, "idempotency_key": idempotency_key})
         return self._batch(row) if row else None
 
     def list_batches(self, owner: str, *, limit: int, before: int | None) -> base.BatchPage:

@@ -424,6 +424,19 @@ PURGE_DELIVERIES = "DELETE FROM webhook_deliveries WHERE job_id {in_ids}"
 PURGE_RUNS = "DELETE FROM job_runs WHERE job_id {in_ids}"
 PURGE_JOBS = "DELETE FROM jobs WHERE id {in_ids} AND finished_at IS NOT NULL"
 
+# A batch goes once retention took all its jobs (jobs_batch_seq answers "any job left?"); batches
+# arrive in time order, so the oldest by seq come first.
+EMPTY_BATCHES_BEFORE = """
+SELECT id FROM batches WHERE created_at < :cutoff
+  AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.batch_id = batches.id)
+  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries AS pending
+                  WHERE pending.job_id = batches.id AND pending.status = 'pending')
+ORDER BY seq LIMIT :limit
+"""
+PURGE_BATCHES = """
+DELETE FROM batches WHERE id {in_ids} AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.batch_id = batches.id)
+"""
+
 # Rows arrive in time order, so the oldest by seq are the ones past the cutoff (no index needed).
 PURGE_REJECTIONS = """
 DELETE FROM rejected_submissions WHERE seq IN (
@@ -442,7 +455,7 @@ RECENT_SUBMITS = "SELECT created_at FROM jobs WHERE owner = :owner ORDER BY seq 
 
 # -- per-dialect overrides ------------------------------------------------------------------------
 
-PURGE_TEMPLATES = ("PURGE_ATTEMPTS", "PURGE_DELIVERIES", "PURGE_RUNS", "PURGE_JOBS")
+PURGE_TEMPLATES = ("PURGE_ATTEMPTS", "PURGE_DELIVERIES", "PURGE_RUNS", "PURGE_JOBS", "PURGE_BATCHES")
 
 
 def _purges(in_ids: str) -> dict[str, str]:
