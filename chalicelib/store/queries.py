@@ -227,16 +227,19 @@ LANE_HAS_PRIORITY = """
 SELECT 1 AS found FROM jobs
 WHERE owner = :owner AND COALESCE(batch_id, '') = :lane AND priority = :priority AND status = 'queued' LIMIT 1
 """
-# :served is the claim's time when it served the lane, NULL when it only corrects a head.
+# :served is the claim's time when it served the lane, NULL when it only corrects a head. ORDER BY
+# ... LIMIT 1, not MAX(): Postgres reads MAX over an expression index entry by entry.
 REFRESH_LANE = """
 UPDATE lanes SET last_served_at = COALESCE(CAST(:served AS DOUBLE PRECISION), last_served_at), head_priority = (
-    SELECT MAX(priority) FROM jobs WHERE owner = :owner AND COALESCE(batch_id, '') = :lane AND status = 'queued')
+    SELECT priority FROM jobs WHERE owner = :owner AND COALESCE(batch_id, '') = :lane AND status = 'queued'
+    ORDER BY priority DESC LIMIT 1)
 WHERE owner = :owner AND lane = :lane
 """
 DROP_EMPTY_LANE = "DELETE FROM lanes WHERE owner = :owner AND lane = :lane AND head_priority IS NULL"
 REFRESH_OWNER = """
 UPDATE owners SET last_served_at = COALESCE(CAST(:served AS DOUBLE PRECISION), last_served_at), head_priority = (
-    SELECT MAX(head_priority) FROM lanes WHERE owner = :owner AND head_priority IS NOT NULL)
+    SELECT head_priority FROM lanes WHERE owner = :owner AND head_priority IS NOT NULL
+    ORDER BY head_priority DESC LIMIT 1)
 WHERE owner = :owner
 """
 
