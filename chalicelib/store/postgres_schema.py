@@ -220,7 +220,7 @@ MIGRATIONS = [
     # of owners: each owner's and each lane's (one batch, or the owner's single jobs: lane '') most
     # urgent queued priority is kept by triggers as jobs enter the queue and lowered by the claim
     # (store/queries.py, "fair share"); first_seq orders those never served, first in first.
-    # The trigger locks the owner's row before the lane's, as the claim does.
+    # The trigger takes the owner's row lock before the lane's, as the claim does.
     """
     ALTER TABLE owners ADD COLUMN head_priority INTEGER;
     ALTER TABLE owners ADD COLUMN first_seq BIGINT NOT NULL DEFAULT 0;
@@ -244,15 +244,25 @@ MIGRATIONS = [
     SELECT owner, 0, MAX(head_priority), MIN(first_seq) FROM lanes GROUP BY owner
     ON CONFLICT (owner) DO UPDATE SET head_priority = EXCLUDED.head_priority, first_seq = EXCLUDED.first_seq;
     CREATE FUNCTION jobs_enter_queue() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        head INTEGER;
     BEGIN
-        INSERT INTO owners (owner, last_served_at, head_priority, first_seq)
-        VALUES (NEW.owner, 0, NEW.priority, NEW.seq)
-        ON CONFLICT (owner) DO UPDATE SET head_priority = GREATEST(owners.head_priority, EXCLUDED.head_priority)
-        WHERE owners.head_priority IS DISTINCT FROM GREATEST(owners.head_priority, EXCLUDED.head_priority);
-        INSERT INTO lanes (owner, lane, head_priority, last_served_at, first_seq)
-        VALUES (NEW.owner, COALESCE(NEW.batch_id, ''), NEW.priority, 0, NEW.seq)
-        ON CONFLICT (owner, lane) DO UPDATE SET head_priority = GREATEST(lanes.head_priority, EXCLUDED.head_priority)
-        WHERE lanes.head_priority IS DISTINCT FROM GREATEST(lanes.head_priority, EXCLUDED.head_priority);
+        -- KEY SHARE: submits of one owner do not wait for each other, but a claim correcting the
+        -- owner's heads (FOR UPDATE) waits for them, and they for it, so no head is lowered past a
+        -- job it cannot see yet.
+        SELECT head_priority INTO head FROM owners WHERE owner = NEW.owner FOR KEY SHARE;
+        IF NOT FOUND OR head IS NULL OR head < NEW.priority THEN
+            INSERT INTO owners (owner, last_served_at, head_priority, first_seq)
+            VALUES (NEW.owner, 0, NEW.priority, NEW.seq)
+            ON CONFLICT (owner) DO UPDATE SET head_priority = GREATEST(owners.head_priority, EXCLUDED.head_priority);
+        END IF;
+        SELECT head_priority INTO head FROM lanes WHERE owner = NEW.owner AND lane = COALESCE(NEW.batch_id, '');
+        IF NOT FOUND OR head IS NULL OR head < NEW.priority THEN
+            INSERT INTO lanes (owner, lane, head_priority, last_served_at, first_seq)
+            VALUES (NEW.owner, COALESCE(NEW.batch_id, ''), NEW.priority, 0, NEW.seq)
+            ON CONFLICT (owner, lane)
+            DO UPDATE SET head_priority = GREATEST(lanes.head_priority, EXCLUDED.head_priority);
+        END IF;
         RETURN NULL;
     END $$;
     CREATE TRIGGER jobs_entered_queue AFTER INSERT ON jobs

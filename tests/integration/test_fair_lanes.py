@@ -2,6 +2,7 @@
 cancels, retries and releases, on every store backend (the `job_store` fixture)."""
 from __future__ import annotations
 
+import threading
 import uuid
 
 from chalicelib import store as store_module
@@ -83,6 +84,45 @@ def test_a_lane_below_a_blocked_head_is_still_claimed(job_store):
     assert claim(job_store, now=NOW + 3) is None
     assert job_store.claim_next(worker_id="w2", instance="xl", lease_seconds=30, now=NOW + 4,
                                 labels=["sdxl"]).job.id == blocked.id
+
+
+def test_jobs_submitted_while_claims_correct_the_heads_are_never_lost(job_store):
+    """Submitters and claimers of one owner at once: whatever the interleaving, every job submitted
+    is claimed in the end (a head lowered past a job it could not see would strand that job)."""
+    submitted, claimed, failures = [], [], []
+
+    def submit(n: int) -> None:
+        try:
+            for i in range(n):
+                submitted.append(job_store.create_job(new_job(priority=i % 2), now=NOW)[0].id)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    def drain(until: threading.Event) -> None:
+        try:
+            while True:
+                job = claim(job_store, now=NOW + 1)
+                if job is not None:
+                    claimed.append(job.id)
+                elif until.is_set():
+                    return
+        except Exception as exc:  # noqa: BLE001
+            failures.append(exc)
+
+    done = threading.Event()
+    submitters = [threading.Thread(target=submit, args=(40,)) for _ in range(3)]
+    claimers = [threading.Thread(target=drain, args=(done,)) for _ in range(2)]
+    for thread in submitters + claimers:
+        thread.start()
+    for thread in submitters:
+        thread.join(timeout=120)
+    done.set()
+    for thread in claimers:
+        thread.join(timeout=120)
+    assert failures == []
+    while (job := claim(job_store, now=NOW + 2)) is not None:
+        claimed.append(job.id)
+    assert sorted(claimed) == sorted(submitted) and len(submitted) == 120
 
 
 def test_the_head_priorities_of_jobs_queued_before_the_migration_are_filled_in(tmp_path, monkeypatch):
