@@ -247,8 +247,9 @@ class JobStore:
         if self.sql.LOCK_OWNER is not None:  # a statement of its own: what follows sees every commit before it
             session.query_one(self.sql.LOCK_OWNER, {"owner": owner})
         if lane is not None:
-            session.execute(self.sql.REFRESH_LANE, {"owner": owner, "lane": lane, "served": served})
-            session.execute(self.sql.DROP_EMPTY_LANE, {"owner": owner, "lane": lane})
+            refreshed = session.query_one(self.sql.REFRESH_LANE, {"owner": owner, "lane": lane, "served": served})
+            if refreshed is not None and refreshed["head_priority"] is None:
+                session.execute(self.sql.DROP_EMPTY_LANE, {"owner": owner, "lane": lane})
         session.execute(self.sql.REFRESH_OWNER, {"owner": owner, "served": served})
 
     def record_progress(self, job_id: str, *, worker_id: str, progress: dict, preview: str | None,

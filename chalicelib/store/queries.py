@@ -234,6 +234,7 @@ UPDATE lanes SET last_served_at = COALESCE(CAST(:served AS DOUBLE PRECISION), la
     SELECT priority FROM jobs WHERE owner = :owner AND COALESCE(batch_id, '') = :lane AND status = 'queued'
     ORDER BY priority DESC LIMIT 1)
 WHERE owner = :owner AND lane = :lane
+RETURNING head_priority
 """
 DROP_EMPTY_LANE = "DELETE FROM lanes WHERE owner = :owner AND lane = :lane AND head_priority IS NULL"
 REFRESH_OWNER = """
