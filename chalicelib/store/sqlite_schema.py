@@ -240,24 +240,24 @@ MIGRATIONS = [
     BEGIN
         INSERT INTO owners (owner, last_served_at, head_priority, first_seq)
         VALUES (NEW.owner, 0, NEW.priority, NEW.seq)
-        ON CONFLICT (owner) DO UPDATE SET head_priority = MAX(COALESCE(head_priority, excluded.head_priority),
-                                                              excluded.head_priority);
+        ON CONFLICT (owner) DO UPDATE SET head_priority = excluded.head_priority
+        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
         INSERT INTO lanes (owner, lane, head_priority, last_served_at, first_seq)
         VALUES (NEW.owner, COALESCE(NEW.batch_id, ''), NEW.priority, 0, NEW.seq)
-        ON CONFLICT (owner, lane) DO UPDATE SET head_priority = MAX(COALESCE(head_priority, excluded.head_priority),
-                                                                    excluded.head_priority);
+        ON CONFLICT (owner, lane) DO UPDATE SET head_priority = excluded.head_priority
+        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
     END;
     CREATE TRIGGER jobs_reentered_queue AFTER UPDATE OF status ON jobs
         WHEN NEW.status = 'queued' AND OLD.status <> 'queued'
     BEGIN
         INSERT INTO owners (owner, last_served_at, head_priority, first_seq)
         VALUES (NEW.owner, 0, NEW.priority, NEW.seq)
-        ON CONFLICT (owner) DO UPDATE SET head_priority = MAX(COALESCE(head_priority, excluded.head_priority),
-                                                              excluded.head_priority);
+        ON CONFLICT (owner) DO UPDATE SET head_priority = excluded.head_priority
+        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
         INSERT INTO lanes (owner, lane, head_priority, last_served_at, first_seq)
         VALUES (NEW.owner, COALESCE(NEW.batch_id, ''), NEW.priority, 0, NEW.seq)
-        ON CONFLICT (owner, lane) DO UPDATE SET head_priority = MAX(COALESCE(head_priority, excluded.head_priority),
-                                                                    excluded.head_priority);
+        ON CONFLICT (owner, lane) DO UPDATE SET head_priority = excluded.head_priority
+        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
     END
     """,
 ]
