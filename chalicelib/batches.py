@@ -19,6 +19,7 @@ import pydantic
 
 from chalicelib import context as context_module
 from chalicelib import errors
+from chalicelib import owner_limits
 from chalicelib import request_models
 from chalicelib import service
 from chalicelib import strict_json
@@ -50,9 +51,12 @@ def submit_batch(ctx: context_module.Context, *, owner: str, raw: bytes, content
                  idempotency_key: str | None) -> tuple[dict, bool]:
     """Validate every job (one 422 naming each bad one), then store the batch and all its jobs at
     once and ring a doorbell per job. Returns (view, created)."""
-    service._check_idempotency_key(idempotency_key)
+    service.check_idempotency_key(idempotency_key)
     upload = parse_upload(raw, content_type=content_type, max_bytes=ctx.settings.max_body_bytes,
                           max_jobs=ctx.settings.batch_max_jobs)
+    replayed = idempotency_key and ctx.store.find_batch(owner, idempotency_key=idempotency_key)
+    if replayed:  # a retried upload: its jobs are counted already, so no limit applies
+        return views.batch_view(replayed, members=ctx.store.batch_members(replayed.id), now=time.time()), False
     options = _batch_options(ctx, upload.fields)
     batch_id = str(uuid.uuid4())
     jobs, problems = [], []
@@ -63,6 +67,7 @@ def submit_batch(ctx: context_module.Context, *, owner: str, raw: bytes, content
             problems.extend({**problem, "loc": [*loc, *problem["loc"][1:]]} for problem in failed.detail)
     if problems:
         raise errors.ValidationFailed(problems)
+    owner_limits.check_submit(ctx, owner, now=time.time(), jobs=len(jobs))
     new_batch = store_base.NewBatch(
         id=batch_id, owner=owner, webhook_secret=options.webhook_secret, idempotency_key=idempotency_key,
         options={"webhook_url": options.webhook_url, "metadata": options.metadata, "priority": options.priority},
@@ -141,7 +146,7 @@ def _batch_options(ctx: context_module.Context, fields: dict) -> request_models.
         raise errors.ValidationFailed([{"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]}
                                        for error in exc.errors(include_url=False, include_context=False,
                                                                include_input=False)]) from None
-    service._check_webhook_options(ctx, options)
+    service.check_webhook_options(ctx, options)
     return options
 
 
@@ -182,15 +187,15 @@ def get_batch(ctx: context_module.Context, batch_id: str, *, owner: str) -> dict
 def list_batches(ctx: context_module.Context, *, owner: str, limit: str | None, cursor: str | None) -> dict:
     """The caller's batches, newest first, keyset pages."""
     problems: list[dict] = []
-    size = service._parse_limit(limit, problems)
-    before = service._decode_cursor(cursor, problems)
+    size = service.parse_limit(limit, problems)
+    before = service.decode_cursor(cursor, problems)
     if problems:
         raise errors.ValidationFailed(problems)
     page = ctx.store.list_batches(owner, limit=size, before=before)
     now = time.time()
     return {"batches": [views.batch_view(batch, members=ctx.store.batch_members(batch.id), now=now)
                         for batch in page.batches],
-            "next_cursor": service._encode_cursor(page.next_cursor)}
+            "next_cursor": service.encode_cursor(page.next_cursor)}
 
 
 def list_batch_jobs(ctx: context_module.Context, batch_id: str, *, owner: str, status: str | None,
@@ -201,15 +206,15 @@ def list_batch_jobs(ctx: context_module.Context, batch_id: str, *, owner: str, s
     if status is not None and status not in {s.value for s in vocabulary.JobStatus}:
         problems.append({"loc": ["query", "status"], "type": "enum", "msg": f"unknown status {status!r}; use one "
                          f"of: {', '.join(s.value for s in vocabulary.JobStatus)}"})
-    size = service._parse_limit(limit, problems)
-    after = service._decode_cursor(cursor, problems)
+    size = service.parse_limit(limit, problems)
+    after = service.decode_cursor(cursor, problems)
     if problems:
         raise errors.ValidationFailed(problems)
     page = ctx.store.list_batch_jobs(batch.id, status=status, limit=size, after=after)
     positions = ctx.store.queue_positions(page.jobs)
     return {"batch_id": batch.id,
             "jobs": [views.job_summary(job, queue_position=positions.get(job.id)) for job in page.jobs],
-            "next_cursor": service._encode_cursor(page.next_cursor)}
+            "next_cursor": service.encode_cursor(page.next_cursor)}
 
 
 def cancel_batch(ctx: context_module.Context, batch_id: str, *, owner: str) -> dict:

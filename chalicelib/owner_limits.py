@@ -17,17 +17,23 @@ WINDOW_SECONDS = 60.0
 QUEUE_FULL_RETRY_AFTER = 10
 
 
-def check_submit(ctx: context_module.Context, owner: str, *, now: float) -> None:
-    """Raise TooManyRequests (429 with Retry-After) when `owner` is at either limit; 0 is no limit.
-    The submissions queue's owner (SUBMISSIONS_OWNER) is never limited: the queue is its buffer, and
-    a refusal there would reject the message for good."""
+def check_submit(ctx: context_module.Context, owner: str, *, now: float, jobs: int = 1) -> None:
+    """Raise TooManyRequests (429 with Retry-After) when `owner` is at either limit, or would pass
+    MAX_QUEUED_PER_OWNER with `jobs` more (a batch of N counts N); 0 is no limit. A batch larger
+    than that limit could never fit: 413. The submissions queue's owner (SUBMISSIONS_OWNER) is never
+    limited: the queue is its buffer, and a refusal there would reject the message for good."""
     if owner == ctx.settings.submissions_owner:
         return
     most_active = ctx.settings.max_queued_per_owner
-    if most_active and ctx.store.count_active(owner, limit=most_active) >= most_active:
+    if most_active and jobs > most_active:
+        raise errors.PayloadTooLarge(
+            f"the batch has {jobs} jobs, more than the {most_active} one owner may have queued or running "
+            "(MAX_QUEUED_PER_OWNER): split it into smaller batches")
+    if most_active and ctx.store.count_active(owner, limit=most_active) + jobs > most_active:
         raise errors.TooManyRequests(
-            f"{owner} has {most_active} jobs queued or running, the most one owner may have "
-            "(MAX_QUEUED_PER_OWNER); submit again once some have finished", retry_after=QUEUE_FULL_RETRY_AFTER)
+            f"{owner} has too many jobs queued or running to add {jobs} more: {most_active} is the most one "
+            "owner may have (MAX_QUEUED_PER_OWNER); submit again once some have finished",
+            retry_after=QUEUE_FULL_RETRY_AFTER)
     per_minute = ctx.settings.submits_per_minute_per_owner
     if per_minute:
         recent = ctx.store.recent_submit_times(owner, limit=per_minute)

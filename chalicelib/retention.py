@@ -1,7 +1,8 @@
 """Retention: finished jobs older than JOB_RETENTION go, with everything kept for them.
 
 A job is purged with its images (database rows or S3 objects), its runs, its webhook deliveries
-and their attempts; rejected submissions older than the same age go too. Work is done in batches
+and their attempts; rejected submissions older than the same age go too, and so does a batch once
+all its jobs went (with its `batch.completed` deliveries). Work is done in batches
 of PURGE_BATCH jobs, each batch one short transaction (SQLite's single writer is never held for
 long), images first: a crash between the two leaves a job without images that the next purge
 removes, never images without a job that nothing would remove. After a purge SQLite gives the
@@ -40,6 +41,7 @@ class Report:
     runs: int = 0
     deliveries: int = 0
     attempts: int = 0
+    batches: int = 0
     rejections: int = 0
     pages_reclaimed: int = 0
     complete: bool = True
@@ -49,6 +51,7 @@ class Report:
         self.runs += purged.runs
         self.deliveries += purged.deliveries
         self.attempts += purged.attempts
+        self.batches += purged.batches
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -66,14 +69,16 @@ def purge(store: store_base.JobStore, images: images_base.ImageStore, *, older_t
         if job_ids:
             report.images += images.delete(job_ids)
             report.add(store.purge_jobs(job_ids))
+        batches = store.purge_batches(cutoff, limit=PURGE_BATCH)
+        report.add(batches)
         rejections = store.purge_rejections(cutoff, limit=PURGE_BATCH)
         report.rejections += rejections
-        if len(job_ids) < PURGE_BATCH and rejections < PURGE_BATCH:
+        if len(job_ids) < PURGE_BATCH and batches.batches < PURGE_BATCH and rejections < PURGE_BATCH:
             break
         if deadline is not None and time.monotonic() >= deadline:
             report.complete = False
             break
-    if report.jobs or report.rejections:
+    if report.jobs or report.batches or report.rejections:
         report.pages_reclaimed = store.database.reclaim_space()
     return report
 

@@ -46,7 +46,7 @@ IMAGE_DELIVERIES = (views.IMAGES_BASE64, views.IMAGES_URLS)
 def submit_job(ctx: context_module.Context, kind: str, *, owner: str, body: object,
                idempotency_key: str | None, batch_id: str | None = None) -> tuple[dict, bool]:
     """Validate and store a job, ring the doorbell. Returns (summary, created)."""
-    _check_idempotency_key(idempotency_key)
+    check_idempotency_key(idempotency_key)
     new_job = prepare_job(ctx, kind, owner=owner, body=body, idempotency_key=idempotency_key, batch_id=batch_id)
     owner_limits.check_submit(ctx, owner, now=time.time())
     # One transaction: the job and its doorbell (a row of a table queue) commit together.
@@ -96,7 +96,7 @@ def prepare_job(ctx: context_module.Context, kind: str, *, owner: str, body: obj
     submission = request_models.parse_submission(kind, body, limits=request_models.Limits.from_settings(ctx.settings),
                                          policy=a1111_policy.Policy.from_settings(ctx.settings))
     options = submission.options
-    _check_webhook_options(ctx, options)
+    check_webhook_options(ctx, options)
     _check_instance_labels(ctx, options.instance_labels)
     catalog.check_sampler(ctx, submission.payload)
     return store_base.NewJob(
@@ -209,15 +209,15 @@ def list_jobs(ctx: context_module.Context, *, owner: str | None, status: str | N
         allowed = ", ".join(s.value for s in vocabulary.JobStatus)
         problems.append({"loc": ["query", "status"], "msg": f"unknown status {status!r}; use one of: {allowed}",
                          "type": "enum"})
-    size = _parse_limit(limit, problems)
-    before = _decode_cursor(cursor, problems)
+    size = parse_limit(limit, problems)
+    before = decode_cursor(cursor, problems)
     if problems:
         raise errors.ValidationFailed(problems)
     page = ctx.store.list_jobs(owner, status=status, limit=size, before=before)
     positions = ctx.store.queue_positions(page.jobs)  # one query for the page, none without queued jobs
     return {
         "jobs": [views.job_summary(job, queue_position=positions.get(job.id)) for job in page.jobs],
-        "next_cursor": _encode_cursor(page.next_cursor),
+        "next_cursor": encode_cursor(page.next_cursor),
     }
 
 
@@ -243,8 +243,8 @@ def list_webhook_deliveries(ctx: context_module.Context, job_id: str, *, owner: 
     """The job's webhook deliveries, newest first, each with its attempts."""
     job = _owned_job(ctx, job_id, owner=owner)
     problems: list[dict] = []
-    size = _parse_limit(limit, problems, default=DEFAULT_DELIVERY_LIST_LIMIT, maximum=MAX_DELIVERY_LIST_LIMIT)
-    before = _decode_cursor(cursor, problems)
+    size = parse_limit(limit, problems, default=DEFAULT_DELIVERY_LIST_LIMIT, maximum=MAX_DELIVERY_LIST_LIMIT)
+    before = decode_cursor(cursor, problems)
     if problems:
         raise errors.ValidationFailed(problems)
     page = ctx.store.list_deliveries(job.id, limit=size, before=before)
@@ -255,7 +255,7 @@ def list_webhook_deliveries(ctx: context_module.Context, job_id: str, *, owner: 
         "webhook_url": job.options.get("webhook_url"),
         "deliveries": [history.delivery_view(delivery, attempts[delivery.id], now=now)
                        for delivery in page.deliveries],
-        "next_cursor": _encode_cursor(page.next_cursor),
+        "next_cursor": encode_cursor(page.next_cursor),
     }
 
 
@@ -306,7 +306,7 @@ def _check_instance_labels(ctx: context_module.Context, labels: list[str] | None
         f"(instances: {configured})", "value_error")
 
 
-def _check_webhook_options(ctx: context_module.Context, options: request_models.JobOptions) -> None:
+def check_webhook_options(ctx: context_module.Context, options: request_models.JobOptions) -> None:
     """A webhook needs a usable secret, and a URL whose host is public (checked again at delivery)."""
     problems = []
     if options.webhook_url is not None and options.webhook_secret is None:
@@ -328,7 +328,7 @@ def _check_webhook_options(ctx: context_module.Context, options: request_models.
         raise errors.ValidationFailed(problems)
 
 
-def _check_idempotency_key(key: str | None) -> None:
+def check_idempotency_key(key: str | None) -> None:
     if key is None:
         return
     if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
@@ -337,8 +337,8 @@ def _check_idempotency_key(key: str | None) -> None:
             f"must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable characters")
 
 
-def _parse_limit(value: str | None, problems: list, *, default: int = DEFAULT_LIST_LIMIT,
-                 maximum: int = MAX_LIST_LIMIT) -> int:
+def parse_limit(value: str | None, problems: list, *, default: int = DEFAULT_LIST_LIMIT,
+                maximum: int = MAX_LIST_LIMIT) -> int:
     """ASCII digits only: `str.isdigit` also accepts "²", which `int` refuses."""
     if value is None:
         return default
@@ -353,14 +353,14 @@ MAX_CURSOR_LENGTH = 64  # an encoded {"before": <int64>} is about 40 characters
 MAX_CURSOR_SEQ = 2**63 - 1  # the stores' 64-bit integers: a larger one overflows SQLite's driver
 
 
-def _encode_cursor(seq: int | None) -> str | None:
+def encode_cursor(seq: int | None) -> str | None:
     if seq is None:
         return None
     return base64.urlsafe_b64encode(json.dumps({"before": seq}).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str | None, problems: list) -> int | None:
-    """The position a cursor of `_encode_cursor` names; anything else (tampered, too long, out of the
+def decode_cursor(cursor: str | None, problems: list) -> int | None:
+    """The position a cursor of `encode_cursor` names; anything else (tampered, too long, out of the
     stores' range) is a problem, never an exception."""
     if cursor is None:
         return None

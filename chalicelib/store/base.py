@@ -425,6 +425,7 @@ class Purged:
     runs: int = 0
     deliveries: int = 0
     attempts: int = 0
+    batches: int = 0
 
 
 class JobStore(typing.Protocol):
@@ -469,6 +470,9 @@ class JobStore(typing.Protocol):
     def purge_jobs(self, job_ids: list[str]) -> Purged:
         """Delete those of `job_ids` that are finished, with their runs, deliveries and attempts, in
         one transaction (their images are the image store's)."""
+    def purge_batches(self, cutoff: float, *, limit: int) -> Purged:
+        """Delete up to `limit` batches created before `cutoff` that have no job left (all purged)
+        and no webhook delivery pending, with their deliveries and attempts."""
     def purge_rejections(self, cutoff: float, *, limit: int) -> int:
         """Delete up to `limit` rejected submissions received before `cutoff`; how many went."""
 
@@ -528,6 +532,8 @@ class JobStore(typing.Protocol):
     def ensure_batch(self, batch: NewBatch, *, now: float) -> Batch | None:
         """The batch `batch.id`, created on first sight; None when another owner holds that id."""
     def get_batch(self, batch_id: str, *, owner: str | None = None) -> Batch | None: ...
+    def find_batch(self, owner: str, *, idempotency_key: str) -> Batch | None:
+        """The owner's batch created with `idempotency_key`, if any."""
     def list_batches(self, owner: str, *, limit: int, before: int | None) -> BatchPage: ...
     def batch_members(self, batch_id: str) -> list[BatchMember]:
         """Every job of the batch in submission order."""

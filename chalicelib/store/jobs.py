@@ -18,6 +18,8 @@ from chalicelib.store import database as database_module
 from chalicelib.store import queries
 
 JSON_COLUMNS = ("request", "options", "progress", "result")
+_STALE = object()  # a claim's walk corrected a head priority and starts again
+CLAIM_PAGE = 8  # waiting owners (or lanes) read at once; the first usually has a job to claim
 RELEASED_DETAIL = "the worker stopped before the job finished"
 
 Status = vocabulary.JobStatus
@@ -144,6 +146,18 @@ class JobStore:
             jobs = session.execute(self.sql.PURGE_JOBS, params)
         return base.Purged(jobs=jobs, runs=runs, deliveries=deliveries, attempts=attempts)
 
+    def purge_batches(self, cutoff: float, *, limit: int) -> base.Purged:
+        with self.database.transaction() as session:
+            batch_ids = [row["id"] for row in session.query(self.sql.EMPTY_BATCHES_BEFORE,
+                                                            {"cutoff": cutoff, "limit": limit})]
+            if not batch_ids:
+                return base.Purged()
+            params = {"ids": self.database.array(batch_ids)}
+            attempts = session.execute(self.sql.PURGE_ATTEMPTS, params)
+            deliveries = session.execute(self.sql.PURGE_DELIVERIES, params)
+            batches = session.execute(self.sql.PURGE_BATCHES, params)
+        return base.Purged(deliveries=deliveries, attempts=attempts, batches=batches)
+
     def purge_rejections(self, cutoff: float, *, limit: int) -> int:
         return self.database.execute(self.sql.PURGE_REJECTIONS, {"cutoff": cutoff, "limit": limit})
 
@@ -170,21 +184,73 @@ class JobStore:
         params = {"worker": worker_id, "instance": instance, "expires": now + lease_seconds, "now": now,
                   "labels": self.database.dump_json(list(labels))}
         with self.database.transaction() as session:
-            row = None
-            for waiting in session.query(self.sql.OWNER_ORDER, params):  # fair share: see queries
-                row = session.query_one(self.sql.CLAIM_NEXT, {**params, "owner": waiting["owner"]})
-                if row is not None:
-                    break
+            row = self._claim_fairly(session, params)
             if row is None:
                 return base.NOT_APPLIED
             job = self._job(row)
-            session.execute(self.sql.SERVED_OWNER, {"owner": job.owner, "now": now})
+            self._refresh_heads(session, job.owner, job.batch_id or "", served=now)
             if self.sql.OPEN_RUN is not None:
                 session.execute(self.sql.OPEN_RUN, {"id": job.id, "attempt": job.attempts, "worker": worker_id,
                                                     "instance": instance, "now": now})
             event = self._write_event(session, job.id, Event.STARTED, options=row["options"], now=now)
         return base.Change(applied=True, job_id=job.id, status=Status.PROCESSING, event=event, job=job,
                            cancel_requested=job.cancel_requested)
+
+    def _claim_fairly(self, session: database_module.Session, params: dict) -> dict | None:
+        """The claimed job's row (fair share: see queries). First the waiting lanes in turn, each at
+        its head priority; if no head job is due for these labels, the first lane with any job that
+        is. A head found higher than the truth is lowered and the walk starts again, so each restart
+        follows a correction and the walk ends."""
+        while (outcome := self._walk_heads(session, params)) is _STALE:
+            pass
+        if outcome is not None:
+            return outcome
+        for waiting in self._pages(session, self.sql.WAITING_OWNERS, {}):
+            for found in self._pages(session, self.sql.OWNER_LANES, {"owner": waiting["owner"]}):
+                row = session.query_one(self.sql.CLAIM_BLOCKED,
+                                        {**params, "owner": waiting["owner"], "lane": found["lane"]})
+                if row is not None:
+                    return row
+        return None
+
+    def _walk_heads(self, session: database_module.Session, params: dict) -> typing.Any:
+        """A claimed row, None, or _STALE after correcting a head."""
+        for waiting in self._pages(session, self.sql.WAITING_OWNERS, {}):
+            owner, priority = waiting["owner"], waiting["head_priority"]
+            lanes = 0
+            for found in self._pages(session, self.sql.WAITING_LANES, {"owner": owner, "priority": priority}):
+                lanes += 1
+                at = {**params, "owner": owner, "lane": found["lane"], "priority": priority}
+                row = session.query_one(self.sql.CLAIM_NEXT, at)
+                if row is not None:
+                    return row
+                if session.query_one(self.sql.LANE_HAS_PRIORITY, at) is None:
+                    self._refresh_heads(session, owner, found["lane"], served=None)
+                    return _STALE
+            if not lanes:  # no lane of the owner is at the owner's head priority
+                self._refresh_heads(session, owner, None, served=None)
+                return _STALE
+        return None
+
+    @staticmethod
+    def _pages(session: database_module.Session, sql: str, params: dict) -> typing.Iterator[dict]:
+        """The rows of `sql` a few at a time: a claim usually needs only the first."""
+        skip = 0
+        while rows := session.query(sql, {**params, "limit": CLAIM_PAGE, "skip": skip}):
+            yield from rows
+            skip += len(rows)
+
+    def _refresh_heads(self, session: database_module.Session, owner: str, lane: str | None, *,
+                       served: float | None) -> None:
+        """Set the lane's (if any) and the owner's head priority to the truth, and their last
+        service time to `served` (None: unchanged); a lane with nothing queued goes."""
+        if self.sql.LOCK_OWNER is not None:  # a statement of its own: what follows sees every commit before it
+            session.query_one(self.sql.LOCK_OWNER, {"owner": owner})
+        if lane is not None:
+            refreshed = session.query_one(self.sql.REFRESH_LANE, {"owner": owner, "lane": lane, "served": served})
+            if refreshed is not None and refreshed["head_priority"] is None:
+                session.execute(self.sql.DROP_EMPTY_LANE, {"owner": owner, "lane": lane})
+        session.execute(self.sql.REFRESH_OWNER, {"owner": owner, "served": served})
 
     def record_progress(self, job_id: str, *, worker_id: str, progress: dict, preview: str | None,
                         lease_seconds: float, now: float) -> base.Change:
@@ -363,6 +429,11 @@ class JobStore:
     def get_batch(self, batch_id: str, *, owner: str | None = None) -> base.Batch | None:
         sql = self.sql.SELECT_BATCH if owner is None else self.sql.SELECT_OWNED_BATCH
         row = self.database.query_one(sql, {"id": batch_id, "owner": owner})
+        return self._batch(row) if row else None
+
+    def find_batch(self, owner: str, *, idempotency_key: str) -> base.Batch | None:
+        row = self.database.query_one(self.sql.SELECT_BATCH_BY_IDEMPOTENCY,
+                                      {"owner": owner, "idempotency_key": idempotency_key})
         return self._batch(row) if row else None
 
     def list_batches(self, owner: str, *, limit: int, before: int | None) -> base.BatchPage:

@@ -216,4 +216,58 @@ MIGRATIONS = [
     """
     CREATE INDEX jobs_finished ON jobs (finished_at);
     """,
+    # 10: fair share between an owner's batches too, at a cost that does not grow with the number
+    # of owners: each owner's and each lane's (one batch, or the owner's single jobs: lane '') most
+    # urgent queued priority is kept by triggers as jobs enter the queue and lowered by the claim
+    # (store/queries.py, "fair share"); first_seq orders those never served, first in first.
+    # The trigger takes the owner's row lock before the lane's, as the claim does.
+    """
+    ALTER TABLE owners ADD COLUMN head_priority INTEGER;
+    ALTER TABLE owners ADD COLUMN first_seq BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE lanes (
+        owner TEXT NOT NULL,
+        lane TEXT NOT NULL,
+        head_priority INTEGER,
+        last_served_at DOUBLE PRECISION NOT NULL,
+        first_seq BIGINT NOT NULL,
+        PRIMARY KEY (owner, lane)
+    );
+    CREATE INDEX owners_waiting ON owners (head_priority DESC, last_served_at, first_seq)
+        WHERE head_priority IS NOT NULL;
+    CREATE INDEX lanes_waiting ON lanes (owner, head_priority DESC, last_served_at, first_seq)
+        WHERE head_priority IS NOT NULL;
+    CREATE INDEX jobs_lane_queued ON jobs (owner, (COALESCE(batch_id, '')), priority DESC, seq) WHERE status = 'queued';
+    INSERT INTO lanes (owner, lane, head_priority, last_served_at, first_seq)
+    SELECT owner, COALESCE(batch_id, ''), MAX(priority), 0, MIN(seq) FROM jobs WHERE status = 'queued'
+    GROUP BY owner, COALESCE(batch_id, '');
+    INSERT INTO owners (owner, last_served_at, head_priority, first_seq)
+    SELECT owner, 0, MAX(head_priority), MIN(first_seq) FROM lanes GROUP BY owner
+    ON CONFLICT (owner) DO UPDATE SET head_priority = EXCLUDED.head_priority, first_seq = EXCLUDED.first_seq;
+    CREATE FUNCTION jobs_enter_queue() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        head INTEGER;
+    BEGIN
+        -- KEY SHARE: submits of one owner do not wait for each other, but a claim correcting the
+        -- owner's heads (FOR UPDATE) waits for them, and they for it, so no head is lowered past a
+        -- job it cannot see yet.
+        SELECT head_priority INTO head FROM owners WHERE owner = NEW.owner FOR KEY SHARE;
+        IF NOT FOUND OR head IS NULL OR head < NEW.priority THEN
+            INSERT INTO owners (owner, last_served_at, head_priority, first_seq)
+            VALUES (NEW.owner, 0, NEW.priority, NEW.seq)
+            ON CONFLICT (owner) DO UPDATE SET head_priority = GREATEST(owners.head_priority, EXCLUDED.head_priority);
+        END IF;
+        SELECT head_priority INTO head FROM lanes WHERE owner = NEW.owner AND lane = COALESCE(NEW.batch_id, '');
+        IF NOT FOUND OR head IS NULL OR head < NEW.priority THEN
+            INSERT INTO lanes (owner, lane, head_priority, last_served_at, first_seq)
+            VALUES (NEW.owner, COALESCE(NEW.batch_id, ''), NEW.priority, 0, NEW.seq)
+            ON CONFLICT (owner, lane)
+            DO UPDATE SET head_priority = GREATEST(lanes.head_priority, EXCLUDED.head_priority);
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER jobs_entered_queue AFTER INSERT ON jobs
+        FOR EACH ROW WHEN (NEW.status = 'queued') EXECUTE FUNCTION jobs_enter_queue();
+    CREATE TRIGGER jobs_reentered_queue AFTER UPDATE OF status ON jobs
+        FOR EACH ROW WHEN (NEW.status = 'queued' AND OLD.status <> 'queued') EXECUTE FUNCTION jobs_enter_queue();
+    """,
 ]

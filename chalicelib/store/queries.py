@@ -199,34 +199,49 @@ UPDATE jobs SET status = 'cancelled', preview = NULL, finished_at = :now, lease_
 """
 
 # -- fair share -----------------------------------------------------------------------------------
-# A claim serves, within the highest priority waiting, the owner served least recently (never
-# served: first). The owners with queued jobs are found by a loose index scan of jobs_owner_queued
-# (one probe per owner), and each one's next job by one more probe: the cost grows with the number
-# of owners waiting, never with the length of the queue. {labels_match} is the dialect's test that
-# the job's instance_labels are all among :labels.
+# Within the highest priority waiting, a claim serves the owner served least recently, and within
+# that owner the lane (one batch, or lane '' for the owner's single jobs) served least recently;
+# those never served go first, in the order they came (first_seq). Each owner and each lane keeps
+# its head_priority, the most urgent priority it has queued: the schema's triggers raise it as jobs
+# enter the queue; it is never below the truth, and the claim lowers it to the truth (under the
+# owner's row lock on Postgres, taken before the lane's as the triggers do) when it serves a lane
+# or finds a lane or an owner with nothing left at its head. So a claim reads the first waiting
+# owner and its first lane by index, whatever the number of owners, batches or queued jobs; it
+# reads further only past owners whose head jobs are not due or need other instance labels. When
+# no head job can be claimed, the claim takes the first lane's most urgent job that can: fairness
+# and priority then hold among what this instance can run, as far as the lanes' order gives it.
 
-OWNER_ORDER = """
-WITH RECURSIVE active (owner) AS (
-    SELECT MIN(owner) FROM jobs WHERE status = 'queued'
-    UNION ALL
-    SELECT (SELECT MIN(owner) FROM jobs WHERE status = 'queued' AND owner > active.owner)
-    FROM active WHERE active.owner IS NOT NULL
-), heads AS (
-    SELECT active.owner, (
-        SELECT seq FROM jobs
-        WHERE jobs.owner = active.owner AND status = 'queued' AND available_at <= :now AND {labels_match}
-        ORDER BY priority DESC, seq LIMIT 1) AS seq
-    FROM active WHERE active.owner IS NOT NULL
-)
-SELECT heads.owner FROM heads
-JOIN jobs ON jobs.seq = heads.seq
-LEFT JOIN owners ON owners.owner = heads.owner
-ORDER BY jobs.priority DESC, COALESCE(owners.last_served_at, 0), jobs.seq
+WAITING_OWNERS = """
+SELECT owner, head_priority FROM owners WHERE head_priority IS NOT NULL
+ORDER BY head_priority DESC, last_served_at, first_seq LIMIT :limit OFFSET :skip
 """
-
-SERVED_OWNER = """
-INSERT INTO owners (owner, last_served_at) VALUES (:owner, :now)
-ON CONFLICT (owner) DO UPDATE SET last_served_at = excluded.last_served_at
+WAITING_LANES = """
+SELECT lane FROM lanes WHERE owner = :owner AND head_priority = :priority
+ORDER BY head_priority DESC, last_served_at, first_seq LIMIT :limit OFFSET :skip
+"""
+OWNER_LANES = """
+SELECT lane FROM lanes WHERE owner = :owner AND head_priority IS NOT NULL
+ORDER BY head_priority DESC, last_served_at, first_seq LIMIT :limit OFFSET :skip
+"""
+LANE_HAS_PRIORITY = """
+SELECT 1 AS found FROM jobs
+WHERE owner = :owner AND COALESCE(batch_id, '') = :lane AND priority = :priority AND status = 'queued' LIMIT 1
+"""
+# :served is the claim's time when it served the lane, NULL when it only corrects a head. ORDER BY
+# ... LIMIT 1, not MAX(): Postgres reads MAX over an expression index entry by entry.
+REFRESH_LANE = """
+UPDATE lanes SET last_served_at = COALESCE(CAST(:served AS DOUBLE PRECISION), last_served_at), head_priority = (
+    SELECT priority FROM jobs WHERE owner = :owner AND COALESCE(batch_id, '') = :lane AND status = 'queued'
+    ORDER BY priority DESC LIMIT 1)
+WHERE owner = :owner AND lane = :lane
+RETURNING head_priority
+"""
+DROP_EMPTY_LANE = "DELETE FROM lanes WHERE owner = :owner AND lane = :lane AND head_priority IS NULL"
+REFRESH_OWNER = """
+UPDATE owners SET last_served_at = COALESCE(CAST(:served AS DOUBLE PRECISION), last_served_at), head_priority = (
+    SELECT head_priority FROM lanes WHERE owner = :owner AND head_priority IS NOT NULL
+    ORDER BY head_priority DESC LIMIT 1)
+WHERE owner = :owner
 """
 
 # -- batches --------------------------------------------------------------------------------------
@@ -424,6 +439,19 @@ PURGE_DELIVERIES = "DELETE FROM webhook_deliveries WHERE job_id {in_ids}"
 PURGE_RUNS = "DELETE FROM job_runs WHERE job_id {in_ids}"
 PURGE_JOBS = "DELETE FROM jobs WHERE id {in_ids} AND finished_at IS NOT NULL"
 
+# A batch goes once retention took all its jobs (jobs_batch_seq answers "any job left?"); batches
+# arrive in time order, so the oldest by seq come first.
+EMPTY_BATCHES_BEFORE = """
+SELECT id FROM batches WHERE created_at < :cutoff
+  AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.batch_id = batches.id)
+  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries AS pending
+                  WHERE pending.job_id = batches.id AND pending.status = 'pending')
+ORDER BY seq LIMIT :limit
+"""
+PURGE_BATCHES = """
+DELETE FROM batches WHERE id {in_ids} AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.batch_id = batches.id)
+"""
+
 # Rows arrive in time order, so the oldest by seq are the ones past the cutoff (no index needed).
 PURGE_REJECTIONS = """
 DELETE FROM rejected_submissions WHERE seq IN (
@@ -442,7 +470,7 @@ RECENT_SUBMITS = "SELECT created_at FROM jobs WHERE owner = :owner ORDER BY seq 
 
 # -- per-dialect overrides ------------------------------------------------------------------------
 
-PURGE_TEMPLATES = ("PURGE_ATTEMPTS", "PURGE_DELIVERIES", "PURGE_RUNS", "PURGE_JOBS")
+PURGE_TEMPLATES = ("PURGE_ATTEMPTS", "PURGE_DELIVERIES", "PURGE_RUNS", "PURGE_JOBS", "PURGE_BATCHES")
 
 
 def _purges(in_ids: str) -> dict[str, str]:
@@ -452,25 +480,59 @@ SQLITE_LABELS_MATCH = """NOT EXISTS (SELECT 1 FROM json_each(jobs.options, '$.in
                                  WHERE value NOT IN (SELECT value FROM json_each(:labels)))"""
 POSTGRES_LABELS_MATCH = "COALESCE(jobs.options::jsonb -> 'instance_labels', '[]'::jsonb) <@ CAST(:labels AS jsonb)"
 
+# The claim of one lane's job: only of the lane's head priority (CLAIM_NEXT), or of any (CLAIM_BLOCKED).
+SQLITE_CLAIM = """
+UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease_owner = :worker,
+       lease_expires_at = :expires, instance = :instance, started_at = COALESCE(started_at, :now),
+       progress = NULL, preview = NULL, updated_at = :now, version = version + 1
+WHERE seq = (SELECT seq FROM jobs WHERE owner = :owner AND COALESCE(batch_id, '') = :lane
+             {priority_match} AND status = 'queued' AND available_at <= :now
+             AND {labels}
+             ORDER BY priority DESC, seq LIMIT 1)
+  AND status = 'queued'
+RETURNING {columns}
+"""
+POSTGRES_CLAIM = """
+WITH candidate AS (
+    SELECT seq FROM jobs
+    WHERE owner = :owner AND COALESCE(batch_id, '') = :lane {priority_match}
+      AND status = 'queued' AND available_at <= :now AND {labels}
+    ORDER BY priority DESC, seq LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease_owner = :worker,
+           lease_expires_at = :expires, instance = :instance,
+           started_at = COALESCE(started_at, :now), progress = NULL, preview = NULL,
+           updated_at = :now, version = jobs.version + 1
+    FROM candidate WHERE jobs.seq = candidate.seq AND jobs.status = 'queued'
+    RETURNING {jobs_columns}
+), run AS (
+    INSERT INTO job_runs (job_id, attempt, worker_id, instance, started_at)
+    SELECT id, attempts, :worker, :instance, :now FROM claimed
+    ON CONFLICT (job_id, attempt) DO UPDATE
+    SET worker_id = EXCLUDED.worker_id, instance = EXCLUDED.instance, started_at = EXCLUDED.started_at,
+        finished_at = NULL, outcome = NULL, detail = NULL
+)
+SELECT {columns} FROM claimed
+"""
+
+
+def _claims(template: str, *, labels: str) -> dict[str, str]:
+    fill = {"labels": labels, "columns": JOB_COLUMNS, "jobs_columns": ", ".join(f"jobs.{name}" for name in JOB_FIELDS)}
+    return {"CLAIM_NEXT": template.format(priority_match="AND priority = :priority", **fill),
+            "CLAIM_BLOCKED": template.format(priority_match="", **fill)}
+
+
 SQLITE = {
     **_purges("IN (SELECT value FROM json_each(:ids))"),
     "QUEUE_POSITIONS": QUEUE_POSITIONS.format(seq_in_seqs="seq IN (SELECT value FROM json_each(:seqs))"),
     "LIST_ATTEMPTS": LIST_ATTEMPTS.format(delivery_id_in_ids="delivery_id IN (SELECT value FROM json_each(:ids))"),
-    "OWNER_ORDER": OWNER_ORDER.format(labels_match=SQLITE_LABELS_MATCH),
     "LOCK_BATCH": None,
-    # One writer at a time: the owner's oldest due job with the instance's labels, taken in one
-    # statement; its run row is opened by OPEN_RUN in the same transaction.
-    "CLAIM_NEXT": f"""
-UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease_owner = :worker,
-       lease_expires_at = :expires, instance = :instance, started_at = COALESCE(started_at, :now),
-       progress = NULL, preview = NULL, updated_at = :now, version = version + 1
-WHERE seq = (SELECT seq FROM jobs WHERE owner = :owner AND status = 'queued' AND available_at <= :now
-             AND NOT EXISTS (SELECT 1 FROM json_each(jobs.options, '$.instance_labels')
-                             WHERE value NOT IN (SELECT value FROM json_each(:labels)))
-             ORDER BY priority DESC, seq LIMIT 1)
-  AND status = 'queued'
-RETURNING {JOB_COLUMNS}
-""",
+    "LOCK_OWNER": None,
+    # One writer at a time: the lane's most urgent due job with the instance's labels (of its head
+    # priority, or of any when those are blocked), taken in one statement (jobs_lane_queued); its
+    # run row is opened by OPEN_RUN in the same transaction.
+    **_claims(SQLITE_CLAIM, labels=SQLITE_LABELS_MATCH),
     "ACQUIRE_SLOT": """
 UPDATE instance_slots SET holder = :holder, expires_at = :expires
 WHERE instance = :instance AND slot = (
@@ -493,33 +555,11 @@ POSTGRES = {
     **_purges("= ANY(:ids)"),
     "QUEUE_POSITIONS": QUEUE_POSITIONS.format(seq_in_seqs="seq = ANY(:seqs)"),
     "LIST_ATTEMPTS": LIST_ATTEMPTS.format(delivery_id_in_ids="delivery_id = ANY(:ids)"),
-    "OWNER_ORDER": OWNER_ORDER.format(labels_match=POSTGRES_LABELS_MATCH),
     "LOCK_BATCH": "SELECT id FROM batches WHERE id = :id FOR UPDATE",
-    # One statement: pick the owner's most urgent due job nobody else holds (SKIP LOCKED: concurrent
+    "LOCK_OWNER": "SELECT owner FROM owners WHERE owner = :owner FOR UPDATE",
+    # One statement: pick the lane's most urgent due job nobody else holds (SKIP LOCKED: concurrent
     # workers never queue up behind each other's candidate row), take it, open its run row.
-    "CLAIM_NEXT": f"""
-WITH candidate AS (
-    SELECT seq FROM jobs
-    WHERE owner = :owner AND status = 'queued' AND available_at <= :now
-      AND COALESCE(options::jsonb -> 'instance_labels', '[]'::jsonb) <@ CAST(:labels AS jsonb)
-    ORDER BY priority DESC, seq LIMIT 1
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease_owner = :worker,
-           lease_expires_at = :expires, instance = :instance,
-           started_at = COALESCE(started_at, :now), progress = NULL, preview = NULL,
-           updated_at = :now, version = jobs.version + 1
-    FROM candidate WHERE jobs.seq = candidate.seq AND jobs.status = 'queued'
-    RETURNING {", ".join(f"jobs.{name}" for name in JOB_FIELDS)}
-), run AS (
-    INSERT INTO job_runs (job_id, attempt, worker_id, instance, started_at)
-    SELECT id, attempts, :worker, :instance, :now FROM claimed
-    ON CONFLICT (job_id, attempt) DO UPDATE
-    SET worker_id = EXCLUDED.worker_id, instance = EXCLUDED.instance, started_at = EXCLUDED.started_at,
-        finished_at = NULL, outcome = NULL, detail = NULL
-)
-SELECT {JOB_COLUMNS} FROM claimed
-""",
+    **_claims(POSTGRES_CLAIM, labels=POSTGRES_LABELS_MATCH),
     "OPEN_RUN": None,
     "LAST_CHANGE": None,
     "CHANGES_AFTER": None,

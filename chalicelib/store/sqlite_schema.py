@@ -210,4 +210,54 @@ MIGRATIONS = [
     """
     CREATE INDEX jobs_finished ON jobs (finished_at)
     """,
+    # 10: fair share between an owner's batches too, at a cost that does not grow with the number
+    # of owners: each owner's and each lane's (one batch, or the owner's single jobs: lane '') most
+    # urgent queued priority is kept by triggers as jobs enter the queue and lowered by the claim
+    # (store/queries.py, "fair share"); first_seq orders those never served, first in first.
+    """
+    ALTER TABLE owners ADD COLUMN head_priority INTEGER;
+    ALTER TABLE owners ADD COLUMN first_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE lanes (
+        owner TEXT NOT NULL,
+        lane TEXT NOT NULL,
+        head_priority INTEGER,
+        last_served_at REAL NOT NULL,
+        first_seq INTEGER NOT NULL,
+        PRIMARY KEY (owner, lane)
+    );
+    CREATE INDEX owners_waiting ON owners (head_priority DESC, last_served_at, first_seq)
+        WHERE head_priority IS NOT NULL;
+    CREATE INDEX lanes_waiting ON lanes (owner, head_priority DESC, last_served_at, first_seq)
+        WHERE head_priority IS NOT NULL;
+    CREATE INDEX jobs_lane_queued ON jobs (owner, COALESCE(batch_id, ''), priority DESC, seq) WHERE status = 'queued';
+    INSERT INTO lanes (owner, lane, head_priority, last_served_at, first_seq)
+    SELECT owner, COALESCE(batch_id, ''), MAX(priority), 0, MIN(seq) FROM jobs WHERE status = 'queued'
+    GROUP BY owner, COALESCE(batch_id, '');
+    INSERT INTO owners (owner, last_served_at, head_priority, first_seq)
+    SELECT owner, 0, MAX(head_priority), MIN(first_seq) FROM lanes WHERE true GROUP BY owner
+    ON CONFLICT (owner) DO UPDATE SET head_priority = excluded.head_priority, first_seq = excluded.first_seq;
+    CREATE TRIGGER jobs_entered_queue AFTER INSERT ON jobs WHEN NEW.status = 'queued'
+    BEGIN
+        INSERT INTO owners (owner, last_served_at, head_priority, first_seq)
+        VALUES (NEW.owner, 0, NEW.priority, NEW.seq)
+        ON CONFLICT (owner) DO UPDATE SET head_priority = excluded.head_priority
+        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
+        INSERT INTO lanes (owner, lane, head_priority, last_served_at, first_seq)
+        VALUES (NEW.owner, COALESCE(NEW.batch_id, ''), NEW.priority, 0, NEW.seq)
+        ON CONFLICT (owner, lane) DO UPDATE SET head_priority = excluded.head_priority
+        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
+    END;
+    CREATE TRIGGER jobs_reentered_queue AFTER UPDATE OF status ON jobs
+        WHEN NEW.status = 'queued' AND OLD.status <> 'queued'
+    BEGIN
+        INSERT INTO owners (owner, last_served_at, head_priority, first_seq)
+        VALUES (NEW.owner, 0, NEW.priority, NEW.seq)
+        ON CONFLICT (owner) DO UPDATE SET head_priority = excluded.head_priority
+        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
+        INSERT INTO lanes (owner, lane, head_priority, last_served_at, first_seq)
+        VALUES (NEW.owner, COALESCE(NEW.batch_id, ''), NEW.priority, 0, NEW.seq)
+        ON CONFLICT (owner, lane) DO UPDATE SET head_priority = excluded.head_priority
+        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
+    END
+    """,
 ]

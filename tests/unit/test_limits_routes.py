@@ -140,3 +140,24 @@ def test_the_submissions_queue_owner_is_never_limited(client, monkeypatch):
     outcomes = [intake.submit_message(ctx, message_id=f"m{n}", text=message) for n in range(3)]
     assert [outcome.status for outcome in outcomes] == [intake.CREATED] * 3
     assert submit(client).status_code == 202 and submit(client).status_code == 429
+
+
+def submit_batch(client, jobs: int, headers=ALICE, key: str | None = None):
+    body = json.dumps({"jobs": [{"prompt": f"p{i}"} for i in range(jobs)]})
+    return client.http.post("/sdapi/v1/batches", body=body,
+                            headers={**headers, **({"Idempotency-Key": key} if key else {})})
+
+
+def test_a_batch_counts_each_of_its_jobs_against_the_queued_limit(client, monkeypatch):
+    configure(monkeypatch, MAX_QUEUED_PER_OWNER="5")
+    assert submit(client).status_code == 202
+    assert submit_batch(client, 3, key="first").status_code == 202
+    refused = submit_batch(client, 2)
+    assert refused.status_code == 429 and "MAX_QUEUED_PER_OWNER" in refused.json_body["detail"]
+    assert job_count() == 4  # nothing of the refused batch stored
+    replayed = submit_batch(client, 3, key="first")  # a retried upload is not a new one
+    assert replayed.status_code == 202 and replayed.headers.get("Idempotent-Replayed") == "true"
+    assert submit_batch(client, 1).status_code == 202
+    too_big = submit_batch(client, 6, BOB)
+    assert too_big.status_code == 413 and "MAX_QUEUED_PER_OWNER" in too_big.json_body["detail"]
+    assert job_count() == 5
