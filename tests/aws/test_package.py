@@ -2,6 +2,7 @@
 Makefile target runs it; a lint error fails the target), and what the deployment must guarantee."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pathlib
@@ -16,6 +17,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 FUNCTIONS = {"APIHandler": "api_handler", "RunJobs": "run_jobs", "DeliverWebhooks": "deliver_webhooks",
              "TakeSubmissions": "take_submissions", "Sweep": "sweep"}
 QUEUE_OF = {"RunJobs": "JobsQueue", "DeliverWebhooks": "WebhooksQueue", "TakeSubmissions": "SubmissionsQueue"}
+# `chalice package` keeps its work files in the project (.chalice/): one build at a time per checkout,
+# whatever the number of pytest-xdist workers that reach this module.
+BUILD_LOCK = ROOT / "build" / ".package.lock"
+pytestmark = pytest.mark.timeout(300)  # the build may wait for another worker's
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +28,12 @@ def package(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("package")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     # -o setup: the virtualenv running these tests is the one to package with (make test set it up).
-    result = subprocess.run(["make", "-s", "-o", "setup", "package", f"PACKAGE_DIR={out}",
-                             f"VENV={pathlib.Path(sys.executable).parent.parent}"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+    BUILD_LOCK.parent.mkdir(exist_ok=True)
+    with BUILD_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = subprocess.run(["make", "-s", "-o", "setup", "package", f"PACKAGE_DIR={out}",
+                                 f"VENV={pathlib.Path(sys.executable).parent.parent}"],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, f"make package failed (cfn-lint runs in it):\n{result.stdout}\n{result.stderr}"
     return out
 
