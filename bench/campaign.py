@@ -37,6 +37,7 @@ import requests
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from chalicelib import vocabulary  # noqa: E402
 from tests import harness  # noqa: E402
 
 SUBMIT_THREADS = 8
@@ -54,9 +55,12 @@ class Plan:
     gen_seconds: float
     database: str  # sqlite | postgres
     timeout: float  # seconds for every job to finish
+    retention: str = "30d"  # JOB_RETENTION during the load ("30d": nothing purged; "60s": the sweep purges as it goes)
+    sample_seconds: float = 10.0  # RSS and database size sampled this often, from the start to the checks
 
 
-SHORT = Plan(jobs=200, kills=1, workers=2, simulators=2, gen_seconds=0.02, database="sqlite", timeout=90)
+SHORT = Plan(jobs=200, kills=1, workers=2, simulators=2, gen_seconds=0.02, database="sqlite", timeout=90,
+             sample_seconds=2.0)
 FULL = Plan(jobs=20_000, kills=20, workers=2, simulators=4, gen_seconds=0.02, database="sqlite", timeout=3600)
 
 
@@ -79,6 +83,7 @@ class Figures:
     db_bytes: dict = dataclasses.field(default_factory=dict)  # loaded / after retention
     jobs_after_retention: int | None = None
     slow_clients: dict = dataclasses.field(default_factory=dict)
+    samples: list = dataclasses.field(default_factory=list)  # {"t", "accepted", "rss_mib": {name: MiB}, "db_mb"}
 
     def ok(self) -> bool:
         return not self.lost and not self.completed_twice and self.completed == self.accepted
@@ -96,7 +101,7 @@ class Campaign:
         self.plan = plan
         self.figures = Figures(plan)
         self.cluster = harness.Cluster(workdir, database_url=database_url)
-        self.cluster.env.update(JOB_RETENTION="30d", JOB_MAX_ATTEMPTS="5")
+        self.cluster.env.update(JOB_RETENTION=plan.retention, JOB_MAX_ATTEMPTS="5", RETENTION_INTERVAL="10")
         self.accepted: list[str] = []
         self.lock = threading.Lock()
         self.database_url = database_url
@@ -213,23 +218,44 @@ class Campaign:
         return sum(requests.get(f"{url}/_sim/stats", timeout=10).json()["generations_completed"]
                    for url in self.simulators)
 
-    def verify(self) -> None:
-        self.figures.generations = self.generations()
+    def verify_while(self, finished: threading.Event) -> None:
+        """Read every 202 job, in the order they were accepted, once it has ended (so that with
+        retention on, each is read before the sweep purges it); after `finished`, one not ended is lost."""
         session = requests.Session()
-        for job_id in self.accepted:
-            response = session.get(f"{self.cluster.api_url}/sdapi/v1/jobs/{job_id}", headers=harness.AUTH,
-                                   timeout=10)
-            if response.status_code != 200 or response.json()["status"] != "completed":
-                self.figures.lost.append((job_id, response.status_code,
-                                          response.json().get("status") if response.ok else None))
+        index = 0
+        while True:
+            with self.lock:
+                job_id = self.accepted[index] if index < len(self.accepted) else None
+            if job_id is None:
+                if finished.is_set():
+                    return
+                time.sleep(0.2)
                 continue
-            detail = response.json()
-            self.figures.completed += 1
-            runs = detail.get("runs") or []
-            self.figures.runs_lost += sum(run.get("outcome") == "lost" for run in runs)
-            if sum(run.get("outcome") == "completed" for run in runs) != 1:
-                self.figures.completed_twice.append(job_id)
-            self.figures.extra_attempts += max(0, detail["attempts"] - 1)
+            try:
+                response = session.get(f"{self.cluster.api_url}/sdapi/v1/jobs/{job_id}", headers=harness.AUTH,
+                                       timeout=10)
+            except requests.RequestException:  # the API is being killed and restarted
+                time.sleep(0.2)
+                continue
+            if (response.status_code == 200 and response.json()["status"] not in vocabulary.TERMINAL_STATUSES
+                    and not finished.is_set()):
+                time.sleep(0.1)
+                continue
+            self.check(job_id, response)
+            index += 1
+
+    def check(self, job_id: str, response: requests.Response) -> None:
+        if response.status_code != 200 or response.json()["status"] != vocabulary.JobStatus.COMPLETED:
+            self.figures.lost.append((job_id, response.status_code,
+                                      response.json().get("status") if response.ok else None))
+            return
+        detail = response.json()
+        self.figures.completed += 1
+        runs = detail.get("runs") or []
+        self.figures.runs_lost += sum(run.get("outcome") == "lost" for run in runs)
+        if sum(run.get("outcome") == "completed" for run in runs) != 1:
+            self.figures.completed_twice.append(job_id)
+        self.figures.extra_attempts += max(0, detail["attempts"] - 1)
 
     def slow_clients(self) -> None:
         """SLOW_CLIENTS connections each send half a request and hold it; meanwhile others are served."""
@@ -276,6 +302,23 @@ class Campaign:
         time.sleep(2)  # a sweep or two more: the WAL checkpoint after the last purge
         self.figures.db_bytes["after_retention"] = self.database_bytes()
 
+    def sample_while(self, stop: threading.Event) -> None:
+        """Every plan.sample_seconds until `stop`: the RSS of the API and each worker, the database size."""
+        started = time.monotonic()
+        while not stop.wait(self.plan.sample_seconds):
+            rss = {}
+            for process in list(self.cluster.processes):
+                if (process.name == "api" or process.name.startswith("worker")) and process.alive():
+                    rss[process.name] = round(rss_kib(process.popen.pid) / 1024, 1)
+            try:
+                size = round(self.database_bytes() / 1e6, 1)
+            except (OSError, psycopg.Error):
+                size = None
+            with self.lock:
+                accepted = len(self.accepted)
+            self.figures.samples.append({"t": round(time.monotonic() - started), "accepted": accepted,
+                                         "rss_mib": rss, "db_mb": size})
+
     def rss(self, when: str) -> None:
         for process in self.cluster.processes:
             if process.name == "api" or process.name.startswith("worker"):
@@ -283,6 +326,10 @@ class Campaign:
 
     def run(self) -> Figures:
         self.start()
+        stop_sampling, finished = threading.Event(), threading.Event()
+        threading.Thread(target=self.sample_while, args=(stop_sampling,), daemon=True).start()
+        verifier = threading.Thread(target=self.verify_while, args=(finished,), daemon=True)
+        verifier.start()
         try:
             started = time.monotonic()
             self.rss("start")
@@ -292,10 +339,15 @@ class Campaign:
             self.rss("end")
             self.faults()
             self.wait_finished()
-            self.verify()
+            stop_sampling.set()
+            finished.set()
+            verifier.join()
+            self.figures.generations = self.generations()
             self.slow_clients()
             self.retention()
         finally:
+            stop_sampling.set()
+            finished.set()
             self.cluster.stop()
         self.figures.accepted = len(self.accepted)
         return self.figures
@@ -351,6 +403,12 @@ def report(figures: Figures) -> str:
         f"({figures.jobs_after_retention} jobs left)",
         f"  verdict                  {'OK' if figures.ok() else 'FAILED'}",
     ]
+    if figures.samples:
+        lines.append("  over time (s, accepted, RSS MiB, database MB):")
+        step = max(1, len(figures.samples) // 20)
+        for sample in figures.samples[::step] + ([figures.samples[-1]] if (len(figures.samples) - 1) % step else []):
+            rss_now = " ".join(f"{name} {mib:g}" for name, mib in sorted(sample["rss_mib"].items()))
+            lines.append(f"    {sample['t']:>6}  {sample['accepted']:>6}  {rss_now}  db {sample['db_mb']}")
     if figures.lost:
         lines.append(f"  lost (first 5)           {figures.lost[:5]}")
     return "\n".join(lines)
@@ -364,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int)
     parser.add_argument("--simulators", type=int)
     parser.add_argument("--database", choices=harness.BACKENDS)
+    parser.add_argument("--gen-seconds", type=float)
+    parser.add_argument("--retention", help="JOB_RETENTION during the load (default 30d: nothing purged)")
+    parser.add_argument("--sample-seconds", type=float)
     args = parser.parse_args(argv)
     plan = dataclasses.replace(SHORT if args.short else FULL, **{
         name: value for name, value in vars(args).items() if name != "short" and value is not None})
