@@ -16,16 +16,21 @@ A1111 mid-job, hold a webhook receiver down for hours.
 from __future__ import annotations
 
 import argparse
+import collections
+import collections.abc
 import concurrent.futures
 import dataclasses
+import glob
 import http.client
 import json
 import os
 import pathlib
 import secrets
+import shutil
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -84,6 +89,8 @@ class Figures:
     jobs_after_retention: int | None = None
     slow_clients: dict = dataclasses.field(default_factory=dict)
     samples: list = dataclasses.field(default_factory=list)  # {"t", "accepted", "rss_mib": {name: MiB}, "db_mb"}
+    answers: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # submit status codes
+    outages: list = dataclasses.field(default_factory=list)  # one dict per fault of a kind of its own
 
     def ok(self) -> bool:
         return not self.lost and not self.completed_twice and self.completed == self.accepted
@@ -139,7 +146,10 @@ class Campaign:
             except requests.RequestException:
                 with self.lock:
                     self.figures.refused_while_down += 1
+                    self.figures.answers["no answer"] += 1
                 return
+            with self.lock:
+                self.figures.answers[response.status_code] += 1
             if response.status_code == 202:
                 with self.lock:
                     self.accepted.append(response.json()["job_id"])
@@ -237,6 +247,9 @@ class Campaign:
             except requests.RequestException:  # the API is being killed and restarted
                 time.sleep(0.2)
                 continue
+            if response.status_code == 503 and not finished.is_set():  # the store is down: read it again later
+                time.sleep(0.2)
+                continue
             if (response.status_code == 200 and response.json()["status"] not in vocabulary.TERMINAL_STATUSES
                     and not finished.is_set()):
                 time.sleep(0.1)
@@ -324,7 +337,63 @@ class Campaign:
             if process.name == "api" or process.name.startswith("worker"):
                 self.figures.rss_kib.setdefault(process.name, {})[when] = rss_kib(process.popen.pid)
 
-    def run(self) -> Figures:
+    def submit_until(self, stop: threading.Event) -> None:
+        """A steady submit load until `stop`, in rounds of BURST."""
+        while not stop.is_set():
+            self.submit_all(BURST)
+
+    def submit_one(self) -> int | str:
+        """One submit, its status code ("no answer" if none); a 202 job joins the accepted ones."""
+        try:
+            response = requests.post(f"{self.cluster.api_url}/sdapi/v1/txt2img", headers=harness.AUTH,
+                                     json={"prompt": "probe", "steps": 4}, timeout=10)
+        except requests.RequestException:
+            return "no answer"
+        if response.status_code == 202:
+            with self.lock:
+                self.accepted.append(response.json()["job_id"])
+        return response.status_code
+
+    def restart_database(self, server: PostgresServer, *, down_seconds: float) -> None:
+        """Postgres stopped as by a crash (`pg_ctl stop -m immediate`) under a submit load, kept down
+        `down_seconds` while submits and /health are probed, then started again: how long until the
+        API accepts again and until the workers finish jobs again."""
+        stop = threading.Event()
+        load = threading.Thread(target=self.submit_until, args=(stop,))
+        load.start()
+        try:
+            time.sleep(1.0)
+            completed_before = self.job_counts().get("completed", 0)
+            server.stop()
+            stopped_at = time.monotonic()
+            probes, healths = collections.Counter(), collections.Counter()
+            while time.monotonic() - stopped_at < down_seconds:
+                probes[self.submit_one()] += 1
+                try:
+                    health = requests.get(f"{self.cluster.api_url}/health", timeout=5)
+                    healths[f"{health.status_code} {health.json().get('status')}"] += 1
+                except (requests.RequestException, ValueError):
+                    healths["no answer"] += 1
+                time.sleep(0.2)
+            server.start()
+            started_at = time.monotonic()
+            harness.wait_until(lambda: self.submit_one() == 202, timeout=60, what="a 202 after the restart")
+            api_back = time.monotonic() - started_at
+            harness.wait_until(lambda: self.job_counts().get("completed", 0) > completed_before, timeout=120,
+                               what="a job completed after the restart")
+            jobs_back = time.monotonic() - started_at
+            time.sleep(2.0)  # the load goes on a little after the restart
+        finally:
+            stop.set()
+            load.join()
+        self.figures.outages.append({
+            "fault": "postgres stopped (immediate) and started", "down_s": down_seconds,
+            "submits_while_down": dict(probes), "health_while_down": dict(healths),
+            "accepting_after_start_s": round(api_back, 2), "jobs_completing_after_start_s": round(jobs_back, 2)})
+
+    def run(self, faults: collections.abc.Callable[[], None] | None = None, *, extras: bool = True) -> Figures:
+        """The steady phase, then `faults` (the kills by default), then the checks; with `extras`, the
+        slow clients and the retention phase too."""
         self.start()
         stop_sampling, finished = threading.Event(), threading.Event()
         threading.Thread(target=self.sample_while, args=(stop_sampling,), daemon=True).start()
@@ -337,20 +406,68 @@ class Campaign:
             self.wait_finished()
             self.figures.seconds = time.monotonic() - started
             self.rss("end")
-            self.faults()
+            (faults or self.faults)()
             self.wait_finished()
             stop_sampling.set()
             finished.set()
             verifier.join()
             self.figures.generations = self.generations()
-            self.slow_clients()
-            self.retention()
+            if extras:
+                self.slow_clients()
+                self.retention()
         finally:
             stop_sampling.set()
             finished.set()
             self.cluster.stop()
         self.figures.accepted = len(self.accepted)
         return self.figures
+
+
+class PostgresServer:
+    """A Postgres server of the campaign's own (initdb, pg_ctl) on a free port, so that it can be
+    stopped and started; under root its commands run as the `postgres` user (initdb refuses root)."""
+
+    def __init__(self) -> None:
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not binaries:
+            raise RuntimeError("no /usr/lib/postgresql/*/bin: Postgres's server programs are not installed")
+        self.bin = pathlib.Path(binaries[-1])
+        self.root = pathlib.Path(tempfile.mkdtemp(prefix="campaign-pg-"))  # reachable by `postgres`
+        self.data = self.root / "data"
+        self.port = harness.support.free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+
+    def _run(self, program: str, *args: str) -> None:
+        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*as_postgres, str(self.bin / program), *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-o",
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1", "start")
+
+    def stop(self, *, mode: str = "immediate") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass  # not running
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def postgres_restart(plan: Plan, workdir: pathlib.Path, *, down_seconds: float = 5.0) -> Figures:
+    """The steady phase on a Postgres of the campaign's own, then that server restarted under load."""
+    server = PostgresServer()
+    try:
+        server.start()
+        campaign = Campaign(dataclasses.replace(plan, database="postgres"), workdir, server.url)
+        return campaign.run(lambda: campaign.restart_database(server, down_seconds=down_seconds), extras=False)
+    finally:
+        server.remove()
 
 
 def postgres_database() -> tuple[str, callable]:
@@ -403,6 +520,9 @@ def report(figures: Figures) -> str:
         f"({figures.jobs_after_retention} jobs left)",
         f"  verdict                  {'OK' if figures.ok() else 'FAILED'}",
     ]
+    lines.append(f"  submit answers           {dict(sorted(figures.answers.items(), key=str))}")
+    for outage in figures.outages:
+        lines.append(f"  fault                    {json.dumps(outage)}")
     if figures.samples:
         lines.append("  over time (s, accepted, RSS MiB, database MB):")
         step = max(1, len(figures.samples) // 20)
