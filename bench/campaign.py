@@ -19,6 +19,7 @@ import argparse
 import collections
 import collections.abc
 import concurrent.futures
+import contextlib
 import dataclasses
 import glob
 import http.client
@@ -29,6 +30,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -391,6 +393,44 @@ class Campaign:
             "submits_while_down": dict(probes), "health_while_down": dict(healths),
             "accepting_after_start_s": round(api_back, 2), "jobs_completing_after_start_s": round(jobs_back, 2)})
 
+    def fill_disk(self, mount: pathlib.Path, *, prompt_bytes: int = 9_000, larger_mib: int = 64) -> None:
+        """Submits of large prompts until the small filesystem under the SQLite file is full (5 refusals
+        in a row), the file checked, then the filesystem grown (`mount -o remount,size=`): how long
+        until the API accepts again; every job accepted before or after must still complete."""
+        path = pathlib.Path(self.database_url[len("sqlite:///"):])
+        prompt = "x" * prompt_bytes
+        answers, refusals, first_refusal = collections.Counter(), 0, None
+        filled_at = time.monotonic()
+        while refusals < 5 and sum(answers.values()) < 5000:
+            try:
+                response = requests.post(f"{self.cluster.api_url}/sdapi/v1/txt2img", headers=harness.AUTH,
+                                         json={"prompt": prompt, "steps": 4}, timeout=30)
+            except requests.RequestException:
+                answers["no answer"] += 1
+                continue
+            answers[response.status_code] += 1
+            if response.status_code == 202:
+                refusals = 0
+                with self.lock:
+                    self.accepted.append(response.json()["job_id"])
+                continue
+            refusals += 1
+            first_refusal = first_refusal or {"status": response.status_code, "body": response.json()}
+        filled_seconds = time.monotonic() - filled_at
+        health = requests.get(f"{self.cluster.api_url}/health", headers=harness.AUTH, timeout=10)
+        integrity_full = integrity(path)
+        subprocess.run(["mount", "-o", f"remount,size={larger_mib}m", str(mount)], check=True, capture_output=True)
+        grown_at = time.monotonic()
+        harness.wait_until(lambda: self.submit_one() == 202, timeout=60, what="a 202 once space is back")
+        accepting = time.monotonic() - grown_at
+        self.wait_finished()
+        self.figures.outages.append({
+            "fault": "SQLite's filesystem full", "submits_until_full": dict(answers),
+            "seconds_to_fill": round(filled_seconds, 1), "first_refusal": first_refusal,
+            "health_while_full": f"{health.status_code} {health.json().get('status')}",
+            "integrity_while_full": integrity_full, "accepting_after_space_s": round(accepting, 2),
+            "integrity_after": integrity(path)})
+
     def run(self, faults: collections.abc.Callable[[], None] | None = None, *, extras: bool = True) -> Figures:
         """The steady phase, then `faults` (the kills by default), then the checks; with `extras`, the
         slow clients and the retention phase too."""
@@ -468,6 +508,26 @@ def postgres_restart(plan: Plan, workdir: pathlib.Path, *, down_seconds: float =
         return campaign.run(lambda: campaign.restart_database(server, down_seconds=down_seconds), extras=False)
     finally:
         server.remove()
+
+
+def integrity(path: pathlib.Path) -> str:
+    """SQLite's own check of the whole file ("ok" when sound)."""
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+        return "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
+
+
+def full_disk(plan: Plan, workdir: pathlib.Path, *, size_mib: int = 8) -> Figures:
+    """The SQLite file on a tmpfs of `size_mib` MiB of the campaign's own (mounting needs root):
+    filled by submits, checked, then given more space."""
+    mount = workdir / "small-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(mount)], check=True,
+                   capture_output=True)
+    try:
+        campaign = Campaign(dataclasses.replace(plan, database="sqlite"), workdir, f"sqlite:///{mount / 'jobs.db'}")
+        return campaign.run(lambda: campaign.fill_disk(mount), extras=False)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
 
 
 def postgres_database() -> tuple[str, callable]:
