@@ -339,10 +339,11 @@ class Campaign:
             if process.name == "api" or process.name.startswith("worker"):
                 self.figures.rss_kib.setdefault(process.name, {})[when] = rss_kib(process.popen.pid)
 
-    def submit_until(self, stop: threading.Event) -> None:
-        """A steady submit load until `stop`, in rounds of BURST."""
+    def submit_until(self, stop: threading.Event, *, round_size: int = BURST, pause: float = 0.0) -> None:
+        """A submit load until `stop`, in rounds of `round_size` with `pause` seconds between them."""
         while not stop.is_set():
-            self.submit_all(BURST)
+            self.submit_all(round_size)
+            stop.wait(pause)
 
     def submit_one(self) -> int | str:
         """One submit, its status code ("no answer" if none); a 202 job joins the accepted ones."""
@@ -430,6 +431,59 @@ class Campaign:
             "health_while_full": f"{health.status_code} {health.json().get('status')}",
             "integrity_while_full": integrity_full, "accepting_after_space_s": round(accepting, 2),
             "integrity_after": integrity(path)})
+
+    def running_on(self, url: str) -> str | None:
+        """A job that A1111 at `url` is running now, if any."""
+        listed = requests.get(f"{self.cluster.api_url}/sdapi/v1/jobs", params={"status": "processing", "limit": 50},
+                              headers=harness.AUTH, timeout=10).json()
+        for job in listed.get("jobs", []):
+            detail = requests.get(f"{self.cluster.api_url}/sdapi/v1/jobs/{job['job_id']}", headers=harness.AUTH,
+                                  timeout=10).json()
+            if detail.get("instance") == url and (detail.get("progress") or {}).get("step"):
+                return job["job_id"]
+        return None
+
+    def hang_simulator(self, *, gen_seconds: float = 2.0, hung_seconds: float = 15.0) -> None:
+        """simulator-0 SIGSTOPped (a hung A1111: no answer at all) while it runs a job, under a submit
+        load, for `hung_seconds`: when /health turns degraded, when the job's run is abandoned
+        (A1111_STALL_SECONDS), when it completes elsewhere."""
+        self.set_gen_seconds(gen_seconds)
+        stop = threading.Event()
+        load = threading.Thread(target=self.submit_until, args=(stop,),
+                                kwargs={"round_size": SUBMIT_THREADS, "pause": 1.0})
+        load.start()
+        stopped = self.cluster.process("simulator-0")
+        try:
+            job_id = harness.wait_until(lambda: self.running_on(self.simulators[0]), timeout=30,
+                                        what="a job running on simulator-0")
+            stopped.popen.send_signal(signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            harness.wait_until(lambda: self.health().get("status") == "degraded", timeout=60, what="degraded")
+            degraded = time.monotonic() - stopped_at
+            retried = harness.wait_until(
+                lambda: (lambda j: j if len(j.get("runs") or []) >= 2 else None)(self.job(job_id)),
+                timeout=60, what="the run abandoned")
+            abandoned = time.monotonic() - stopped_at
+            done = harness.wait_until(
+                lambda: (lambda j: j if j["status"] in vocabulary.TERMINAL_STATUSES else None)(self.job(job_id)),
+                timeout=60, what="the job to end")
+            ended = time.monotonic() - stopped_at
+            time.sleep(max(0.0, hung_seconds - (time.monotonic() - stopped_at)))
+        finally:
+            stopped.popen.send_signal(signal.SIGCONT)
+            stop.set()
+            load.join()
+            self.set_gen_seconds(self.plan.gen_seconds)
+        self.figures.outages.append({
+            "fault": "simulator-0 SIGSTOPped mid-job", "hung_s": hung_seconds,
+            "stall_seconds": self.cluster.env.get("A1111_STALL_SECONDS"), "health_degraded_after_s": round(degraded, 2),
+            "run_abandoned_after_s": round(abandoned, 2), "first_run": retried["runs"][0].get("detail"),
+            "job_ended_after_s": round(ended, 2),
+            "job": {"status": done["status"], "attempts": done["attempts"],
+                    "on_another_instance": done.get("instance") != self.simulators[0]}})
+
+    def job(self, job_id: str) -> dict:
+        return requests.get(f"{self.cluster.api_url}/sdapi/v1/jobs/{job_id}", headers=harness.AUTH, timeout=10).json()
 
     def run(self, faults: collections.abc.Callable[[], None] | None = None, *, extras: bool = True) -> Figures:
         """The steady phase, then `faults` (the kills by default), then the checks; with `extras`, the
@@ -528,6 +582,15 @@ def full_disk(plan: Plan, workdir: pathlib.Path, *, size_mib: int = 8) -> Figure
         return campaign.run(lambda: campaign.fill_disk(mount), extras=False)
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
+
+
+def hung_a1111(plan: Plan, workdir: pathlib.Path, database_url: str, *, stall_seconds: float = 3.0) -> Figures:
+    """The steady phase, then one simulator hung (SIGSTOP) mid-job under load."""
+    campaign = Campaign(plan, workdir, database_url)
+    # The lease must outlast a stall's detection plus its interrupt attempt (2 s), as the defaults
+    # (30 s lease, 60 s stall) do; with the harness's 3 s lease the sweep would requeue the job first.
+    campaign.cluster.env.update(A1111_STALL_SECONDS=str(stall_seconds), A1111_TIMEOUT="120", JOB_LEASE_SECONDS="10")
+    return campaign.run(campaign.hang_simulator, extras=False)
 
 
 def postgres_database() -> tuple[str, callable]:
