@@ -446,7 +446,7 @@ class Campaign:
                 return job["job_id"]
         return None
 
-    def hang_simulator(self, *, gen_seconds: float = 2.0, hung_seconds: float = 15.0) -> None:
+    def hang_simulator(self, *, gen_seconds: float = 2.0, hung_seconds: float = 10.0) -> None:
         """simulator-0 SIGSTOPped (a hung A1111: no answer at all) while it runs a job, under a submit
         load, for `hung_seconds`: when /health turns degraded, when the job's run is abandoned
         (A1111_STALL_SECONDS), when it completes elsewhere."""
