@@ -96,6 +96,7 @@ class Figures:
     samples: list = dataclasses.field(default_factory=list)  # {"t", "accepted", "rss_mib": {name: MiB}, "db_mb"}
     answers: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # submit status codes
     outages: list = dataclasses.field(default_factory=list)  # one dict per fault of a kind of its own
+    refusals: dict = dataclasses.field(default_factory=dict)  # status -> the first body answered with it
 
     def ok(self) -> bool:
         return not self.lost and not self.completed_twice and self.completed == self.accepted
@@ -155,6 +156,8 @@ class Campaign:
                 return
             with self.lock:
                 self.figures.answers[response.status_code] += 1
+                if response.status_code != 202:
+                    self.figures.refusals.setdefault(response.status_code, response.text[:300])
             if response.status_code == 202:
                 with self.lock:
                     self.accepted.append(response.json()["job_id"])
@@ -658,6 +661,8 @@ def report(figures: Figures) -> str:
         f"  verdict                  {'OK' if figures.ok() else 'FAILED'}",
     ]
     lines.append(f"  submit answers           {dict(sorted(figures.answers.items(), key=str))}")
+    for status, body in sorted(figures.refusals.items()):
+        lines.append(f"  first {status} answer        {body}")
     for outage in figures.outages:
         lines.append(f"  fault                    {json.dumps(outage)}")
     if figures.samples:
