@@ -379,7 +379,7 @@ class Campaign:
             while time.monotonic() - stopped_at < down_seconds:
                 probes[self.submit_one()] += 1
                 try:
-                    health = requests.get(f"{self.cluster.api_url}/health", timeout=5)
+                    health = requests.get(f"{self.cluster.api_url}/health", headers=harness.AUTH, timeout=5)  # uncached
                     healths[f"{health.status_code} {health.json().get('status')}"] += 1
                 except (requests.RequestException, ValueError):
                     healths["no answer"] += 1
