@@ -2,8 +2,6 @@
 import os
 import sys
 
-from chalice import Chalice
-
 from chalicelib import dev_token
 from chalicelib.api import a1111
 from chalicelib.api import batches
@@ -16,13 +14,14 @@ from chalicelib.api import jobs
 from chalicelib.api import legacy
 from chalicelib.api import metrics
 from chalicelib.api import options
+from chalicelib.api import threadsafe
 from chalicelib.api import ui
 from chalicelib.api import webhooks
 
 dev_token.install_under_chalice_local(os.environ, sys.argv)  # the dev stage only; see there
 
 # configure_logs=False: Chalice's own log lines go through chalicelib.logs (JSON) like ours.
-app = Chalice(app_name="a1111-async", configure_logs=False)
+app = threadsafe.Chalice(app_name="a1111-async", configure_logs=False)
 app.api.binary_types.append("image/webp")
 app.register_middleware(http.contract_errors, "http")
 app.register_blueprint(health.blueprint)

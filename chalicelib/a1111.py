@@ -20,6 +20,7 @@ import socket
 import threading
 import typing
 import urllib.parse
+import weakref
 
 from chalicelib import config
 from chalicelib import errors
@@ -149,7 +150,9 @@ class A1111Client:
         self._connect_timeout = connect_timeout
         self._timeout = timeout
         self._local = threading.local()
-        self._sessions: list[requests.Session] = []
+        # Weak: a thread's session goes (its sockets closed) when the thread ends. Every job's progress
+        # tracker is a new thread, so a strong list kept one session and socket per job forever.
+        self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
         self._sessions_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -203,7 +206,7 @@ class A1111Client:
     def close(self) -> None:
         """Close every thread's connections."""
         with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
+            sessions, self._sessions = list(self._sessions), weakref.WeakSet()
         for session in sessions:
             session.close()
 
@@ -216,7 +219,7 @@ class A1111Client:
             session.auth = self._auth  # sent pre-emptively: A1111's 401 has no WWW-Authenticate
             self._local.session = session
             with self._sessions_lock:
-                self._sessions.append(session)
+                self._sessions.add(session)
         return session
 
     def _call(self, method: str, path: str, *, timeout: float, payload: dict | None = None,
