@@ -29,6 +29,7 @@ import requests
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from chalicelib import job_ids
 from chalicelib import store as store_module
 from tests import harness
 
@@ -167,7 +168,7 @@ def fill_queue(database_url: str, count: int) -> float:
     now = time.time()
     try:
         for start in range(0, count, 10_000):
-            ids = [str(uuid.uuid4()) for _ in range(start, min(start + 10_000, count))]
+            ids = [job_ids.new_job_id() for _ in range(start, min(start + 10_000, count))]
             with db.transaction() as session:
                 session.executemany(db.native(FILL_JOB), [
                     {"id": job_id, "request": db.dump_json({"prompt": "filler"}), "options": db.dump_json({}),
