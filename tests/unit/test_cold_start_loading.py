@@ -1,4 +1,4 @@
-"""Settings come from the environment without pydantic-settings (which imports asyncio): a cold start
+"""Cold start: settings come from the environment without pydantic-settings (which imports asyncio): a start
 that names no AWS source loads neither; keywords win over the environment, names are case-insensitive."""
 from __future__ import annotations
 
@@ -48,3 +48,12 @@ def test_a_bad_value_in_the_environment_is_refused_without_echoing_it(monkeypatc
 def test_unknown_variables_are_ignored(monkeypatch):
     monkeypatch.setenv("NOT_A_SETTING", "x")
     assert not hasattr(config.Settings(), "not_a_setting")
+
+
+def test_the_a1111_request_models_are_built_at_the_first_submit_not_at_import():
+    code = ("import app; from chalicelib import request_models as m; "
+            "print([k.__name__ for k in (m.StableDiffusionProcessingTxt2Img, m.StableDiffusionProcessingImg2Img, "
+            "m.JobOptions) if k.__pydantic_complete__])")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=pathlib.Path(app_module.__file__).parent,
+                            capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
