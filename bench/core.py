@@ -48,8 +48,10 @@ class Route:
     headers: dict = dataclasses.field(default_factory=dict)
 
 
+# A sampler named, as webuiapi does in every submit: the sampler check is part of the common path.
 SUBMIT = Route("POST /sdapi/v1/txt2img (submit)", "POST", "/sdapi/v1/txt2img", 202,
-               json.dumps({"prompt": "a lighthouse at dusk", "steps": 20, "width": 512, "height": 512}).encode(),
+               json.dumps({"prompt": "a lighthouse at dusk", "steps": 20, "width": 512, "height": 512,
+                           "sampler_name": "Euler a"}).encode(),
                {**AUTH, "Content-Type": "application/json"})
 # The ceiling: no token, no store; a cached HTML page, through the same waitress → WSGI →
 # Chalice gateway → handler stack as every route.
