@@ -1,5 +1,6 @@
-"""Cold start: settings come from the environment without pydantic-settings (which imports asyncio): a start
-that names no AWS source loads neither; keywords win over the environment, names are case-insensitive."""
+"""Cold start: settings come from the environment without pydantic-settings (which imports asyncio), so a
+start that names no AWS source loads neither (keywords win over the environment, names are
+case-insensitive), and the A1111 request models are built at the first submit, not at import."""
 from __future__ import annotations
 
 import os
