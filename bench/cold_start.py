@@ -84,6 +84,43 @@ def wall(code: str, *, runs: int, env: dict) -> list[float]:
     return times
 
 
+def run_once(code: str, *, env: dict) -> tuple[float, float]:
+    """(wall, CPU) seconds of one fresh interpreter running `code`; CPU (user + system, from wait4)
+    is what a busy shared machine disturbs least."""
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, code)
+    return time.perf_counter() - started, usage.ru_utime + usage.ru_stime
+
+
+def measure_source(*, runs: int, env: dict, pycache: str) -> None:
+    """Part 1 alone, wall and CPU: `import app` with our sources compiled at every start (as under
+    PYTHONDONTWRITEBYTECODE=1, set in this machine's environment and the container) and with their
+    bytecode cached (as a reused host or the package has it; the floor's libraries always have theirs)."""
+    cached = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    cached["PYTHONPYCACHEPREFIX"] = pycache
+    variants = {"`python -c pass`": ("pass", env), "floor": (FLOOR, env),
+                "`import app`, sources compiled at start": ("import app", env),
+                "`import app`, bytecode cached": ("import app", cached)}
+    measured: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    for round_ in range(runs + 1):  # interleaved; the first round is a warm-up (and writes the bytecode)
+        for name, (code, variant_env) in variants.items():
+            timing = run_once(code, env=variant_env)
+            if round_:
+                measured[name].append(timing)
+    floor = measured["floor"]
+    print(f"| measure ({runs} runs, interleaved) | wall ms: median (min–max) | CPU ms: median (min–max) | "
+          "÷ floor, CPU: median (per-run min–max) |\n|---|---|---|---|")
+    for name, timings in measured.items():
+        ratios = sorted(cpu / floor_cpu for (_, cpu), (_, floor_cpu) in zip(timings, floor, strict=True))
+        ratio = statistics.median(cpu for _, cpu in timings) / statistics.median(cpu for _, cpu in floor)
+        print(f"| {name} | {spread([w for w, _ in timings])} | {spread([c for _, c in timings])} | "
+              f"{ratio:.2f} ({ratios[0]:.2f}–{ratios[-1]:.2f}) |")
+
+
 def from_package(archive: pathlib.Path, *, runs: int) -> dict[str, list[float]]:
     """From the unpacked package only (Lambda: /var/task, read-only, no site-packages), interleaved
     run by run: `import app` with the package's bytecode, the same with an empty pycache prefix
@@ -159,7 +196,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--package", type=pathlib.Path, help="a `make package` output directory to measure")
+    parser.add_argument("--source-only", action="store_true", help="part 1 alone, wall and CPU time")
     args = parser.parse_args()
+    if args.source_only:
+        with tempfile.TemporaryDirectory() as scratch:
+            measure_source(runs=args.runs, env=clean_env(DATABASE_URL=f"sqlite:///{scratch}/jobs.db"),
+                           pycache=f"{scratch}/pycache")
+        return 0
 
     with tempfile.TemporaryDirectory() as scratch:
         env = clean_env(DATABASE_URL=f"sqlite:///{scratch}/jobs.db")

@@ -29,6 +29,7 @@ import requests
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from chalicelib import job_ids
 from chalicelib import store as store_module
 from tests import harness
 
@@ -47,8 +48,10 @@ class Route:
     headers: dict = dataclasses.field(default_factory=dict)
 
 
+# A sampler named, as webuiapi does in every submit: the sampler check is part of the common path.
 SUBMIT = Route("POST /sdapi/v1/txt2img (submit)", "POST", "/sdapi/v1/txt2img", 202,
-               json.dumps({"prompt": "a lighthouse at dusk", "steps": 20, "width": 512, "height": 512}).encode(),
+               json.dumps({"prompt": "a lighthouse at dusk", "steps": 20, "width": 512, "height": 512,
+                           "sampler_name": "Euler a"}).encode(),
                {**AUTH, "Content-Type": "application/json"})
 # The ceiling: no token, no store; a cached HTML page, through the same waitress → WSGI →
 # Chalice gateway → handler stack as every route.
@@ -167,7 +170,7 @@ def fill_queue(database_url: str, count: int) -> float:
     now = time.time()
     try:
         for start in range(0, count, 10_000):
-            ids = [str(uuid.uuid4()) for _ in range(start, min(start + 10_000, count))]
+            ids = [job_ids.new_job_id() for _ in range(start, min(start + 10_000, count))]
             with db.transaction() as session:
                 session.executemany(db.native(FILL_JOB), [
                     {"id": job_id, "request": db.dump_json({"prompt": "filler"}), "options": db.dump_json({}),

@@ -8,6 +8,7 @@ naming it; a dropped one is recorded with the job.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import typing
 
@@ -38,14 +39,9 @@ class Policy:
 
     @classmethod
     def from_settings(cls, settings: config.Settings) -> "Policy":
-        return cls(
-            allow_save=settings.a1111_allow_save,
-            allowed_overrides=config.parse_names(settings.a1111_allowed_overrides),
-            allowed_scripts=frozenset(n.lower() for n in config.parse_names(settings.a1111_allowed_scripts)),
-            allowed_alwayson_scripts=frozenset(
-                n.lower() for n in config.parse_names(settings.a1111_allowed_alwayson_scripts)),
-            extra_fields=config.parse_names(settings.a1111_extra_fields),
-        )
+        """Parsed once per distinct set of values (every submit asks, twice)."""
+        return _parsed(settings.a1111_allow_save, settings.a1111_allowed_overrides, settings.a1111_allowed_scripts,
+                       settings.a1111_allowed_alwayson_scripts, settings.a1111_extra_fields)
 
     def allows_override(self, key: str) -> bool:
         return ANY in self.allowed_overrides or key in self.allowed_overrides
@@ -58,6 +54,17 @@ class Policy:
 
     def forwards_extra(self, name: str) -> bool:
         return ANY in self.extra_fields or name in self.extra_fields
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(allow_save: bool, overrides: str, scripts: str, alwayson_scripts: str, extra_fields: str) -> Policy:
+    return Policy(
+        allow_save=allow_save,
+        allowed_overrides=config.parse_names(overrides),
+        allowed_scripts=frozenset(n.lower() for n in config.parse_names(scripts)),
+        allowed_alwayson_scripts=frozenset(n.lower() for n in config.parse_names(alwayson_scripts)),
+        extra_fields=config.parse_names(extra_fields),
+    )
 
 
 DEFAULT = Policy()  # the documented defaults, as a fresh deployment has them

@@ -19,6 +19,7 @@ import logging
 import re
 import time
 import typing
+import weakref
 
 from chalicelib import a1111
 from chalicelib import civitai
@@ -366,48 +367,88 @@ def _cache_put(cache: cache_port.Cache, namespace: str, key: str, value: object,
 SAMPLERS_PATH, SCHEDULERS_PATH = "/sdapi/v1/samplers", "/sdapi/v1/schedulers"
 
 
+@dataclasses.dataclass(frozen=True)
+class SamplerNames:
+    """The names A1111 resolves, from the lists of every instance, and until when they are fresh."""
+
+    samplers: frozenset[str]  # a sampler's `name`, alone or followed by a scheduler's (as "DPM++ 2M Karras")
+    schedulers: frozenset[str]  # a scheduler's `name` or `label`
+    listed_samplers: tuple[str, ...]  # what a 422 lists as valid
+    fresh_until: float  # the oldest list's time plus CATALOG_TTL, as the cache itself would serve it
+    store: weakref.ref  # the store the lists were read from (a rebuilt context starts over)
+    instances: tuple[str, ...]
+
+
+_names: SamplerNames | None = None  # this process's copy (replaced whole, so threads need no lock)
+
+
 def check_sampler(ctx: context_module.Context, payload: dict) -> None:
     """422 when `sampler_name` or `scheduler` is a name no configured instance knows: A1111 1.10
     would silently run its first sampler (or Automatic) instead. Checked against the names A1111
     itself resolves (a sampler's `name`, optionally followed by a scheduler's label, name or alias,
-    as "DPM++ 2M Karras"; a scheduler's `name` or `label`), from the cached lists. If no instance
-    has ever answered, the job is accepted and the log says it went unchecked."""
+    as "DPM++ 2M Karras"; a scheduler's `name` or `label`), from the cached lists, kept in this
+    process while the cache would serve them as fresh (webuiapi names a sampler in every submit).
+    If no instance has ever answered, the job is accepted and the log says it went unchecked."""
     sampler, scheduler = payload.get("sampler_name"), payload.get("scheduler")
     sampler = sampler if isinstance(sampler, str) and sampler else None
     scheduler = scheduler if isinstance(scheduler, str) and scheduler else None
     if sampler is None and scheduler is None:
         return
-    cache = store.make_cache(ctx.store)
-    samplers = _reported(ctx, SAMPLERS_PATH, cache=cache)
-    schedulers = _reported(ctx, SCHEDULERS_PATH, cache=cache)
-    if samplers is None or schedulers is None:
+    names = sampler_names(ctx)
+    if names is None:
         log.warning("sampler/scheduler not checked: no A1111 instance answered or has answered before",
                     extra={"sampler_name": sampler, "scheduler": scheduler})
         return
-    sampler_names = {item["name"] for item in samplers if isinstance(item.get("name"), str)}
-    scheduler_names = {value for item in schedulers for value in (item.get("name"), item.get("label"))
-                       if isinstance(value, str)}
-    suffixes = scheduler_names | {alias for item in schedulers for alias in item.get("aliases") or []
-                                  if isinstance(alias, str)}
     problems = []
-    if sampler is not None and sampler not in sampler_names and not any(
-            sampler.endswith(" " + suffix) and sampler[:-len(suffix) - 1] in sampler_names for suffix in suffixes):
+    if sampler is not None and sampler not in names.samplers:
         problems.append({"loc": ["body", "sampler_name"], "type": "value_error.sampler",
                          "msg": f"no A1111 instance has a sampler named {sampler!r} (it would silently run "
-                                f"another); valid: {', '.join(sorted(sampler_names))}"})
-    if scheduler is not None and scheduler not in scheduler_names:
+                                f"another); valid: {', '.join(names.listed_samplers)}"})
+    if scheduler is not None and scheduler not in names.schedulers:
         problems.append({"loc": ["body", "scheduler"], "type": "value_error.scheduler",
                          "msg": f"no A1111 instance has a scheduler named {scheduler!r} (it would silently run "
-                                f"Automatic); valid: {', '.join(sorted(scheduler_names))}"})
+                                f"Automatic); valid: {', '.join(sorted(names.schedulers))}"})
     if problems:
         raise errors.ValidationFailed(problems)
 
 
-def _reported(ctx: context_module.Context, path: str, *, cache: cache_port.Cache) -> list[dict] | None:
-    """Every instance's list at `path` (cached as the catalogue is, stale if need be), joined; None
-    if no instance has one."""
+def sampler_names(ctx: context_module.Context) -> SamplerNames | None:
+    """The valid names: this process's copy while fresh, else built from the cached (or live) lists;
+    None if no instance has ever answered."""
+    global _names
+    instances = tuple(instance.name for instance in ctx.instances)
+    names = _names
+    if (names is not None and names.store() is ctx.store and names.instances == instances
+            and time.time() < names.fresh_until):
+        return names
+    cache = store.make_cache(ctx.store)
+    samplers = _reported(ctx, SAMPLERS_PATH, cache=cache)
+    schedulers = _reported(ctx, SCHEDULERS_PATH, cache=cache)
+    if samplers is None or schedulers is None:
+        return None
+    (sampler_items, sampler_time), (scheduler_items, scheduler_time) = samplers, schedulers
+    bare = {item["name"] for item in sampler_items if isinstance(item.get("name"), str)}
+    scheduler_names = frozenset(value for item in scheduler_items for value in (item.get("name"), item.get("label"))
+                                if isinstance(value, str))
+    suffixes = scheduler_names | {alias for item in scheduler_items for alias in item.get("aliases") or []
+                                  if isinstance(alias, str)}
+    names = SamplerNames(samplers=frozenset(bare | {f"{name} {suffix}" for name in bare for suffix in suffixes}),
+                         schedulers=scheduler_names, listed_samplers=tuple(sorted(bare)),
+                         fresh_until=min(sampler_time, scheduler_time) + ctx.settings.catalog_ttl,
+                         store=weakref.ref(ctx.store), instances=instances)
+    _names = names
+    return names
+
+
+def _reported(ctx: context_module.Context, path: str, *,
+              cache: cache_port.Cache) -> tuple[list[dict], float] | None:
+    """Every instance's list at `path` (cached as the catalogue is, stale if need be), joined, and the
+    time of the oldest answer (a stale one counts as old as it is); None if no instance has one."""
     answers = fetch_answers(ctx, path, ctx.instances, refresh=False, cache=cache)
-    lists = [answer.body for answer in answers if answer.stored_at is not None and isinstance(answer.body, list)]
+    lists = [answer for answer in answers if answer.stored_at is not None and isinstance(answer.body, list)]
     if not lists:
         return None
-    return [item for body in lists for item in body if isinstance(item, dict)]
+    oldest = min(answer.stored_at for answer in lists)
+    if len(lists) < len(answers):
+        oldest = float("-inf")  # an instance with no list yet: ask again next time
+    return [item for answer in lists for item in answer.body if isinstance(item, dict)], oldest

@@ -14,7 +14,6 @@ import re
 import typing
 
 import pydantic
-import pydantic_settings
 
 from chalicelib import local_data
 
@@ -41,26 +40,19 @@ DEFAULT_ALLOWED_OVERRIDES = (
 DEFAULT_ALLOWED_ALWAYSON_SCRIPTS = "ADetailer,ControlNet"
 
 
-class Settings(pydantic_settings.BaseSettings):
-    """All configuration of the API, the worker and the handlers."""
+class Settings(pydantic.BaseModel):
+    """All configuration of the API, the worker and the handlers.
+
+    Built from the environment (names case-insensitive) under any keyword given; then, when named,
+    SSM Parameter Store and Secrets Manager fill what the environment leaves unset, so that secrets
+    such as DATABASE_URL and API_TOKENS never sit in a template or the repo. pydantic-settings (which
+    imports asyncio) is loaded only for those two sources, never in a cold start without them."""
 
     # hide_input_in_errors: a refused setting never echoes its value (API_TOKENS, DATABASE_URL are secrets).
-    model_config = pydantic_settings.SettingsConfigDict(case_sensitive=False, extra="ignore",
-                                                        hide_input_in_errors=True)
+    model_config = pydantic.ConfigDict(extra="ignore", hide_input_in_errors=True, validate_default=True)
 
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
-        """The environment first, then (when named) SSM Parameter Store and Secrets Manager, so that
-        secrets such as DATABASE_URL and API_TOKENS never sit in a template or the repo."""
-        sources = [init_settings, env_settings]
-        if os.environ.get("CONFIG_SSM_PATH"):
-            sources.append(pydantic_settings.AWSSystemsManagerSettingsSource(
-                settings_cls, ssm_path=os.environ["CONFIG_SSM_PATH"], case_sensitive=False))
-        if os.environ.get("CONFIG_SECRET_ID"):
-            sources.append(pydantic_settings.AWSSecretsManagerSettingsSource(
-                settings_cls, secret_id=os.environ["CONFIG_SECRET_ID"], case_sensitive=False))
-        return (*sources, dotenv_settings, file_secret_settings)
+    def __init__(self, **values: typing.Any) -> None:
+        super().__init__(**{**_aws_values(), **_environment_values(), **values})
 
     # Auth
     api_tokens: str = ""
@@ -356,6 +348,35 @@ def _is_bare_hash(item: str) -> bool:
 def parse_names(text: str) -> frozenset[str]:
     """A comma-separated list of names (settings such as A1111_ALLOWED_SCRIPTS) as a set."""
     return frozenset(part.strip() for part in text.split(",") if part.strip())
+
+
+def _environment_values() -> dict[str, str]:
+    """The environment's value of each setting, by its lowercased name."""
+    fields = Settings.model_fields
+    return {name.lower(): value for name, value in os.environ.items() if name.lower() in fields}
+
+
+def _aws_values() -> dict[str, str]:
+    """Settings from SSM Parameter Store (CONFIG_SSM_PATH), over Secrets Manager (CONFIG_SECRET_ID),
+    as raw strings (validated with the environment's); nothing, and no import, when neither is set."""
+    ssm_path, secret_id = os.environ.get("CONFIG_SSM_PATH"), os.environ.get("CONFIG_SECRET_ID")
+    if not ssm_path and not secret_id:
+        return {}
+    import pydantic_settings  # noqa: PLC0415 - it imports asyncio: only when an AWS source is named
+
+    raw = pydantic.create_model("RawSettings", __base__=pydantic_settings.BaseSettings,
+                                **{name: (str | None, None) for name in Settings.model_fields})
+    sources = []
+    if secret_id:
+        sources.append(pydantic_settings.AWSSecretsManagerSettingsSource(raw, secret_id=secret_id,
+                                                                         case_sensitive=False))
+    if ssm_path:
+        sources.append(pydantic_settings.AWSSystemsManagerSettingsSource(raw, ssm_path=ssm_path,
+                                                                         case_sensitive=False))
+    values: dict[str, str] = {}
+    for source in sources:
+        values.update({name: value for name, value in source().items() if value is not None})
+    return values
 
 
 @functools.lru_cache(maxsize=1)

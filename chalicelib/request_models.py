@@ -43,6 +43,7 @@ _A1111_CONFIG = pydantic.ConfigDict(
     extra="allow",  # fields listed in A1111_EXTRA_FIELDS (forks, extensions) are sent on unchanged
     coerce_numbers_to_str=True,  # pydantic v1 turned 7 into "7" for str fields; keep accepting it
     allow_inf_nan=False,  # JSON has no NaN/Infinity, and A1111 would fail on them mid-job
+    defer_build=True,  # built at the first submit: a cold start that serves a GET or a worker never pays
 )
 
 
@@ -193,7 +194,7 @@ def _check_metadata(metadata: dict) -> dict:
 class JobOptions(pydantic.BaseModel):
     """The fields a client adds to an A1111 body for the job itself; they never reach A1111."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
 
     webhook_url: typing.Annotated[
         str, pydantic.Field(max_length=MAX_WEBHOOK_URL_LENGTH), pydantic.AfterValidator(_check_webhook_url)

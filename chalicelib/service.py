@@ -9,7 +9,6 @@ import binascii
 import json
 import logging
 import time
-import uuid
 
 from chalicelib import a1111_policy
 from chalicelib import blocking
@@ -17,6 +16,7 @@ from chalicelib import catalog
 from chalicelib import changes
 from chalicelib import context as context_module
 from chalicelib import errors
+from chalicelib import job_ids
 from chalicelib import model_choice
 from chalicelib import owner_limits
 from chalicelib import request_models
@@ -100,7 +100,7 @@ def prepare_job(ctx: context_module.Context, kind: str, *, owner: str, body: obj
     _check_instance_labels(ctx, options.instance_labels)
     catalog.check_sampler(ctx, submission.payload)
     return store_base.NewJob(
-        id=str(uuid.uuid4()),
+        id=job_ids.new_job_id(),
         owner=owner,
         kind=submission.kind.value,
         priority=options.priority,

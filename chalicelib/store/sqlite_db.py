@@ -168,8 +168,10 @@ class SqliteDatabase:
         return json.dumps(list(values))
 
     def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]:
+        """One statement on this thread's connection (sqlite_utils' `query` would wrap it in a
+        SAVEPOINT and a RELEASE: three statements for every read)."""
         with _wrapped():
-            return list(self.connection().query(sql, params))
+            return SqliteSession(self.connection().conn).query(sql, params)
 
     def query_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None:
         rows = self.query(sql, params)
