@@ -169,25 +169,30 @@ class Campaign:
             list(pool.map(one, range(count)))
 
     def kill_worker(self) -> None:
-        """kill -9 of worker-0 while it runs a job: generations are made slow (SLOW_SECONDS) until the
+        """kill -9 of a worker while it runs a job: generations are made slow (SLOW_SECONDS) until the
         kill, so the job its heartbeat reports is still running when it dies (the runs say whether it
-        was: outcome `lost`)."""
+        was: outcome `lost`). The victim is a worker the heartbeats show busy (any of them: which one
+        holds the instances' slots is the store's choice), else worker-0."""
         self.wait_finished()  # no fast job left that the heartbeat could still report
         self.set_gen_seconds(SLOW_SECONDS)
         burst = threading.Thread(target=self.submit_all, args=(BURST // 5,))
         burst.start()
+        names = {process.name for process in self.cluster.processes if process.name.startswith("worker-")}
+
+        def busy_worker() -> str | None:
+            return next((w["id"] for w in self.health().get("workers", [])
+                         if w["id"] in names and w["current_jobs"]), None)
+
         try:
-            harness.wait_until(
-                lambda: any(w["id"] == "worker-0" and w["current_jobs"] for w in self.health().get("workers", [])),
-                timeout=15, what="worker-0 to run a job")
+            victim = harness.wait_until(busy_worker, timeout=30, interval=0.2, what="a worker to run a job")
         except AssertionError:
-            pass
-        process = self.cluster.process("worker-0")
+            victim = "worker-0"
+        process = self.cluster.process(victim)
         os.kill(process.popen.pid, signal.SIGKILL)
         process.kill()
         self.figures.worker_kills += 1
         self.set_gen_seconds(self.plan.gen_seconds)
-        self.replace("worker-0")
+        self.replace(victim)
         burst.join()
 
     def set_gen_seconds(self, seconds: float) -> None:
