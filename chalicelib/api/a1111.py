@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime
-import functools
 import json
-import logging
 
 import chalice
 
@@ -30,8 +28,6 @@ from chalicelib.api import http
 from chalicelib.api import jobs as jobs_routes
 from chalicelib.api import options as options_routes
 from chalicelib.store import base as store_base
-
-log = logging.getLogger(__name__)
 
 blueprint = chalice.Blueprint(__name__)
 PREFIX = "/a1111"
@@ -98,18 +94,7 @@ def reshaped(response: chalice.Response) -> chalice.Response:
     return response
 
 
-def handler(func):
-    """`http.handler` with A1111's error shapes."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return reshaped(func(*args, **kwargs))
-        except errors.ServiceError as error:
-            return error_response(error)
-        except Exception:  # noqa: BLE001 - the last line of defence: log it, answer JSON
-            log.exception("unhandled error in %s", func.__name__)
-            return error_response(errors.ServiceError("an unexpected error occurred; it was logged"))
-    return wrapper
+handler = http.make_handler(answer=reshaped, error_response=error_response)  # http.handler in A1111's shapes
 
 
 def _body(request: chalice.app.Request, ctx: context_module.Context) -> object:
