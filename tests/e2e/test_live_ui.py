@@ -1,15 +1,14 @@
 """The live queue page (GET /ui) as a person uses it, in headless Chromium (Debian's package, network
-closed to everything but the API, as tests/e2e/test_swagger_ui.py drives it): the page asks for the
+closed to everything but the API, as tests/browser.py drives it): the page asks for the
 token, then shows a job submitted through the API progressing and completing with its image, and its
 cancel button cancels a running job. Screenshots go to tests/artifacts/."""
 from __future__ import annotations
 
 import pytest
 import requests
-from playwright import sync_api
 
+from tests import browser
 from tests import harness
-from tests.e2e import test_swagger_ui as browser_setup
 
 PHONE = {"width": 390, "height": 900}
 
@@ -28,35 +27,9 @@ def cluster_ui(tmp_path):
 
 @pytest.fixture
 def page(cluster_ui):
-    if not browser_setup.CHROMIUM.exists():
-        pytest.fail(f"{browser_setup.CHROMIUM} is missing: run scripts/ensure_chromium.sh", pytrace=False)
-    api_url = cluster_ui.api_url
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(browser_setup.CHROMIUM),
-                                             args=browser_setup.CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport=PHONE)
-        outside: list[str] = []
-
-        def only_the_api(route: sync_api.Route) -> None:
-            if route.request.url.startswith(api_url + "/"):
-                route.continue_()
-            else:
-                outside.append(route.request.url)
-                route.abort()
-
-        context.route("**/*", only_the_api)
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        page.outside = outside
-        page.problems = []  # CSP violations and script errors
-        page.on("console", lambda message: page.problems.append(message.text)
-                if "Content Security Policy" in message.text else None)
-        page.on("pageerror", lambda error: page.problems.append(str(error)))
-        try:
-            yield page
-        finally:
-            page.screenshot(path=str(browser_setup.artifact("live-ui-last.png")), full_page=True)
-            browser.close()
+    with browser.offline_page(cluster_ui.api_url, viewport=PHONE, timeout_ms=20_000,
+                              last_screenshot="live-ui-last.png") as page:
+        yield page
 
 
 def open_with_token(page, api_url: str) -> None:
@@ -80,7 +53,7 @@ def test_the_page_shows_a_job_progressing_and_completing_with_its_image(cluster_
         "id => { const c = document.querySelector(`li.job[data-job-id='${id}'] progress`);"
         " return c && c.value > 0 && c.value < 1; }", arg=job["job_id"])
     assert job_card.locator(".steps").inner_text().startswith("step ")
-    page.screenshot(path=str(browser_setup.artifact("live-ui-progress.png")), full_page=True)
+    page.screenshot(path=str(browser.artifact("live-ui-progress.png")), full_page=True)
 
     job_card.locator(".status:text('completed')").wait_for(timeout=30_000)
     image = job_card.locator("img.image")
@@ -89,8 +62,8 @@ def test_the_page_shows_a_job_progressing_and_completing_with_its_image(cluster_
     assert job_card.locator(".cancel").is_hidden()
     assert job_card.locator(".prompt").inner_text() == "a lighthouse, live"
     assert page.locator("#instances li").count() == 1
-    page.screenshot(path=str(browser_setup.artifact("live-ui-completed.png")), full_page=True)
-    assert page.outside == [] and page.problems == []
+    page.screenshot(path=str(browser.artifact("live-ui-completed.png")), full_page=True)
+    assert page.outside == [] and page.csp_violations == [] and page.errors == []
     assert page.evaluate("sessionStorage.getItem('a1111-async-token')") == harness.TOKEN
 
 
@@ -101,7 +74,7 @@ def test_the_cancel_button_cancels_a_running_job(cluster_ui, page):
     job_card.locator(".status:text('processing')").wait_for()
     job_card.locator(".cancel").click()
     job_card.locator(".status:text('cancelled')").wait_for(timeout=30_000)
-    page.screenshot(path=str(browser_setup.artifact("live-ui-cancelled.png")), full_page=True)
+    page.screenshot(path=str(browser.artifact("live-ui-cancelled.png")), full_page=True)
     answer = requests.get(f"{cluster_ui.api_url}/sdapi/v1/jobs/{job['job_id']}", headers=harness.AUTH, timeout=10)
     assert answer.json()["status"] == "cancelled"
-    assert page.outside == [] and page.problems == []
+    assert page.outside == [] and page.csp_violations == [] and page.errors == []

@@ -8,21 +8,14 @@ recorded, and the test fails on any: the page must work offline. Screenshots go 
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 
 import pytest
 import requests
 from playwright import sync_api
 
+from tests import browser
 from tests import harness
 
-CHROMIUM = pathlib.Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-ARTIFACTS = harness.ROOT / "tests" / "artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                 # nothing but the machine itself resolves, whatever the page asks for
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 TXT2IMG = "#operations-generation-text2imgapi_sdapi_v1_txt2img_post"
 GET_JOB = "#operations-jobs-get_job"
 BODY = {"prompt": "a lighthouse, from Swagger UI", "steps": 5, "width": 64, "height": 64,
@@ -44,32 +37,9 @@ def api_url(tmp_path_factory):
 @pytest.fixture
 def browser_page(api_url):
     """A Chromium page that can reach the API's origin only; `page.outside` lists what it tried."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure_chromium.sh (make test does)", pytrace=False)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 1000})
-        outside: list[str] = []
-
-        def only_the_api(route: sync_api.Route) -> None:
-            if route.request.url.startswith(api_url + "/"):
-                route.continue_()
-            else:
-                outside.append(route.request.url)
-                route.abort()
-
-        context.route("**/*", only_the_api)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.outside = outside
-        page.csp_violations = []  # the page's Content-Security-Policy must not block anything it needs
-        page.on("console", lambda message: page.csp_violations.append(message.text)
-                if "Content Security Policy" in message.text else None)
-        try:
-            yield page
-        finally:
-            page.screenshot(path=str(artifact("swagger-ui-last.png")), full_page=True)
-            browser.close()
+    with browser.offline_page(api_url, viewport={"width": 1280, "height": 1000}, timeout_ms=15_000,
+                              last_screenshot="swagger-ui-last.png") as page:
+        yield page
 
 
 def authorize(page: sync_api.Page, token: str) -> None:
@@ -121,7 +91,7 @@ def test_swagger_ui_authorizes_and_submits_a_job_that_completes(api_url, browser
     assert job["status"] in {"queued", "processing", "completed"} and job["metadata"] == {"via": "swagger-ui"}
     assert f"Authorization: Bearer {harness.TOKEN}" in curl
     block.locator(".live-responses-table").scroll_into_view_if_needed()
-    page.screenshot(path=str(artifact("swagger-ui-txt2img-202.png")))
+    page.screenshot(path=str(browser.artifact("swagger-ui-txt2img-202.png")))
     # and the worker completes it
     done = harness.wait_until(lambda: _finished(api_url, job["job_id"]), timeout=30, what="the job to finish")
     assert done["status"] == "completed", done
@@ -132,7 +102,7 @@ def test_swagger_ui_authorizes_and_submits_a_job_that_completes(api_url, browser
     assert status == 200 and detail["status"] == "completed"
     assert len(detail["result"]["images"]) == 1 and json.loads(detail["result"]["info"])["prompt"] == BODY["prompt"]
     block.locator(".live-responses-table").scroll_into_view_if_needed()
-    page.screenshot(path=str(artifact("swagger-ui-job-completed.png")))
+    page.screenshot(path=str(browser.artifact("swagger-ui-job-completed.png")))
     # and nothing was fetched from anywhere but the API, nor blocked by the page's policy
     assert page.outside == [] and page.csp_violations == []
 
@@ -144,11 +114,6 @@ def test_swagger_ui_without_a_token_gets_the_documented_401(api_url, browser_pag
     status, body, _ = execute(block)
     assert status == 401 and body["error"] == "Unauthorized"
     assert page.outside == []
-
-
-def artifact(name: str) -> pathlib.Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return ARTIFACTS / name
 
 
 def _finished(api_url: str, job_id: str) -> dict | None:
