@@ -171,8 +171,8 @@ class Campaign:
     def kill_worker(self) -> None:
         """kill -9 of a worker while it runs a job: generations are made slow (SLOW_SECONDS) until the
         kill, so the job its heartbeat reports is still running when it dies (the runs say whether it
-        was: outcome `lost`). The victim is a worker the heartbeats show busy (any of them: which one
-        holds the instances' slots is the store's choice), else worker-0."""
+        was: outcome `lost`). The victim is a worker the store shows running a job (any of them: which
+        one holds the instances' slots is the store's choice), else worker-0."""
         self.wait_finished()  # no fast job left that the heartbeat could still report
         self.set_gen_seconds(SLOW_SECONDS)
         burst = threading.Thread(target=self.submit_all, args=(BURST // 5,))
@@ -180,8 +180,14 @@ class Campaign:
         names = {process.name for process in self.cluster.processes if process.name.startswith("worker-")}
 
         def busy_worker() -> str | None:
-            return next((w["id"] for w in self.health().get("workers", [])
-                         if w["id"] in names and w["current_jobs"]), None)
+            """A worker the store shows running a job now (its open run), not a heartbeat's last word."""
+            listed = requests.get(f"{self.cluster.api_url}/sdapi/v1/jobs", headers=harness.AUTH, timeout=10,
+                                  params={"status": "processing", "limit": 50}).json()
+            for job in listed.get("jobs", []):
+                runs = self.job(job["job_id"]).get("runs") or []
+                if runs and runs[-1]["finished_at"] is None and runs[-1]["worker_id"] in names:
+                    return runs[-1]["worker_id"]
+            return None
 
         try:
             victim = harness.wait_until(busy_worker, timeout=30, interval=0.2, what="a worker to run a job")
