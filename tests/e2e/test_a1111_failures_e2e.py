@@ -57,7 +57,9 @@ def test_out_of_memory_is_retried_once_on_the_other_instance(cluster):
 
 
 def test_a_stalled_instance_is_abandoned_and_the_job_completes_on_the_other(cluster):
-    cluster.env.update(A1111_STALL_SECONDS="2", A1111_TIMEOUT="120")
+    # The lease must outlast stall detection plus the interrupt attempt on the stopped instance (as the
+    # defaults do), else the sweep may see an expired lease first and record the run as lost.
+    cluster.env.update(A1111_STALL_SECONDS="2", A1111_TIMEOUT="120", JOB_LEASE_SECONDS="15")
     urls = cluster.start_simulators(2, gen_seconds=6)
     cluster.start_api()
     cluster.start_worker()
