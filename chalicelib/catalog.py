@@ -380,6 +380,10 @@ class SamplerNames:
 
 
 _names: SamplerNames | None = None  # this process's copy (replaced whole, so threads need no lock)
+# When no instance had lists: (store ref, instances, until). Submits meanwhile go unchecked without
+# asking A1111 again, so an outage never makes every submit wait for A1111's timeouts.
+_unanswered: tuple | None = None
+UNANSWERED_RETRY_SECONDS = 10.0
 
 
 def check_sampler(ctx: context_module.Context, payload: dict) -> None:
@@ -415,16 +419,19 @@ def check_sampler(ctx: context_module.Context, payload: dict) -> None:
 def sampler_names(ctx: context_module.Context) -> SamplerNames | None:
     """The valid names: this process's copy while fresh, else built from the cached (or live) lists;
     None if no instance has ever answered."""
-    global _names
+    global _names, _unanswered
     instances = tuple(instance.name for instance in ctx.instances)
-    names = _names
+    names, unanswered, now = _names, _unanswered, time.time()
     if (names is not None and names.store() is ctx.store and names.instances == instances
-            and time.time() < names.fresh_until):
+            and now < names.fresh_until):
         return names
+    if unanswered is not None and unanswered[0]() is ctx.store and unanswered[1] == instances and now < unanswered[2]:
+        return None
     cache = store.make_cache(ctx.store)
     samplers = _reported(ctx, SAMPLERS_PATH, cache=cache)
     schedulers = _reported(ctx, SCHEDULERS_PATH, cache=cache)
     if samplers is None or schedulers is None:
+        _unanswered = (weakref.ref(ctx.store), instances, time.time() + UNANSWERED_RETRY_SECONDS)
         return None
     (sampler_items, sampler_time), (scheduler_items, scheduler_time) = samplers, schedulers
     bare = {item["name"] for item in sampler_items if isinstance(item.get("name"), str)}

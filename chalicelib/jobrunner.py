@@ -66,9 +66,11 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
         payload = dict(job.request, force_task_id=job.id)
         response = _generate(client, job.kind, payload, timeout=timeout, tracker=tracker)
     except A1111Stalled as exc:
+        # The outcome first: the tracker may still be trying to interrupt the stalled instance, and
+        # waiting for it could let the lease run out, so the sweep would record a crash instead.
+        _end_unavailable(ctx, job, worker_id, exc, cancelled=tracker.cancel_sent)
         tracker.stop()
         client.abandon_calls()
-        _end_unavailable(ctx, job, worker_id, exc, cancelled=tracker.cancel_sent)
         if on_unavailable is not None:
             on_unavailable(exc.message)
     except errors.A1111Rejected as exc:

@@ -31,9 +31,13 @@ def reads(monkeypatch):
 
 
 def _client(monkeypatch, tmp_path, sim, *, ttl: str):
+    return _client_at(monkeypatch, tmp_path, sim.url, ttl=ttl)
+
+
+def _client_at(monkeypatch, tmp_path, url: str, *, ttl: str = "60"):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
     monkeypatch.setenv("API_TOKENS", "alice:tok-alice")
-    monkeypatch.setenv("A1111_BASE_URL", sim.url)
+    monkeypatch.setenv("A1111_BASE_URL", url)
     monkeypatch.setenv("CATALOG_TTL", ttl)
     context_module.reset_context()
     return chalice_test.Client(app_module.app)
@@ -82,3 +86,16 @@ def test_past_the_ttl_the_copy_is_built_again(monkeypatch, tmp_path, reads):
     context_module.reset_context()
 
     assert len(reads) == 4
+
+
+def test_while_no_instance_answers_submits_do_not_ask_a1111_again(monkeypatch, tmp_path, reads):
+    monkeypatch.setenv("CATALOG_TIMEOUT", "0.5")
+    with a1111_sim.SimulatedA1111(gen_seconds=0.05) as sim:
+        down_url = sim.url
+    with _client_at(monkeypatch, tmp_path, down_url) as client:
+        statuses = [_submit(client, "Euler a") for _ in range(3)]
+    context_module.reset_context()
+
+    assert statuses == [202] * 3  # accepted unchecked, as before
+    assert sorted(reads) == [catalog.SAMPLERS_PATH, catalog.SCHEDULERS_PATH]  # asked once, not per submit
+
