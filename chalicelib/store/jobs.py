@@ -9,12 +9,14 @@ doorbells.
 """
 from __future__ import annotations
 
+import dataclasses
 import typing
 import uuid
 
 from chalicelib import vocabulary
 from chalicelib.store import base
 from chalicelib.store import database as database_module
+from chalicelib.store import group_commit
 from chalicelib.store import queries
 
 JSON_COLUMNS = ("request", "options", "progress", "result")
@@ -27,6 +29,13 @@ Event = vocabulary.JobEvent
 Outcome = vocabulary.RunOutcome
 
 
+@dataclasses.dataclass(frozen=True)
+class _JobInsert:
+    job: base.NewJob
+    now: float
+    doorbell: base.InTransaction | None
+
+
 class JobStore:
     """`base.JobStore` on a `database.Database`."""
 
@@ -34,6 +43,7 @@ class JobStore:
         self.database = database
         self.backend = database.dialect
         self.sql = queries.for_database(database)
+        self._job_inserts = group_commit.GroupCommit(self._insert_jobs)
 
     def migrate(self) -> None:
         self.database.migrate()
@@ -47,23 +57,33 @@ class JobStore:
                    doorbell: base.InTransaction | None = None) -> tuple[base.Job, bool]:
         """Insert, or return the job the same owner already created with this idempotency key.
         A new job's `doorbell` is written in the same transaction: a 202 never leaves a job without
-        its queue message, nor a message without its job."""
-        db = self.database
-        params = {
+        its queue message, nor a message without its job. Concurrent calls share transactions
+        (`group_commit`)."""
+        row = self._job_inserts(_JobInsert(job, now, doorbell))
+        if row is not None:
+            return self._job(row), True
+        params = {"owner": job.owner, "idempotency_key": job.idempotency_key}
+        return self._job(self.database.query_one(self.sql.SELECT_BY_IDEMPOTENCY, params)), False
+
+    def _insert_jobs(self, inserts: list[_JobInsert]) -> list[dict | None]:
+        """Each job (and its doorbell) in one transaction; per job its row, or None when its
+        idempotency key was taken (by an earlier job, or by one earlier in the same group)."""
+        with self.database.transaction() as session:
+            return [self._insert_job(session, insert) for insert in inserts]
+
+    def _insert_job(self, session: database_module.Session, insert: _JobInsert) -> dict | None:
+        job, db = insert.job, self.database
+        row = session.query_one(self.sql.INSERT_JOB, {
             "id": job.id, "owner": job.owner, "kind": job.kind, "priority": job.priority,
             "request": db.dump_json(job.request), "options": db.dump_json(job.options),
             "webhook_secret": job.webhook_secret, "idempotency_key": job.idempotency_key,
-            "batch_id": job.batch_id, "now": now,
-        }
-        with db.transaction() as session:
-            row = session.query_one(self.sql.INSERT_JOB, params)
-            if row is not None and doorbell is not None:
-                doorbell.write(session)
-            if row is not None and job.batch_id is not None:
-                session.execute(self.sql.COUNT_BATCH_JOB, {"id": job.batch_id})
-        if row is not None:
-            return self._job(row), True
-        return self._job(db.query_one(self.sql.SELECT_BY_IDEMPOTENCY, params)), False
+            "batch_id": job.batch_id, "now": insert.now,
+        })
+        if row is not None and insert.doorbell is not None:
+            insert.doorbell.write(session)
+        if row is not None and job.batch_id is not None:
+            session.execute(self.sql.COUNT_BATCH_JOB, {"id": job.batch_id})
+        return row
 
     def get_job(self, job_id: str, *, owner: str | None = None) -> base.Job | None:
         sql = self.sql.SELECT_JOB if owner is None else self.sql.SELECT_OWNED_JOB

@@ -77,3 +77,57 @@ def test_sqs_writes_nothing_in_the_transaction_and_sends_after_commit(job_store)
     assert created and client.sent == []
     doorbell.send()
     assert [request["MessageBody"] for request in client.sent] == [f'{{"job_id": "{job.id}"}}']
+
+
+def test_concurrent_submits_share_transactions_and_each_gets_its_own_job(job_store, queue):
+    """Group commit: 32 threads submit at once, some with the same idempotency key; every new job
+    and its doorbell is stored once, and the repeats get the first job of their key."""
+    import concurrent.futures
+    import threading
+
+    start = threading.Barrier(32)
+
+    def submit(index: int):
+        start.wait()
+        return create(job_store, queue, new_job(key=f"k{index % 8}" if index % 2 else None))
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        outcomes = list(pool.map(submit, range(32)))
+    created = [job for job, was_created in outcomes if was_created]
+    assert len(created) == 16 + 4  # every unkeyed submit, and the first of each of the 4 odd keys
+    assert len({job.id for job in created}) == len(created)
+    by_key: dict[str, set] = {}
+    for job, _ in outcomes:
+        if job.idempotency_key:
+            by_key.setdefault(job.idempotency_key, set()).add(job.id)
+    assert all(len(ids) == 1 for ids in by_key.values()) and len(by_key) == 4
+    messages = queue.receive(queue_base.JOBS, max_messages=10) + queue.receive(queue_base.JOBS, max_messages=10) \
+        + queue.receive(queue_base.JOBS, max_messages=10)
+    assert sorted(m.body["job_id"] for m in messages) == sorted(job.id for job in created)
+
+
+def test_a_failing_job_in_a_group_fails_alone(job_store, queue):
+    """One submit whose doorbell cannot be written fails; the others written with it are stored."""
+    import concurrent.futures
+    import threading
+
+    class Broken:
+        def write(self, session):
+            raise RuntimeError("the queue row could not be written")
+
+    start = threading.Barrier(8)
+    jobs = [new_job() for _ in range(8)]
+
+    def submit(index: int):
+        start.wait()
+        doorbell = Broken() if index == 3 else queue.send_on_commit(queue_base.JOBS, {"job_id": jobs[index].id})
+        try:
+            return job_store.create_job(jobs[index], now=NOW, doorbell=doorbell)
+        except RuntimeError:
+            return None
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(submit, range(8)))
+    assert outcomes[3] is None and job_store.get_job(jobs[3].id) is None
+    assert all(outcome is not None and outcome[1] for i, outcome in enumerate(outcomes) if i != 3)
+    assert all(job_store.get_job(job.id) is not None for i, job in enumerate(jobs) if i != 3)
