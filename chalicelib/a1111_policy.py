@@ -110,7 +110,7 @@ def problems(request: dict, *, policy: Policy) -> list[dict]:
                    f"the always-on script {_shown(name)!r} is not allowed; only those in "
                    "A1111_ALLOWED_ALWAYSON_SCRIPTS may get arguments")
     for field in SCRIPT_FIELDS:
-        for loc in _url_paths(request.get(field)) if request.get(field) else ():
+        for loc in _url_paths(request.get(field)):
             refuse([field, *loc], "a URL may not reach A1111 (it would fetch it): send the image as base64",
                    "url_not_allowed")
     for field in IMAGE_FIELDS:

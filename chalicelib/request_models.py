@@ -355,7 +355,7 @@ def _request_validator(kind: JobKind) -> pydantic.TypeAdapter:
     """
     model = A1111_REQUEST_MODELS[kind]
     decorators = model.__pydantic_decorators__
-    if any(getattr(decorators, kind) for kind in _MODEL_DECORATORS):
+    if any(getattr(decorators, name) for name in _MODEL_DECORATORS):
         raise TypeError(f"{model.__name__} has validators or serializers on the model, which its TypedDict would "
                         "not run: put them in the fields' types (typing.Annotated), as Seed does")
     fields = {name: typing.Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
