@@ -69,14 +69,15 @@ def _parsed(allow_save: bool, overrides: str, scripts: str, alwayson_scripts: st
 
 DEFAULT = Policy()  # the documented defaults, as a fresh deployment has them
 
-def split_fields(body: dict, *, known: typing.Iterable[str], policy: Policy) -> tuple[dict, list[str]]:
+def split_fields(body: dict, *, known: typing.Container[str], policy: Policy) -> tuple[dict, list[str]]:
     """(the fields A1111 defines or the operator lists in A1111_EXTRA_FIELDS, the names of the others).
 
     A1111 ignores fields it does not define, so dropping them changes nothing there; forwarding them
     would let a fork's or extension's field through ungoverned.
     """
-    known = set(known)
     kept = {k: v for k, v in body.items() if k in known or policy.forwards_extra(k)}
+    if len(kept) == len(body):
+        return kept, []
     dropped = sorted(_shown(k) for k in body if k not in kept)
     return kept, dropped[:MAX_DROPPED_NAMES]
 
@@ -139,8 +140,15 @@ def _is_base64_image(value: object) -> bool:
 
 def _url_paths(value: object) -> list[list]:
     """Where strings that A1111 would fetch as URLs sit inside `value`."""
-    return strict_json.paths_where(
-        value, lambda item: isinstance(item, str) and item.strip().lower().startswith(_URL_PREFIXES))
+    if not any(_is_url(item) for item in strict_json.leaves(value)):
+        return []  # the common case, found without building a location for every value
+    return strict_json.paths_where(value, _is_url)
+
+
+def _is_url(item: object) -> bool:
+    """A string A1111 would fetch. Only its first characters are lower-cased: a script argument may be a
+    base64 image of megabytes, and lowering one character never makes fewer characters."""
+    return isinstance(item, str) and item.lstrip()[:len("https://")].lower().startswith(_URL_PREFIXES)
 
 
 def _shown(name: str) -> str:

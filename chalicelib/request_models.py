@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import math
 import re
@@ -17,6 +18,7 @@ import urllib.parse
 
 import pydantic
 import pydantic_core
+import typing_extensions
 
 from chalicelib import a1111_policy
 from chalicelib import config
@@ -47,6 +49,16 @@ _A1111_CONFIG = pydantic.ConfigDict(
 )
 
 
+def _null_is_random(value: object) -> object:
+    """A1111 runs a null seed as a random one: accept it, as -1, A1111's word for random."""
+    return -1 if value is None else value
+
+
+# A validator in the field's type rather than a decorator on the model, so that it also applies when
+# the model's fields are validated as a TypedDict (`_request_validator`).
+Seed = typing.Annotated[int, pydantic.BeforeValidator(_null_is_random)]
+
+
 class A1111Request(pydantic.BaseModel):
     """The fields A1111's txt2img and img2img requests share (every one optional, as in A1111)."""
 
@@ -55,8 +67,8 @@ class A1111Request(pydantic.BaseModel):
     prompt: str = ""
     negative_prompt: str = ""
     styles: list[str] | None = None
-    seed: int = -1
-    subseed: int = -1
+    seed: Seed = -1
+    subseed: Seed = -1
     subseed_strength: float = 0
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1
@@ -94,12 +106,6 @@ class A1111Request(pydantic.BaseModel):
     save_images: bool = False
     alwayson_scripts: dict[str, typing.Any] = {}
     infotext: str | None = None
-
-    @pydantic.field_validator("seed", "subseed", mode="before")
-    @classmethod
-    def _null_is_random(cls, value: object) -> object:
-        """A1111 runs a null seed as a random one: accept it, as -1, A1111's word for random."""
-        return -1 if value is None else value
 
 
 class StableDiffusionProcessingTxt2Img(A1111Request):
@@ -239,13 +245,15 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings: config.Settings) -> "Limits":
-        return cls(
-            max_width=settings.max_width,
-            max_height=settings.max_height,
-            max_steps=settings.max_steps,
-            max_images=settings.max_images,
-            max_prompt_length=settings.max_prompt_length,
-        )
+        """Built once per distinct set of values (every submit asks)."""
+        return _limits(settings.max_width, settings.max_height, settings.max_steps, settings.max_images,
+                       settings.max_prompt_length)
+
+
+@functools.lru_cache(maxsize=8)
+def _limits(max_width: int, max_height: int, max_steps: int, max_images: int, max_prompt_length: int) -> Limits:
+    return Limits(max_width=max_width, max_height=max_height, max_steps=max_steps, max_images=max_images,
+                  max_prompt_length=max_prompt_length)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,12 +277,11 @@ def parse_submission(kind: JobKind | str, body: object, *, limits: Limits,
     # force_task_id is the worker's (it sets the job id there to follow progress); a client's is dropped.
     request_body = {k: v for k, v in body.items() if k not in _OWN_FIELDS and k != "force_task_id"}
     request_body, dropped = a1111_policy.split_fields(request_body, known=model.model_fields, policy=policy)
-    request, failed = _validate_request(model, request_body, problems)
-    if kind is JobKind.img2img and "init_images" not in failed and not request.init_images:
+    payload, failed = _validate_request(kind, request_body, problems)
+    if kind is JobKind.img2img and "init_images" not in failed and not payload.get("init_images"):
         problems.append(_problem("init_images", "img2img needs at least one init image",
-                                 "too_short" if request.init_images == [] else "missing"))
-    problems.extend(_limit_problems(request, limits=limits, skip=failed))
-    payload = request.model_dump(exclude_unset=True)
+                                 "too_short" if payload.get("init_images") == [] else "missing"))
+    problems.extend(_limit_problems(kind, payload, limits=limits, skip=failed))
     problems.extend(a1111_policy.problems(payload, policy=policy))
     options = _validate_options(_own_fields(body, problems), problems)
     if problems:
@@ -318,20 +325,44 @@ def _validate_options(data: dict, problems: list[dict]) -> JobOptions | None:
         return None
 
 
-def _validate_request(model: type[A1111Request], data: dict,
-                      problems: list[dict]) -> tuple[A1111Request, set[str]]:
-    """The validated request and the names of the fields that failed.
+def _validate_request(kind: JobKind, data: dict, problems: list[dict]) -> tuple[dict, set[str]]:
+    """The fields of `data` validated (coerced, as A1111 will get them) and the names of those that failed.
 
     On failure the other fields are validated again without the bad ones, so that the limits can
     still be checked and reported in the same 422.
     """
+    validator = _request_validator(kind)
     try:
-        return model.model_validate(data), set()
+        return validator.validate_python(data), set()
     except pydantic.ValidationError as exc:
         problems.extend(_pydantic_problems(exc))
         failed = {str(item["loc"][0]) for item in exc.errors(include_url=False) if item["loc"]}
     # Every error is about one field (the models have no model-level checks), so this validates.
-    return model.model_validate({k: v for k, v in data.items() if k not in failed}), failed
+    return validator.validate_python({k: v for k, v in data.items() if k not in failed}), failed
+
+
+_MODEL_DECORATORS = ("validators", "field_validators", "root_validators", "model_validators", "field_serializers",
+                     "model_serializers", "computed_fields")
+
+
+@functools.cache
+def _request_validator(kind: JobKind) -> pydantic.TypeAdapter:
+    """The A1111 model of `kind` as a TypedDict of the same fields (types, validators, config), none
+    required: it validates to a dict of the fields the client sent, coerced, which is what A1111 gets.
+    The model itself would also fill in its ~55 other fields, which `model_dump(exclude_unset=True)`
+    would then drop again: two to three times the CPU of a submit's validation. Built at the first
+    submit, as the models are.
+    """
+    model = A1111_REQUEST_MODELS[kind]
+    decorators = model.__pydantic_decorators__
+    if any(getattr(decorators, name) for name in _MODEL_DECORATORS):
+        raise TypeError(f"{model.__name__} has validators or serializers on the model, which its TypedDict would "
+                        "not run: put them in the fields' types (typing.Annotated), as Seed does")
+    fields = {name: typing.Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+              for name, field in model.model_fields.items()}
+    fields_type = typing_extensions.TypedDict(f"{model.__name__}Fields", fields, total=False)
+    fields_type.__pydantic_config__ = {k: v for k, v in model.model_config.items() if k != "defer_build"}
+    return pydantic.TypeAdapter(fields_type)
 
 
 # A1111 (modules/infotext_utils.py) reads the last line of `infotext` as "Key: value, ..." pairs
@@ -393,17 +424,30 @@ def _infotext_values(infotext: str) -> dict[str, object]:
     return values
 
 
-def _limit_problems(request: A1111Request, *, limits: Limits, skip: set[str]) -> list[dict]:
+# Every field _limit_problems reads, and so every field _infotext_values may fill in.
+_LIMITED_FIELDS = ("width", "height", "steps", "batch_size", "n_iter", "hr_second_pass_steps", "prompt",
+                   "negative_prompt", "hr_prompt", "hr_negative_prompt", "enable_hr", "hr_scale", "hr_resize_x",
+                   "hr_resize_y")
+
+
+@functools.cache
+def _limited_defaults(kind: JobKind) -> dict[str, object]:
+    """The defaults of the limited fields that the model of `kind` has (img2img has no hires fields)."""
+    fields = A1111_REQUEST_MODELS[kind].model_fields
+    return {name: fields[name].default for name in _LIMITED_FIELDS if name in fields}
+
+
+def _limit_problems(kind: JobKind, payload: dict, *, limits: Limits, skip: set[str]) -> list[dict]:
     """Limits on the values A1111 will use: the client's, else those from `infotext`, else defaults.
 
     Fields in `skip` failed validation and are already reported.
     """
-    fields = type(request).model_fields
-    values = {name: getattr(request, name) for name in fields if name not in skip}
+    values = {name: payload.get(name, default) for name, default in _limited_defaults(kind).items()
+              if name not in skip}
     from_infotext: set[str] = set()
-    if request.infotext and "infotext" not in skip:
-        for name, value in _infotext_values(request.infotext).items():
-            if name in values and name not in request.model_fields_set:
+    if payload.get("infotext") and "infotext" not in skip:
+        for name, value in _infotext_values(payload["infotext"]).items():
+            if name in values and name not in payload:
                 values[name] = value
                 from_infotext.add(name)
     problems: list[dict] = []

@@ -21,7 +21,11 @@ class Invalid(ValueError):
 def loads(text: str | bytes) -> object:
     """Parse `text`; raises `Invalid` (never RecursionError, OverflowError or a bare ValueError)."""
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_int=_parse_int, parse_float=_parse_float)
+        if isinstance(text, (bytes, bytearray)):  # as json.loads reads bytes: UTF-8, -16 or -32
+            text = text.decode(json.detect_encoding(text), "surrogatepass")
+        elif text.startswith("\ufeff"):  # json.loads refuses it so
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise Invalid(f"it is nested too deeply; the limit is {MAX_DEPTH} levels of arrays and objects") from None
     except Invalid:
@@ -33,21 +37,36 @@ def loads(text: str | bytes) -> object:
 
 
 def check_depth(value: object) -> None:
-    """Raise `Invalid` when arrays and objects nest deeper than MAX_DEPTH (walked without recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        if depth > MAX_DEPTH:
-            raise Invalid(f"it is nested too deeply; the limit is {MAX_DEPTH} levels of arrays and objects")
-        stack.extend((child, depth + 1) for child in children)
+    """Raise `Invalid` when arrays and objects nest deeper than MAX_DEPTH (walked level by level, without
+    recursion, visiting only arrays and objects)."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    for _ in range(MAX_DEPTH):
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(child, (dict, list))]
+        if not level:
+            return
+    raise Invalid(f"it is nested too deeply; the limit is {MAX_DEPTH} levels of arrays and objects")
 
 
 def non_finite_paths(value: object) -> list[list]:
     """The locations (as loc lists) of NaN and ±Infinity floats inside `value`."""
+    if not any(isinstance(item, float) and not math.isfinite(item) for item in leaves(value)):
+        return []  # the common case, found without building a location for every value
     return paths_where(value, lambda item: isinstance(item, float) and not math.isfinite(item))
+
+
+def leaves(value: object) -> typing.Iterator[object]:
+    """Every value inside a decoded JSON `value` that is neither an array nor an object (walked without
+    recursion, since a body may be nested deeply)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            yield item
 
 
 def paths_where(value: object, matches: typing.Callable[[object], bool]) -> list[list]:
@@ -81,3 +100,9 @@ def _parse_float(text: str) -> float:
     if not math.isfinite(value):
         raise Invalid(f"the number {text[:40]} is too large to be a finite number")
     return value
+
+
+# One decoder for every call: json.loads with hooks would build a decoder and its scanner each time
+# (about as long as parsing a small body). The scanner keeps no state between calls that a thread
+# could disturb; json.loads itself shares one decoder across threads the same way.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_parse_int, parse_float=_parse_float)

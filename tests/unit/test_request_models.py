@@ -5,6 +5,7 @@ import json
 import time
 import typing
 
+import pydantic
 import pytest
 
 from chalicelib import config
@@ -447,3 +448,61 @@ def test_mutable_defaults_are_not_shared():
     first.alwayson_scripts["s"] = {}
     second = request_models.StableDiffusionProcessingTxt2Img()
     assert second.script_args == [] and second.alwayson_scripts == {}
+
+
+def test_limits_from_settings_are_built_once_per_set_of_values():
+    settings = config.Settings(max_width=640)
+    assert request_models.Limits.from_settings(settings) is request_models.Limits.from_settings(
+        config.Settings(max_width=640))
+    assert request_models.Limits.from_settings(config.Settings(max_width=641)).max_width == 641
+
+
+# --- validation as a TypedDict of the model's fields ------------------------------------------------
+
+# Bodies of the A1111 fields only (what parse_submission validates after splitting our own fields off),
+# good and bad, each with the fields A1111 would get in an order the model does not define.
+SAME_AS_THE_MODEL = [
+    *[(kind, body) for kind, body, _ in ACCEPTED.values()],
+    *[(kind, body) for kind, body, _ in REJECTED.values()],
+    ("txt2img", dict(reversed(WEBUIAPI_TXT2IMG.items()))),
+    ("txt2img", {"alwayson_scripts": {"ControlNet": {"args": [{"image": IMAGE, "weight": 0.5}]}},
+                 "script_args": [1, "x", None], "override_settings": {"sd_vae": "a.pt", "eta_ddim": 0.3},
+                 "comments": {"a": [1]}, "styles": ["s"], "seed": 5.0, "subseed": "7"}),
+    ("img2img", {"init_images": [IMAGE], "mask_blur": "4", "image_cfg_scale": 1, "latent_mask": None,
+                 "resize_mode": True, "inpaint_full_res": 0}),
+    ("txt2img", {"seed": "x", "subseed": [], "width": True, "hr_scale": "inf", "prompt": b"bytes", "styles": [1]}),
+    ("img2img", {"init_images": "x", "denoising_strength": float("nan"), "mask_round": "maybe"}),
+]
+
+
+@pytest.mark.parametrize("kind, body", SAME_AS_THE_MODEL)
+def test_the_fields_validate_as_the_model_with_exclude_unset(kind, body):
+    """The TypedDict must accept, coerce and refuse exactly as the model does (that is what A1111 gets)."""
+    model = request_models.A1111_REQUEST_MODELS[request_models.JobKind(kind)]
+    validator = request_models._request_validator(request_models.JobKind(kind))
+    try:
+        expected = model.model_validate(body).model_dump(exclude_unset=True)
+    except pydantic.ValidationError as by_model:
+        with pytest.raises(pydantic.ValidationError) as by_fields:
+            validator.validate_python(body)
+        assert by_fields.value.errors(include_url=False) == by_model.errors(include_url=False)
+        return
+    validated = validator.validate_python(body)
+    assert list(validated.items()) == list(expected.items())  # same values, same order
+    assert [type(value) for value in validated.values()] == [type(value) for value in expected.values()]
+
+
+def test_a_validator_on_the_model_would_be_skipped_so_it_is_refused(monkeypatch):
+    class WithValidator(request_models.StableDiffusionProcessingTxt2Img):
+        @pydantic.field_validator("prompt")
+        @classmethod
+        def _shout(cls, value: str) -> str:
+            return value.upper()
+
+    monkeypatch.setitem(request_models.A1111_REQUEST_MODELS, request_models.JobKind.txt2img, WithValidator)
+    request_models._request_validator.cache_clear()
+    try:
+        with pytest.raises(TypeError, match="WithValidator has validators or serializers on the model"):
+            parse({"prompt": "x"})
+    finally:
+        request_models._request_validator.cache_clear()

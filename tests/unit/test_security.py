@@ -70,6 +70,14 @@ REFUSED = {
     "NaN inside a governed dict (from a queue message)": (
         "txt2img", {"override_settings": {"s_noise": float("nan"), "eta_ddim": float("inf")}},
         [("override_settings.eta_ddim", "finite_number"), ("override_settings.s_noise", "finite_number")]),
+    "NaN inside nested lists of a script's args (from a queue message)": (
+        "txt2img", {"alwayson_scripts": {"ControlNet": {"args": [[0.5, [float("nan")]], {"w": float("-inf")}]}}},
+        [("alwayson_scripts.ControlNet.args.0.1.0", "finite_number"),
+         ("alwayson_scripts.ControlNet.args.1.w", "finite_number")]),
+    "a URL behind whitespace, beside a long base64 string": (
+        "txt2img", {"alwayson_scripts": {"ControlNet": {"args": [{"image": "A" * 100_000 + "==",
+                                                                  "mask": "\n\t HtTpS://example.com/m.png"}]}}},
+        [("alwayson_scripts.ControlNet.args.0.mask", "url_not_allowed")]),
 }
 
 
@@ -187,6 +195,13 @@ BAD_INPUT = {
     "NaN in a body": ("POST", "/sdapi/v1/txt2img", '{"prompt": "x", "metadata": {"score": NaN}}', 400),
     "-Infinity in a body": ("POST", "/sdapi/v1/txt2img", '{"cfg_scale": -Infinity}', 400),
     "a float that overflows": ("POST", "/sdapi/v1/txt2img", '{"cfg_scale": 1e400}', 400),
+    "NaN inside a nested list": ("POST", "/sdapi/v1/txt2img",
+                                 '{"alwayson_scripts": {"ControlNet": {"args": [[1, [NaN]]]}}}', 400),
+    "a body one level deeper than the limit": ("POST", "/sdapi/v1/txt2img",
+                                               '{"comments": ' + '{"a": ' * 63 + "[]" + "}" * 63 + "}", 400),
+    "a 21-digit integer in override_settings": ("POST", "/sdapi/v1/txt2img",
+                                                '{"override_settings": {"eta_noise_seed_delta": 1' + "0" * 20 + "}}",
+                                                400),
     "a 5000-digit limit": ("GET", "/sdapi/v1/jobs?limit=" + "9" * 5000, None, 422),
 }
 
