@@ -1,13 +1,23 @@
 """One SQLite file shared by the job store, the local queue and the image rows.
 
-Connections are per thread (sqlite3 objects must not cross threads). Every write runs in
-`BEGIN IMMEDIATE`, so a transaction never has to upgrade a read lock to a write lock: that upgrade is
-what yields "database is locked" under concurrent writers even with a busy timeout. WAL lets readers
-proceed while one writer commits. The threads of one process also take turns on a lock of their
-own before `BEGIN IMMEDIATE`: a thread waiting for it wakes the moment the writer before it is done,
-where SQLite's busy handler would sleep in steps of up to 100 ms (the tail latency of concurrent
-submits). Other processes still wait in the busy handler. sqlite3 errors are turned into
-`StoreUnavailable` here, once.
+Connections. A process writes through one connection (per `SqliteDatabase`, which the process's
+context builds once): its threads take turns on a lock of their own before `BEGIN IMMEDIATE` anyway,
+so many writing connections only cost warmth. In WAL a connection drops its whole page cache when
+another connection committed since its last transaction; with a connection per thread, waitress's
+threads serving requests in turn made nearly every write start cold. A thread's reads inside its own
+write transaction go to the writer too, so they see the transaction's writes. Other reads borrow a
+connection from a LIFO pool: the one given back last is reused first, so at low concurrency reads
+stay on one warm connection, and the pool grows with the number of reads at once, not the number
+of threads. `data_version()` is read on a connection of the calling thread's own (its "watcher"),
+since its values compare only on one connection, and a connection that never writes sees this
+process's commits as well as other processes'.
+
+Every write runs in `BEGIN IMMEDIATE`, so a transaction never has to upgrade a read lock to a write
+lock: that upgrade is what yields "database is locked" under concurrent writers even with a busy
+timeout. WAL lets readers proceed while one writer commits. A thread waiting for the process's write
+lock wakes the moment the writer before it is done, where SQLite's busy handler would sleep in steps
+of up to 100 ms (the tail latency of concurrent submits). Other processes still wait in the busy
+handler. sqlite3 errors are turned into `StoreUnavailable` here, once.
 
 The interface it shares with `postgres_db.PostgresDatabase` (see `store.database`): query,
 query_one, execute, transaction, `native` (SQL written with `:name` parameters, in this driver's
@@ -21,8 +31,6 @@ import os
 import sqlite3
 import threading
 import typing
-
-import sqlite_utils
 
 from chalicelib import errors
 from chalicelib.store import sqlite_schema
@@ -53,10 +61,11 @@ class SqliteSession:
 
     def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]:
         cursor = self.connection.execute(sql, params)
-        columns = [d[0] for d in cursor.description or ()]
-        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-        cursor.close()
-        return rows
+        try:
+            columns = [d[0] for d in cursor.description or ()]
+            return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            cursor.close()  # a statement left open would hold a pooled reader's snapshot
 
     def query_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None:
         rows = self.query(sql, params)
@@ -70,7 +79,7 @@ class SqliteSession:
 
 
 class SqliteDatabase:
-    """A SQLite file with per-thread connections and short write transactions."""
+    """A SQLite file: one writer connection, a LIFO pool of readers, a watcher per waiting thread."""
 
     dialect = "sqlite"
     IntegrityError = sqlite3.IntegrityError
@@ -80,8 +89,13 @@ class SqliteDatabase:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, not {synchronous!r}")
         self.path = path
         self.synchronous = synchronous
-        self._local = threading.local()
         self._write_lock = _write_lock(path)
+        self._writer: sqlite3.Connection | None = None  # opened, used and closed under _write_lock
+        self._writing_thread: int | None = None  # the thread inside write(), whose reads see its writes
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._readers_guard = threading.Lock()
+        self._closes = 0  # close() calls so far: a reader borrowed before one is closed on return
+        self._watchers = threading.local()
         directory = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -94,43 +108,74 @@ class SqliteDatabase:
             raise ValueError(f"not a sqlite URL: {url!r} (expected sqlite:///path/to/file.db)")
         return cls(url[len("sqlite:///"):], synchronous=synchronous)
 
-    def connection(self) -> sqlite_utils.Database:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                       isolation_level=None, check_same_thread=False)
-                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                # Takes effect only in a file without tables yet (see reclaim_space), and must come
-                # before WAL mode writes the file's header.
+    def _connect(self) -> sqlite3.Connection:
+        """A new connection with every setting; StoreUnavailable when the file cannot be opened."""
+        conn = None
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # Takes effect only in a file without tables yet (see reclaim_space), and must come
+            # before WAL mode writes the file's header. Asked only of a new file: in a file in use it
+            # would wait for the write lock, and a reader opened during a write must not.
+            if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
                 conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-                conn.execute("PRAGMA foreign_keys = ON")
-            except sqlite3.Error as exc:
-                raise errors.StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
-            db = sqlite_utils.Database(conn)
-            self._local.db = db
-        return db
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise errors.StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
+        return conn
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.conn.close()
-            self._local.db = None
+        """Close the writer, the idle readers and this thread's watcher. A reader in use closes when
+        it is given back; another thread's watcher closes with its thread."""
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        with self._readers_guard:
+            self._closes += 1
+            idle, self._idle_readers = self._idle_readers, []
+        for conn in idle:
+            conn.close()
+        watcher = getattr(self._watchers, "conn", None)
+        if watcher is not None:
+            watcher.close()
+            self._watchers.conn = None
 
     @contextlib.contextmanager
     def write(self) -> typing.Iterator[sqlite3.Connection]:
-        """A short write transaction, committed on success and rolled back on any error."""
-        conn = self.connection().conn
+        """A short write transaction on the writer connection, committed on success and rolled back
+        on any error (also when COMMIT itself fails, so the writer is never left in a transaction)."""
         with self._write_lock, _wrapped():
+            conn = self._writer_connection()
             conn.execute("BEGIN IMMEDIATE")
+            self._writing_thread = threading.get_ident()
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("COMMIT")
+            finally:
+                self._writing_thread = None
+                if conn.in_transaction:
+                    self._roll_back(conn)
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        """The process's one connection for writes (of this object's file); call with _write_lock."""
+        if self._writer is None:
+            self._writer = self._connect()
+        return self._writer
+
+    def _roll_back(self, conn: sqlite3.Connection) -> None:
+        """Roll back the writer's transaction; a writer that cannot is dropped (the next write opens
+        another) rather than left holding its transaction for every thread."""
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            conn.close()
+            self._writer = None
 
     @contextlib.contextmanager
     def transaction(self) -> typing.Iterator[SqliteSession]:
@@ -168,19 +213,47 @@ class SqliteDatabase:
         return json.dumps(list(values))
 
     def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]:
-        """One statement on this thread's connection (sqlite_utils' `query` would wrap it in a
-        SAVEPOINT and a RELEASE: three statements for every read)."""
-        with _wrapped():
-            return SqliteSession(self.connection().conn).query(sql, params)
+        """One statement on a pooled reader; inside this thread's write(), on the writer, so that it
+        sees the transaction's own writes."""
+        with _wrapped(), self._reader() as conn:
+            return SqliteSession(conn).query(sql, params)
 
     def query_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None:
         rows = self.query(sql, params)
         return rows[0] if rows else None
 
+    @contextlib.contextmanager
+    def _reader(self) -> typing.Iterator[sqlite3.Connection]:
+        """The most recently given back reader (the warmest), or a new one when all are in use."""
+        if self._writing_thread == threading.get_ident():
+            yield self._writer
+            return
+        with self._readers_guard:
+            conn = self._idle_readers.pop() if self._idle_readers else None
+            closes = self._closes
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            with self._readers_guard:
+                if closes == self._closes:
+                    self._idle_readers.append(conn)
+                    conn = None
+            if conn is not None:
+                conn.close()
+
     def data_version(self) -> int:
-        """Changes whenever another connection commits: a cheap way to wait for new work."""
+        """Changes whenever another connection commits: a cheap way to wait for new work.
+
+        Read on this thread's watcher, a connection that never writes, so that it also moves when
+        this process commits (through the writer), and that a pooled reader would not give: two
+        values compare only when read on the same connection."""
+        watcher = getattr(self._watchers, "conn", None)
+        if watcher is None:
+            watcher = self._watchers.conn = self._connect()
         with _wrapped():
-            return self.connection().conn.execute("PRAGMA data_version").fetchone()[0]
+            return watcher.execute("PRAGMA data_version").fetchone()[0]
 
     def reclaim_space(self) -> int:
         """Give every free page back to the file system, RECLAIM_PAGES at a time (other writers get
@@ -189,11 +262,11 @@ class SqliteDatabase:
         Only a file created with auto_vacuum = INCREMENTAL (every file this code creates) can; one
         created before stays its size (SQLite reuses its free pages) until `convert_to_incremental`.
         Run as a script: sqlite3's execute steps a pragma that returns no rows once, freeing one page.
-        The file shrinks when the WAL is checkpointed (a passive one here, blocking nobody)."""
-        conn = self.connection().conn
+        The file shrinks when the WAL is checkpointed (a passive one on a reader, blocking nobody)."""
         reclaimed = 0
         while True:
             with self._write_lock, _wrapped():
+                conn = self._writer_connection()
                 if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
                     return 0
                 before = conn.execute("PRAGMA freelist_count").fetchone()[0]
@@ -202,7 +275,7 @@ class SqliteDatabase:
             reclaimed += freed
             if freed < RECLAIM_PAGES:
                 break
-        with _wrapped():
+        with _wrapped(), self._reader() as conn:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         return reclaimed
 
@@ -210,8 +283,8 @@ class SqliteDatabase:
         """Switch a file created without auto_vacuum to INCREMENTAL: a full VACUUM, which rewrites
         the file (it needs that much free disk again) and holds the write lock meanwhile, so it is
         run by hand (`python -m worker_fn purge --vacuum`), never at start-up."""
-        conn = self.connection().conn
         with self._write_lock, _wrapped():
+            conn = self._writer_connection()
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             conn.execute("VACUUM")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -12,9 +12,11 @@ from chalicelib import store as store_module
 def test_the_setting_is_the_connections_synchronous_pragma(tmp_path, level, pragma):
     job_store = store_module.make_store(f"sqlite:///{tmp_path / 'jobs.db'}", sqlite_synchronous=level)
     try:
-        conn = job_store.database.connection().conn
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == pragma
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        database = job_store.database
+        # A pooled reader, then the writer.
+        assert database.query_one("PRAGMA synchronous")["synchronous"] == pragma
+        assert database.execute_one("PRAGMA synchronous")["synchronous"] == pragma
+        assert database.query_one("PRAGMA journal_mode")["journal_mode"] == "wal"
     finally:
         job_store.database.close()
 
