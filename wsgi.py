@@ -24,6 +24,7 @@ import pydantic
 
 from chalice import config as chalice_config
 from chalice import local
+from waitress import channel as waitress_channel
 from waitress import server as waitress_server
 from waitress import wasyncore
 
@@ -45,6 +46,7 @@ QUIET_PATHS = frozenset({"/health", "/metrics"})
 JOB_PATH = re.compile(r"^/sdapi/v1/jobs/([^/]+)")
 BATCH_RESULTS_PATH = re.compile(r"^/sdapi/v1/batches/([^/]+)/results$")
 CUT_WAIT_SECONDS = 1.0  # past the grace: how long the exit waits for request threads before cutting them
+OUTBUF_WAIT_SECONDS = 0.005  # how long the event loop waits for a request thread's write (PatientChannel)
 
 _gateway = local.LocalGateway(app, chalice_config.Config.create(chalice_stage="prod", chalice_app=app,
                                                                 app_name=app.app_name))
@@ -169,6 +171,26 @@ def _job_id(path: str, headers: list) -> str | None:
 application = with_access_log(streaming_application)
 
 
+class PatientChannel(waitress_channel.HTTPChannel):
+    """waitress's connection, whose event loop waits for a request thread's write instead of spinning.
+
+    While a request thread writes an answer it holds the connection's output lock, and waitress's loop
+    sees the connection writable: its poll returns at once, the lock is taken, and it polls again. On
+    more than one core that loop keeps the interpreter lock the writing thread needs to finish, so
+    each busy moment feeds itself (at 64 clients: 3-8x the CPU per submit, docs/performance.md). Here
+    the loop waits on the lock (the interpreter lock released) for at most OUTBUF_WAIT_SECONDS.
+    """
+
+    def _flush_some_if_lockable(self, do_close: bool = True) -> None:
+        if self.outbuf_lock.acquire(timeout=OUTBUF_WAIT_SECONDS):
+            try:
+                self._flush_some(do_close=do_close)
+                if self.total_outbufs_len < self.adj.outbuf_high_watermark:
+                    self.outbuf_lock.notify()
+            finally:
+                self.outbuf_lock.release()
+
+
 def serve(wsgi_app, *, host: str, port: int, grace: float, **adjustments) -> None:
     """Serve `wsgi_app` with waitress until SIGTERM or SIGINT, then stop gracefully.
 
@@ -180,6 +202,8 @@ def serve(wsgi_app, *, host: str, port: int, grace: float, **adjustments) -> Non
     socket_map: dict = {}
     server = waitress_server.create_server(wsgi_app, map=socket_map, host=host, port=port, **adjustments)
     listeners = [item for item in socket_map.values() if isinstance(item, waitress_server.BaseWSGIServer)]
+    for listener in listeners:
+        listener.channel_class = PatientChannel
     adj = listeners[0].adj
     received: list[str] = []  # the signals that asked to stop
 
@@ -213,6 +237,8 @@ def _drain(socket_map: dict, listeners: list, *, grace: float) -> int:
     """
     for listener in listeners:
         wasyncore.dispatcher.close(listener)  # the socket only: the loop's trigger stays registered
+    for listener in listeners:
+        listener.channel_class = PatientChannel
     adj = listeners[0].adj
     deadline = time.monotonic() + grace
     while True:
