@@ -17,7 +17,7 @@ from chalicelib import errors
 from chalicelib import store
 from chalicelib.store import instances as store_instances
 
-CHECKPOINT = "sd_model_checkpoint"
+CHECKPOINT = store_instances.CHECKPOINT
 OPTIONS_PATH = "/sdapi/v1/options"
 MAX_NAME_LENGTH = 512
 MAX_LISTED = 20  # names listed in a 422 when the checkpoint is unknown
@@ -60,15 +60,10 @@ def current(ctx: context_module.Context, *, owner: str) -> str | None:
     return ctx.store.get_model_choice(owner)
 
 
-def apply(ctx: context_module.Context, payload: dict, *, owner: str) -> dict:
-    """`payload` (an A1111 request) with the owner's checkpoint in `override_settings`, unless the job
-    names a checkpoint itself or the owner chose none."""
-    if store_instances.requested_model(payload) is not None or not _allowed(ctx):
-        return payload
-    chosen = current(ctx, owner=owner)
-    if chosen is None:
-        return payload
-    return {**payload, "override_settings": {**(payload.get("override_settings") or {}), CHECKPOINT: chosen}}
+def takes_owner_choice(ctx: context_module.Context, payload: dict) -> bool:
+    """Whether a job with this A1111 request takes its owner's checkpoint (the store reads it in the
+    job's own transaction, `NewJob.owner_checkpoint`): it names none itself, and jobs may choose one."""
+    return store_instances.requested_model(payload) is None and _allowed(ctx)
 
 
 def _allowed(ctx: context_module.Context) -> bool:

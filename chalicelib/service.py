@@ -104,7 +104,7 @@ def prepare_job(ctx: context_module.Context, kind: str, *, owner: str, body: obj
         owner=owner,
         kind=submission.kind.value,
         priority=options.priority,
-        request=model_choice.apply(ctx, submission.payload, owner=owner),
+        request=submission.payload,
         options={
             "webhook_url": options.webhook_url,
             "webhook_events": options.webhook_events,
@@ -116,6 +116,7 @@ def prepare_job(ctx: context_module.Context, kind: str, *, owner: str, body: obj
         webhook_secret=options.webhook_secret,
         idempotency_key=idempotency_key,
         batch_id=batch_id,
+        owner_checkpoint=model_choice.takes_owner_choice(ctx, submission.payload),
     )
 
 

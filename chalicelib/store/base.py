@@ -28,6 +28,9 @@ class NewJob:
     webhook_secret: str | None
     idempotency_key: str | None
     batch_id: str | None = None
+    # Takes its owner's chosen checkpoint (model_choice.py), read in the job's own transaction: the
+    # choice committed last before the job is the one it runs with, at no extra read per submit.
+    owner_checkpoint: bool = False
 
 
 class InTransaction(typing.Protocol):

@@ -9,6 +9,7 @@ import typing
 
 from chalicelib.store import database as database_module
 
+CHECKPOINT = "sd_model_checkpoint"  # the A1111 option naming the model a job runs with
 NEXT_QUEUED = """
 SELECT id, request, options FROM jobs WHERE status = 'queued' AND available_at <= :now
 ORDER BY priority DESC, seq LIMIT 1
@@ -69,10 +70,15 @@ def choice_matters(label_sets: typing.Iterable[tuple[str, ...]], models: typing.
         bool(known) and not all(same_model(model, known[0]) for model in models))
 
 
+def with_checkpoint(request: dict, checkpoint: str) -> dict:
+    """`request` asking for `checkpoint` (as `override_settings.sd_model_checkpoint`)."""
+    return {**request, "override_settings": {**(request.get("override_settings") or {}), CHECKPOINT: checkpoint}}
+
+
 def requested_model(request: object) -> str | None:
     """The checkpoint a job asks for (`override_settings.sd_model_checkpoint`), or None."""
     override = request.get("override_settings") if isinstance(request, dict) else None
-    model = override.get("sd_model_checkpoint") if isinstance(override, dict) else None
+    model = override.get(CHECKPOINT) if isinstance(override, dict) else None
     return model if isinstance(model, str) and model.strip() else None
 
 

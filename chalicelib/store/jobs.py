@@ -17,6 +17,7 @@ from chalicelib import vocabulary
 from chalicelib.store import base
 from chalicelib.store import database as database_module
 from chalicelib.store import group_commit
+from chalicelib.store import instances as store_instances
 from chalicelib.store import queries
 
 JSON_COLUMNS = ("request", "options", "progress", "result")
@@ -73,9 +74,12 @@ class JobStore:
 
     def _insert_job(self, session: database_module.Session, insert: _JobInsert) -> dict | None:
         job, db = insert.job, self.database
+        request = job.request
+        if job.owner_checkpoint and (chosen := self._owner_checkpoint(session, job.owner)) is not None:
+            request = store_instances.with_checkpoint(request, chosen)
         row = session.query_one(self.sql.INSERT_JOB, {
             "id": job.id, "owner": job.owner, "kind": job.kind, "priority": job.priority,
-            "request": db.dump_json(job.request), "options": db.dump_json(job.options),
+            "request": db.dump_json(request), "options": db.dump_json(job.options),
             "webhook_secret": job.webhook_secret, "idempotency_key": job.idempotency_key,
             "batch_id": job.batch_id, "now": insert.now,
         })
@@ -133,6 +137,11 @@ class JobStore:
     def stale_queued(self, *, older_than: float, now: float, limit: int) -> list[str]:
         rows = self.database.query(self.sql.STALE_QUEUED, {"cutoff": now - older_than, "limit": limit})
         return [row["id"] for row in rows]
+
+    def _owner_checkpoint(self, session: database_module.Session, owner: str) -> str | None:
+        """The checkpoint `owner` chose, read in the caller's transaction (see `NewJob.owner_checkpoint`)."""
+        row = session.query_one(self.sql.SELECT_MODEL_CHOICE, {"owner": owner})
+        return None if row is None else row["checkpoint"]
 
     def get_model_choice(self, owner: str) -> str | None:
         row = self.database.query_one(self.sql.SELECT_MODEL_CHOICE, {"owner": owner})
@@ -432,9 +441,12 @@ class JobStore:
             row = session.query_one(self.sql.INSERT_BATCH, params)
             if row is None:
                 return self._batch(session.query_one(self.sql.SELECT_BATCH_BY_IDEMPOTENCY, params)), False
+            chosen = self._owner_checkpoint(session, batch.owner) if any(job.owner_checkpoint for job in jobs) else None
             session.executemany(self.sql.INSERT_JOB, [{
                 "id": job.id, "owner": job.owner, "kind": job.kind, "priority": job.priority,
-                "request": db.dump_json(job.request), "options": db.dump_json(job.options),
+                "request": db.dump_json(store_instances.with_checkpoint(job.request, chosen)
+                                        if chosen is not None and job.owner_checkpoint else job.request),
+                "options": db.dump_json(job.options),
                 "webhook_secret": job.webhook_secret, "idempotency_key": None, "batch_id": batch.id, "now": now,
             } for job in jobs])
         return self._batch(row), True

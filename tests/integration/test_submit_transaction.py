@@ -131,3 +131,36 @@ def test_a_failing_job_in_a_group_fails_alone(job_store, queue):
     assert outcomes[3] is None and job_store.get_job(jobs[3].id) is None
     assert all(outcome is not None and outcome[1] for i, outcome in enumerate(outcomes) if i != 3)
     assert all(job_store.get_job(job.id) is not None for i, job in enumerate(jobs) if i != 3)
+
+
+def test_a_job_takes_its_owners_checkpoint_in_its_own_transaction(job_store, queue):
+    """`owner_checkpoint`: the choice committed before the job is in its request, beside its own
+    override_settings; a job that does not take it, or an owner without a choice, keeps its request."""
+    import dataclasses
+
+    def submit(**changes):
+        job = dataclasses.replace(new_job(), **changes)
+        return create(job_store, queue, job)[0].request
+
+    assert submit(owner_checkpoint=True) == {"prompt": "a cat"}  # alice chose nothing yet
+    job_store.set_model_choice("alice", "sdxl.safetensors [31e35c80fc]", now=NOW)
+    own = {"prompt": "a cat", "override_settings": {"CLIP_stop_at_last_layers": 2}}
+    assert submit(owner_checkpoint=True, request=own) == {"prompt": "a cat", "override_settings": {
+        "CLIP_stop_at_last_layers": 2, "sd_model_checkpoint": "sdxl.safetensors [31e35c80fc]"}}
+    assert submit(owner_checkpoint=False) == {"prompt": "a cat"}
+    assert submit(owner_checkpoint=True, owner="bob") == {"prompt": "a cat"}
+
+
+def test_a_batchs_jobs_take_their_owners_checkpoint(job_store):
+    import dataclasses
+
+    job_store.set_model_choice("alice", "sdxl.safetensors", now=NOW)
+    batch = base.NewBatch(id=str(uuid.uuid4()), owner="alice", options={}, webhook_secret=None, idempotency_key=None,
+                          job_count=2)
+    jobs = [dataclasses.replace(new_job(), batch_id=batch.id, owner_checkpoint=True),
+            dataclasses.replace(new_job(), batch_id=batch.id, request={"prompt": "x", "override_settings": {
+                "sd_model_checkpoint": "own.safetensors"}})]
+    job_store.create_batch(batch, jobs, now=NOW)
+    assert job_store.get_job(jobs[0].id).request == {"prompt": "a cat",
+                                                     "override_settings": {"sd_model_checkpoint": "sdxl.safetensors"}}
+    assert job_store.get_job(jobs[1].id).request["override_settings"] == {"sd_model_checkpoint": "own.safetensors"}
