@@ -20,7 +20,7 @@ import sys
 import tempfile
 import zipfile
 
-# Installed as dependencies (sqlite-utils' CLI runs pip) but never imported by the app: no bytecode.
+# Should a dependency bring them, never imported by the app: no bytecode.
 NOT_IMPORTED = re.compile(r"[/\\](pip|setuptools)[/\\]")
 
 

@@ -2,8 +2,8 @@
 after Chalice, before add_bytecode.py): a smaller zip uploads faster and is unpacked faster on a
 cold start.
 
-- pip and setuptools (with their metadata): sqlite-utils depends on pip for its CLI's `install`
-  command; the app never imports either.
+- pip and setuptools (with their metadata), should a dependency bring them: the app never imports
+  either.
 - Swagger UI's files other than the ones GET /doc serves (`chalicelib.api.docs.ASSETS`, the favicon):
   swagger-ui-bundle also ships source maps, ES-module builds and a standalone preset.
 

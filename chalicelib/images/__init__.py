@@ -1,6 +1,6 @@
 """Image store port: `make_image_store()` is the one place that picks a backend from IMAGE_STORE.
 
-Each branch imports its backend itself: importing app.py loads no driver (psycopg, sqlite-utils,
+Each branch imports its backend itself: importing app.py loads no driver (psycopg, sqlite3,
 boto3) that the deployment does not use."""
 from __future__ import annotations
 

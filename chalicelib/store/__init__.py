@@ -3,7 +3,7 @@
 
 One store class (`jobs.JobStore`, its SQL in `queries`) runs over either database adapter. Each
 branch imports its adapter itself, so importing app.py (a Lambda cold start) loads neither psycopg
-nor sqlite-utils, and a Postgres deployment never loads sqlite-utils (bench/cold_start.py)."""
+nor sqlite3, and a Postgres deployment never loads sqlite3 (bench/cold_start.py)."""
 from __future__ import annotations
 
 from chalicelib.store import base
