@@ -255,6 +255,14 @@ class Settings(pydantic.BaseModel):
                  else hashlib.sha256(token.encode()).digest(), owner)
                 for token, owner in self.token_map().items()]
 
+    @pydantic.field_validator("image_store")
+    @classmethod
+    def _check_image_store(cls, value: str) -> str:
+        """Refused at start-up, not at every request that would build the image store."""
+        if value != "db" and not (value.startswith("s3://") and value[len("s3://"):].strip("/")):
+            raise ValueError(f"IMAGE_STORE is db (images in the job database) or s3://bucket/prefix, not {value!r}")
+        return value
+
     @pydantic.field_validator("job_retention")
     @classmethod
     def _check_job_retention(cls, value: str) -> str:

@@ -1,4 +1,4 @@
-"""Settings of retention, limits and roles: durations, hashed token entries, admin names."""
+"""Settings of retention, limits and roles: durations, hashed token entries, admin names; IMAGE_STORE."""
 from __future__ import annotations
 
 import hashlib
@@ -25,6 +25,18 @@ def test_job_retention_defaults_to_30_days():
 def test_job_retention_refuses_what_is_not_one_duration(value):
     with pytest.raises(pydantic.ValidationError, match="job_retention"):
         config.Settings(job_retention=value)
+
+
+@pytest.mark.parametrize("value", ["db", "s3://bucket", "s3://bucket/images/"])
+def test_image_store_is_db_or_an_s3_location(value):
+    assert config.Settings(image_store=value).image_store == value
+
+
+@pytest.mark.parametrize("value", ["file:///tmp/images", "s3://", "S3://bucket", "database", ""])
+def test_an_unknown_image_store_is_refused_at_start_up(value):
+    """Not a 500 at every request that would build the image store."""
+    with pytest.raises(pydantic.ValidationError, match="IMAGE_STORE is db"):
+        config.Settings(image_store=value)
 
 
 def test_hashed_entries_keep_their_names_and_digests():
