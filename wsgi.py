@@ -237,8 +237,6 @@ def _drain(socket_map: dict, listeners: list, *, grace: float) -> int:
     """
     for listener in listeners:
         wasyncore.dispatcher.close(listener)  # the socket only: the loop's trigger stays registered
-    for listener in listeners:
-        listener.channel_class = PatientChannel
     adj = listeners[0].adj
     deadline = time.monotonic() + grace
     while True:

@@ -140,8 +140,6 @@ def _is_base64_image(value: object) -> bool:
 
 def _url_paths(value: object) -> list[list]:
     """Where strings that A1111 would fetch as URLs sit inside `value`."""
-    if not any(_is_url(item) for item in strict_json.leaves(value)):
-        return []  # the common case, found without building a location for every value
     return strict_json.paths_where(value, _is_url)
 
 

@@ -50,8 +50,6 @@ def check_depth(value: object) -> None:
 
 def non_finite_paths(value: object) -> list[list]:
     """The locations (as loc lists) of NaN and ±Infinity floats inside `value`."""
-    if not any(isinstance(item, float) and not math.isfinite(item) for item in leaves(value)):
-        return []  # the common case, found without building a location for every value
     return paths_where(value, lambda item: isinstance(item, float) and not math.isfinite(item))
 
 
@@ -70,17 +68,19 @@ def leaves(value: object) -> typing.Iterator[object]:
 
 
 def paths_where(value: object, matches: typing.Callable[[object], bool]) -> list[list]:
-    """The locations (as loc lists, sorted) of the values inside a decoded JSON `value` that `matches`
-    accepts; walked without recursion, since a body may be nested deeply."""
+    """The locations (as loc lists, sorted) of the values inside a decoded JSON `value`, neither arrays
+    nor objects, that `matches` accepts; walked without recursion, since a body may be nested deeply."""
+    if not any(matches(item) for item in leaves(value)):
+        return []  # the common case, found without building a location for every value
     found, stack = [], [(value, [])]
     while stack:
         item, loc = stack.pop()
-        if matches(item):
-            found.append(loc)
-        elif isinstance(item, dict):
+        if isinstance(item, dict):
             stack.extend((child, [*loc, str(key)]) for key, child in item.items())
         elif isinstance(item, list):
             stack.extend((child, [*loc, index]) for index, child in enumerate(item))
+        elif matches(item):
+            found.append(loc)
     return sorted(found, key=str)
 
 

@@ -70,6 +70,22 @@ PAGE_CSP = ("default-src 'none'; script-src 'self' '{script_hash}'; style-src 's
             "base-uri 'none'; form-action 'none'")
 
 
+def guarded(csp: str = DOCUMENT_CSP) -> dict:
+    """The headers every page, file and document of ours is served with."""
+    return {**SECURITY_HEADERS, "Content-Security-Policy": csp}
+
+
+def served_file(body: str, *, content_type: str, csp: str = DOCUMENT_CSP, cache: str = "no-cache") -> chalice.Response:
+    """A page or file of ours (200)."""
+    return chalice.Response(body=body, status_code=200,
+                            headers={"Content-Type": content_type, "Cache-Control": cache, **guarded(csp)})
+
+
+def no_file(detail: str) -> chalice.Response:
+    """The 404 of a file route, with the same headers."""
+    return http.json_response({"error": "NotFound", "detail": detail}, status=404, headers=guarded())
+
+
 @blueprint.route(DOCUMENT_PATH, methods=["GET"])
 @openapi.document(
     operation_id="get_openapi", summary="This OpenAPI 3.0 document", tags=["docs"], public=True,
@@ -81,7 +97,7 @@ def get_openapi() -> chalice.Response:
     path = (request.context or {}).get("path") or DOCUMENT_PATH
     prefix = path[:-len(DOCUMENT_PATH)] if path.endswith(DOCUMENT_PATH) else ""
     return http.json_response(dict(_document(blueprint.current_app), servers=[{"url": prefix or "/"}]),
-                              headers={**SECURITY_HEADERS, "Content-Security-Policy": DOCUMENT_CSP})
+                              headers=guarded())
 
 
 @blueprint.route("/doc", methods=["GET"])
@@ -92,9 +108,7 @@ def get_openapi() -> chalice.Response:
 @http.handler
 def get_swagger_ui() -> chalice.Response:
     page = _page(blueprint.current_app.app_name)
-    return chalice.Response(body=page, status_code=200,
-                            headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache",
-                                     **SECURITY_HEADERS, "Content-Security-Policy": _page_csp(page)})
+    return served_file(page, content_type="text/html; charset=utf-8", csp=_page_csp(page))
 
 
 @blueprint.route("/doc/{asset}", methods=["GET"])
@@ -108,12 +122,8 @@ def get_swagger_ui() -> chalice.Response:
 @http.handler
 def get_swagger_ui_asset(asset: str) -> chalice.Response:
     if asset not in ASSETS:
-        return http.json_response({"error": "NotFound", "detail": f"no Swagger UI file {asset!r}"}, status=404,
-                                  headers={**SECURITY_HEADERS, "Content-Security-Policy": DOCUMENT_CSP})
-    return chalice.Response(body=_asset(asset), status_code=200,
-                            headers={"Content-Type": ASSETS[asset],
-                                     "Cache-Control": "public, max-age=604800, immutable",
-                                     **SECURITY_HEADERS, "Content-Security-Policy": DOCUMENT_CSP})
+        return no_file(f"no Swagger UI file {asset!r}")
+    return served_file(_asset(asset), content_type=ASSETS[asset], cache="public, max-age=604800, immutable")
 
 
 @functools.lru_cache(maxsize=1)

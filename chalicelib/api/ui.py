@@ -35,9 +35,7 @@ PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
     responses={200: openapi.Reply("The page.", media_types=("text/html",), schema={"type": "string"})})
 @http.handler
 def get_ui() -> chalice.Response:
-    return chalice.Response(body=_file("index.html"), status_code=200,
-                            headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache",
-                                     **docs.SECURITY_HEADERS, "Content-Security-Policy": PAGE_CSP})
+    return docs.served_file(_file("index.html"), content_type="text/html; charset=utf-8", csp=PAGE_CSP)
 
 
 @blueprint.route("/ui/{asset}", methods=["GET"])
@@ -51,11 +49,8 @@ def get_ui() -> chalice.Response:
 @http.handler
 def get_ui_asset(asset: str) -> chalice.Response:
     if asset not in ASSETS:
-        return http.json_response({"error": "NotFound", "detail": f"no file {asset!r} of the page"}, status=404,
-                                  headers={**docs.SECURITY_HEADERS, "Content-Security-Policy": docs.DOCUMENT_CSP})
-    return chalice.Response(body=_file(asset), status_code=200,
-                            headers={"Content-Type": ASSETS[asset], "Cache-Control": "no-cache",
-                                     **docs.SECURITY_HEADERS, "Content-Security-Policy": docs.DOCUMENT_CSP})
+        return docs.no_file(f"no file {asset!r} of the page")
+    return docs.served_file(_file(asset), content_type=ASSETS[asset])
 
 
 @functools.lru_cache(maxsize=len(ASSETS) + 1)

@@ -73,16 +73,9 @@ class JobStore:
             return [self._insert_job(session, insert) for insert in inserts]
 
     def _insert_job(self, session: database_module.Session, insert: _JobInsert) -> dict | None:
-        job, db = insert.job, self.database
-        request = job.request
-        if job.owner_checkpoint and (chosen := self._owner_checkpoint(session, job.owner)) is not None:
-            request = store_instances.with_checkpoint(request, chosen)
-        row = session.query_one(self.sql.INSERT_JOB, {
-            "id": job.id, "owner": job.owner, "kind": job.kind, "priority": job.priority,
-            "request": db.dump_json(request), "options": db.dump_json(job.options),
-            "webhook_secret": job.webhook_secret, "idempotency_key": job.idempotency_key,
-            "batch_id": job.batch_id, "now": insert.now,
-        })
+        job = insert.job
+        chosen = self._owner_checkpoint(session, job.owner) if job.owner_checkpoint else None
+        row = session.query_one(self.sql.INSERT_JOB, self._insert_params(job, now=insert.now, checkpoint=chosen))
         if row is not None and insert.doorbell is not None:
             insert.doorbell.write(session)
         if row is not None and job.batch_id is not None:
@@ -137,6 +130,17 @@ class JobStore:
     def stale_queued(self, *, older_than: float, now: float, limit: int) -> list[str]:
         rows = self.database.query(self.sql.STALE_QUEUED, {"cutoff": now - older_than, "limit": limit})
         return [row["id"] for row in rows]
+
+    def _insert_params(self, job: base.NewJob, *, now: float, checkpoint: str | None) -> dict:
+        """INSERT_JOB's parameters; a job that takes its owner's `checkpoint` (if any) gets it."""
+        db = self.database
+        request = job.request
+        if job.owner_checkpoint and checkpoint is not None:
+            request = store_instances.with_checkpoint(request, checkpoint)
+        return {"id": job.id, "owner": job.owner, "kind": job.kind, "priority": job.priority,
+                "request": db.dump_json(request), "options": db.dump_json(job.options),
+                "webhook_secret": job.webhook_secret, "idempotency_key": job.idempotency_key,
+                "batch_id": job.batch_id, "now": now}
 
     def _owner_checkpoint(self, session: database_module.Session, owner: str) -> str | None:
         """The checkpoint `owner` chose, read in the caller's transaction (see `NewJob.owner_checkpoint`)."""
@@ -442,13 +446,9 @@ class JobStore:
             if row is None:
                 return self._batch(session.query_one(self.sql.SELECT_BATCH_BY_IDEMPOTENCY, params)), False
             chosen = self._owner_checkpoint(session, batch.owner) if any(job.owner_checkpoint for job in jobs) else None
-            session.executemany(self.sql.INSERT_JOB, [{
-                "id": job.id, "owner": job.owner, "kind": job.kind, "priority": job.priority,
-                "request": db.dump_json(store_instances.with_checkpoint(job.request, chosen)
-                                        if chosen is not None and job.owner_checkpoint else job.request),
-                "options": db.dump_json(job.options),
-                "webhook_secret": job.webhook_secret, "idempotency_key": None, "batch_id": batch.id, "now": now,
-            } for job in jobs])
+            session.executemany(self.sql.INSERT_JOB, [
+                {**self._insert_params(job, now=now, checkpoint=chosen), "idempotency_key": None, "batch_id": batch.id}
+                for job in jobs])
         return self._batch(row), True
 
     def ensure_batch(self, batch: base.NewBatch, *, now: float) -> base.Batch | None:

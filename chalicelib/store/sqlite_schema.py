@@ -1,5 +1,18 @@
 """Versioned SQLite schema. Entry N brings `PRAGMA user_version` from N to N+1; never edit a released one."""
 
+# A job entering the queue (submitted, or back for a retry) raises its owner's and its lane's head
+# priority: one body for both triggers of migration 10 (SQLite triggers cannot share a procedure).
+_ENTER_QUEUE = """BEGIN
+        INSERT INTO owners (owner, last_served_at, head_priority, first_seq)
+        VALUES (NEW.owner, 0, NEW.priority, NEW.seq)
+        ON CONFLICT (owner) DO UPDATE SET head_priority = excluded.head_priority
+        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
+        INSERT INTO lanes (owner, lane, head_priority, last_served_at, first_seq)
+        VALUES (NEW.owner, COALESCE(NEW.batch_id, ''), NEW.priority, 0, NEW.seq)
+        ON CONFLICT (owner, lane) DO UPDATE SET head_priority = excluded.head_priority
+        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
+    END"""
+
 MIGRATIONS = [
     # 1: jobs, their runs, image rows, the local doorbell queue, workers and instance slots.
     """
@@ -214,7 +227,7 @@ MIGRATIONS = [
     # of owners: each owner's and each lane's (one batch, or the owner's single jobs: lane '') most
     # urgent queued priority is kept by triggers as jobs enter the queue and lowered by the claim
     # (store/queries.py, "fair share"); first_seq orders those never served, first in first.
-    """
+    f"""
     ALTER TABLE owners ADD COLUMN head_priority INTEGER;
     ALTER TABLE owners ADD COLUMN first_seq INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE lanes (
@@ -237,28 +250,10 @@ MIGRATIONS = [
     SELECT owner, 0, MAX(head_priority), MIN(first_seq) FROM lanes WHERE true GROUP BY owner
     ON CONFLICT (owner) DO UPDATE SET head_priority = excluded.head_priority, first_seq = excluded.first_seq;
     CREATE TRIGGER jobs_entered_queue AFTER INSERT ON jobs WHEN NEW.status = 'queued'
-    BEGIN
-        INSERT INTO owners (owner, last_served_at, head_priority, first_seq)
-        VALUES (NEW.owner, 0, NEW.priority, NEW.seq)
-        ON CONFLICT (owner) DO UPDATE SET head_priority = excluded.head_priority
-        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
-        INSERT INTO lanes (owner, lane, head_priority, last_served_at, first_seq)
-        VALUES (NEW.owner, COALESCE(NEW.batch_id, ''), NEW.priority, 0, NEW.seq)
-        ON CONFLICT (owner, lane) DO UPDATE SET head_priority = excluded.head_priority
-        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
-    END;
+    {_ENTER_QUEUE};
     CREATE TRIGGER jobs_reentered_queue AFTER UPDATE OF status ON jobs
         WHEN NEW.status = 'queued' AND OLD.status <> 'queued'
-    BEGIN
-        INSERT INTO owners (owner, last_served_at, head_priority, first_seq)
-        VALUES (NEW.owner, 0, NEW.priority, NEW.seq)
-        ON CONFLICT (owner) DO UPDATE SET head_priority = excluded.head_priority
-        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
-        INSERT INTO lanes (owner, lane, head_priority, last_served_at, first_seq)
-        VALUES (NEW.owner, COALESCE(NEW.batch_id, ''), NEW.priority, 0, NEW.seq)
-        ON CONFLICT (owner, lane) DO UPDATE SET head_priority = excluded.head_priority
-        WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
-    END
+    {_ENTER_QUEUE}
     """,
     # 11: a job enters jobs_finished when it finishes, not at submit: every submit wrote a page of
     # this index for a NULL no query reads (retention's `finished_at < :cutoff` implies NOT NULL).

@@ -79,9 +79,10 @@ def test_sqs_writes_nothing_in_the_transaction_and_sends_after_commit(job_store)
     assert [request["MessageBody"] for request in client.sent] == [f'{{"job_id": "{job.id}"}}']
 
 
-def test_concurrent_submits_share_transactions_and_each_gets_its_own_job(job_store, queue):
-    """Group commit: 32 threads submit at once, some with the same idempotency key; every new job
-    and its doorbell is stored once, and the repeats get the first job of their key."""
+def test_concurrent_submits_each_get_their_own_job_and_a_repeated_key_the_first(job_store, queue):
+    """32 threads submit at once (so that group commit writes several jobs in one transaction; that
+    it groups is tested in tests/unit/test_group_commit.py), some with the same idempotency key:
+    every new job and its doorbell is stored once, and the repeats get the first job of their key."""
     import concurrent.futures
     import threading
 
