@@ -36,7 +36,7 @@ def test_the_loop_waits_for_a_request_thread_that_holds_the_output_and_then_send
     thread.start()
     time.sleep(0.01)
     released.set()
-    channel._flush_some_if_lockable()
+    channel.handle_write()  # what waitress's loop calls when the connection is writable
     thread.join(1)
     assert channel.total_outbufs_len == 0
     assert client.recv(100) == b"HTTP/1.1 202 Accepted\r\n\r\n"
