@@ -117,8 +117,7 @@ class Cluster:
     def start_simulators(self, count: int, *, gen_seconds: float = 0.5) -> list[str]:
         """`count` simulators (processes simulator-0 …), all in A1111_BASE_URL; returns their URLs."""
         urls = []
-        for index in range(count):
-            port = support.free_port()
+        for index, port in enumerate(support.free_ports(count)):
             self.start(f"simulator-{index}", [sys.executable, "-m", "tests.a1111_sim", "--host", "127.0.0.1",
                                               "--port", str(port), "--gen-seconds", str(gen_seconds)])
             urls.append(f"http://127.0.0.1:{port}")
