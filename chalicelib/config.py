@@ -231,29 +231,14 @@ class Settings(pydantic.BaseModel):
         a name that is stable when the list is reordered and reveals nothing of the token. A hashed
         entry's key is its `sha256:<hex>` (see `token_digests`).
         """
-        legacy = self.auth_token.get_secret_value().strip()
-        if not self.api_tokens.strip() and legacy:
-            return {legacy: "tok-" + hashlib.sha256(legacy.encode()).hexdigest()[:12]}
-        tokens: dict[str, str] = {}
-        for item in (part.strip() for part in self.api_tokens.split(",")):
-            if not item:
-                continue
-            name, sep, token = item.partition(":")
-            if _is_bare_hash(item):
-                tokens[item] = "tok-" + item[len(HASH_PREFIX):][:12].lower()
-            elif sep and token and name:
-                tokens[token] = name
-            else:
-                tokens[item] = "tok-" + hashlib.sha256(item.encode()).hexdigest()[:12]
-        return tokens
+        return _token_map(self.api_tokens, self.auth_token.get_secret_value())
 
-    def token_digests(self) -> list[tuple[bytes, str]]:
+    def token_digests(self) -> tuple[tuple[bytes, str], ...]:
         """`API_TOKENS` as (sha256 digest of the token, owner name): a hashed entry
         (`name:sha256:<64 hex>`) as given, a plaintext one hashed here, so a presented token is
-        hashed once and compared in constant time with every entry alike."""
-        return [(bytes.fromhex(token[len(HASH_PREFIX):]) if HASHED_TOKEN.fullmatch(token)
-                 else hashlib.sha256(token.encode()).digest(), owner)
-                for token, owner in self.token_map().items()]
+        hashed once and compared in constant time with every entry alike. Every request asks: the
+        list is built once per distinct value of the two settings."""
+        return _token_digests(self.api_tokens, self.auth_token.get_secret_value())
 
     @pydantic.field_validator("image_store")
     @classmethod
@@ -385,6 +370,31 @@ def _aws_values() -> dict[str, str]:
     for source in sources:
         values.update({name: value for name, value in source().items() if value is not None})
     return values
+
+
+def _token_map(api_tokens: str, auth_token: str) -> dict[str, str]:
+    legacy = auth_token.strip()
+    if not api_tokens.strip() and legacy:
+        return {legacy: "tok-" + hashlib.sha256(legacy.encode()).hexdigest()[:12]}
+    tokens: dict[str, str] = {}
+    for item in (part.strip() for part in api_tokens.split(",")):
+        if not item:
+            continue
+        name, sep, token = item.partition(":")
+        if _is_bare_hash(item):
+            tokens[item] = "tok-" + item[len(HASH_PREFIX):][:12].lower()
+        elif sep and token and name:
+            tokens[token] = name
+        else:
+            tokens[item] = "tok-" + hashlib.sha256(item.encode()).hexdigest()[:12]
+    return tokens
+
+
+@functools.lru_cache(maxsize=8)
+def _token_digests(api_tokens: str, auth_token: str) -> tuple[tuple[bytes, str], ...]:
+    return tuple((bytes.fromhex(token[len(HASH_PREFIX):]) if HASHED_TOKEN.fullmatch(token)
+                  else hashlib.sha256(token.encode()).digest(), owner)
+                 for token, owner in _token_map(api_tokens, auth_token).items())
 
 
 @functools.lru_cache(maxsize=1)
