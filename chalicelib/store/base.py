@@ -73,6 +73,17 @@ class Job:
     version: int  # 1 at insert, bumped by every change of the row in the changing statement
     batch_id: str | None = None
 
+    @classmethod
+    def inserted(cls, new: NewJob, *, seq: int, version: int, request: dict, now: float) -> "Job":
+        """The row the store's insert wrote for `new` (with `request` as stored), without reading it
+        back: a submit would otherwise decode the JSON it has just encoded."""
+        return cls(seq=seq, id=new.id, owner=new.owner, kind=new.kind, status=vocabulary.JobStatus.QUEUED.value,
+                   priority=new.priority, request=request, options=new.options, webhook_secret=new.webhook_secret,
+                   idempotency_key=new.idempotency_key, attempts=0, lease_owner=None, lease_expires_at=None,
+                   instance=None, cancel_requested=False, progress=None, preview=None, result=None, image_count=0,
+                   result_attempt=None, error_code=None, error_message=None, available_at=now, created_at=now,
+                   started_at=None, finished_at=None, updated_at=now, version=version, batch_id=new.batch_id)
+
 
 @dataclasses.dataclass(frozen=True)
 class JobChange:

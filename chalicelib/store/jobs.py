@@ -60,27 +60,30 @@ class JobStore:
         A new job's `doorbell` is written in the same transaction: a 202 never leaves a job without
         its queue message, nor a message without its job. Concurrent calls share transactions
         (`group_commit`)."""
-        row = self._job_inserts(_JobInsert(job, now, doorbell))
-        if row is not None:
-            return self._job(row), True
+        inserted = self._job_inserts(_JobInsert(job, now, doorbell))
+        if inserted is not None:
+            return inserted, True
         params = {"owner": job.owner, "idempotency_key": job.idempotency_key}
         return self._job(self.database.query_one(self.sql.SELECT_BY_IDEMPOTENCY, params)), False
 
-    def _insert_jobs(self, inserts: list[_JobInsert]) -> list[dict | None]:
-        """Each job (and its doorbell) in one transaction; per job its row, or None when its
-        idempotency key was taken (by an earlier job, or by one earlier in the same group)."""
+    def _insert_jobs(self, inserts: list[_JobInsert]) -> list[base.Job | None]:
+        """Each job (and its doorbell) in one transaction; per job the job as stored, or None when
+        its idempotency key was taken (by an earlier job, or by one earlier in the same group)."""
         with self.database.transaction() as session:
             return [self._insert_job(session, insert) for insert in inserts]
 
-    def _insert_job(self, session: database_module.Session, insert: _JobInsert) -> dict | None:
+    def _insert_job(self, session: database_module.Session, insert: _JobInsert) -> base.Job | None:
         job = insert.job
         chosen = self._owner_checkpoint(session, job.owner) if job.owner_checkpoint else None
-        row = session.query_one(self.sql.INSERT_JOB, self._insert_params(job, now=insert.now, checkpoint=chosen))
-        if row is not None and insert.doorbell is not None:
+        request = self._request_to_store(job, chosen)
+        row = session.query_one(self.sql.INSERT_JOB, self._insert_params(job, request=request, now=insert.now))
+        if row is None:
+            return None
+        if insert.doorbell is not None:
             insert.doorbell.write(session)
-        if row is not None and job.batch_id is not None:
+        if job.batch_id is not None:
             session.execute(self.sql.COUNT_BATCH_JOB, {"id": job.batch_id})
-        return row
+        return base.Job.inserted(job, seq=row["seq"], version=row["version"], request=request, now=insert.now)
 
     def get_job(self, job_id: str, *, owner: str | None = None) -> base.Job | None:
         sql = self.sql.SELECT_JOB if owner is None else self.sql.SELECT_OWNED_JOB
@@ -131,12 +134,16 @@ class JobStore:
         rows = self.database.query(self.sql.STALE_QUEUED, {"cutoff": now - older_than, "limit": limit})
         return [row["id"] for row in rows]
 
-    def _insert_params(self, job: base.NewJob, *, now: float, checkpoint: str | None) -> dict:
-        """INSERT_JOB's parameters; a job that takes its owner's `checkpoint` (if any) gets it."""
-        db = self.database
-        request = job.request
+    @staticmethod
+    def _request_to_store(job: base.NewJob, checkpoint: str | None) -> dict:
+        """`job`'s request; a job that takes its owner's `checkpoint` (if any) gets it."""
         if job.owner_checkpoint and checkpoint is not None:
-            request = store_instances.with_checkpoint(request, checkpoint)
+            return store_instances.with_checkpoint(job.request, checkpoint)
+        return job.request
+
+    def _insert_params(self, job: base.NewJob, *, request: dict, now: float) -> dict:
+        """INSERT_JOB's parameters, with `request` as the job's request."""
+        db = self.database
         return {"id": job.id, "owner": job.owner, "kind": job.kind, "priority": job.priority,
                 "request": db.dump_json(request), "options": db.dump_json(job.options),
                 "webhook_secret": job.webhook_secret, "idempotency_key": job.idempotency_key,
@@ -447,7 +454,8 @@ class JobStore:
                 return self._batch(session.query_one(self.sql.SELECT_BATCH_BY_IDEMPOTENCY, params)), False
             chosen = self._owner_checkpoint(session, batch.owner) if any(job.owner_checkpoint for job in jobs) else None
             session.executemany(self.sql.INSERT_JOB, [
-                {**self._insert_params(job, now=now, checkpoint=chosen), "idempotency_key": None, "batch_id": batch.id}
+                {**self._insert_params(job, request=self._request_to_store(job, chosen), now=now),
+                 "idempotency_key": None, "batch_id": batch.id}
                 for job in jobs])
         return self._batch(row), True
 

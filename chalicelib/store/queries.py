@@ -31,13 +31,13 @@ MEMBER_COLUMNS = ", ".join(field.name for field in dataclasses.fields(base.Batch
 
 # A second submit with the same idempotency key inserts nothing and returns no row (on Postgres
 # after waiting for a racing insert of that key to commit, whose row SELECT_BY_IDEMPOTENCY then sees).
-INSERT_JOB = f"""
+INSERT_JOB = """
 INSERT INTO jobs (id, owner, kind, status, priority, request, options, webhook_secret,
                   idempotency_key, batch_id, available_at, created_at, updated_at)
 VALUES (:id, :owner, :kind, 'queued', :priority, :request, :options, :webhook_secret,
         :idempotency_key, :batch_id, :now, :now, :now)
 ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING {JOB_COLUMNS}
+RETURNING seq, version
 """
 
 SELECT_BY_IDEMPOTENCY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = :owner AND idempotency_key = :idempotency_key"

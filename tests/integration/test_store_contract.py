@@ -1,6 +1,7 @@
 """The job store contract, run against every backend (see the `database_url` fixture)."""
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import threading
 import time
@@ -50,6 +51,18 @@ def test_created_job_reads_back_queued_with_its_fields(job_store):
     assert got.status == "queued" and got.attempts == 0
     assert got.request == {"prompt": "a cat"} and got.options == {"metadata": {"n": 1}}
     assert got.created_at == NOW
+
+
+def test_the_created_job_is_the_row_as_stored(job_store):
+    """create_job answers without reading the row back: what it answers must be that row, field for
+    field, also for a job that takes its owner's chosen checkpoint and one that is a replay."""
+    job_store.set_model_choice("alice", "sdxl.safetensors", now=NOW)
+    for new in (new_job(key="k1"), dataclasses.replace(new_job(), owner_checkpoint=True)):
+        job, created = job_store.create_job(new, now=NOW + 0.125)
+        assert created and job == job_store.get_job(new.id)
+    assert job.request == {"prompt": "a cat", "override_settings": {"sd_model_checkpoint": "sdxl.safetensors"}}
+    replay, created = job_store.create_job(new_job(key="k1"), now=NOW + 1)
+    assert not created and replay == job_store.get_job(replay.id)
 
 
 def test_other_owner_cannot_read_a_job(job_store):
