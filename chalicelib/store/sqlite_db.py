@@ -33,6 +33,7 @@ import threading
 import typing
 
 from chalicelib import errors
+from chalicelib.store import sqlite_checkpoints
 from chalicelib.store import sqlite_schema
 
 BUSY_TIMEOUT_MS = 30_000
@@ -123,6 +124,7 @@ class SqliteDatabase:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {sqlite_checkpoints.BACKSTOP_PAGES}")
         except sqlite3.Error as exc:
             if conn is not None:
                 conn.close()
@@ -157,6 +159,7 @@ class SqliteDatabase:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                sqlite_checkpoints.committed(self.path, self._write_lock)
             finally:
                 self._writing_thread = None
                 if conn.in_transaction:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 from chalicelib import images as images_module
@@ -114,6 +115,15 @@ def test_an_admin_listing_spans_owners(job_store):
         ["carol", "bob", "alice"]
 
 
+def checkpoint_whole_wal(job_store) -> None:
+    """The WAL copied into the file and emptied; tried again while the process's background
+    checkpoint (sqlite_checkpoints) holds the checkpoint lock, which makes this one busy."""
+    deadline = time.monotonic() + 10
+    while job_store.database.query_one("PRAGMA wal_checkpoint(TRUNCATE)")["busy"]:
+        assert time.monotonic() < deadline, "the WAL stayed busy"
+        time.sleep(0.01)
+
+
 def test_the_sqlite_file_shrinks_after_a_purge(tmp_path):
     path = tmp_path / "jobs.db"
     job_store = store_module.make_store(f"sqlite:///{path}")
@@ -126,13 +136,13 @@ def test_the_sqlite_file_shrinks_after_a_purge(tmp_path):
         job_store.claim_next(worker_id="w1", instance="gpu0", lease_seconds=30, now=NOW - 40 * DAY + n)
         images.put(job.id, 1, [PNG + big])
         job_store.complete(job.id, worker_id="w1", result={"images": []}, image_count=1, now=NOW - 40 * DAY + n)
-    job_store.database.query_one("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint_whole_wal(job_store)
     full = path.stat().st_size
     assert full > 120 * 64 * 1024
 
     report = retention.purge(job_store, images, older_than=30 * DAY, now=NOW)
 
     assert report.jobs == 120 and report.pages_reclaimed > 0
-    job_store.database.query_one("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint_whole_wal(job_store)
     assert path.stat().st_size < full / 4
     job_store.database.close()
