@@ -70,12 +70,15 @@ class JobStore:
         """Each job (and its doorbell) in one transaction; per job the job as stored, or None when
         its idempotency key was taken (by an earlier job, or by one earlier in the same group)."""
         with self.database.transaction() as session:
-            return [self._insert_job(session, insert) for insert in inserts]
+            choices: dict[str, str | None] = {}  # each owner's model choice, read once per transaction
+            return [self._insert_job(session, insert, choices) for insert in inserts]
 
-    def _insert_job(self, session: database_module.Session, insert: _JobInsert) -> base.Job | None:
+    def _insert_job(self, session: database_module.Session, insert: _JobInsert,
+                    choices: dict[str, str | None]) -> base.Job | None:
         job = insert.job
-        chosen = self._owner_checkpoint(session, job.owner) if job.owner_checkpoint else None
-        request = self._request_to_store(job, chosen)
+        if job.owner_checkpoint and job.owner not in choices:
+            choices[job.owner] = self._owner_checkpoint(session, job.owner)
+        request = self._request_to_store(job, choices.get(job.owner) if job.owner_checkpoint else None)
         row = session.query_one(self.sql.INSERT_JOB, self._insert_params(job, request=request, now=insert.now))
         if row is None:
             return None

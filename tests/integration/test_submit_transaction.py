@@ -165,3 +165,25 @@ def test_a_batchs_jobs_take_their_owners_checkpoint(job_store):
     assert job_store.get_job(jobs[0].id).request == {"prompt": "a cat",
                                                      "override_settings": {"sd_model_checkpoint": "sdxl.safetensors"}}
     assert job_store.get_job(jobs[1].id).request["override_settings"] == {"sd_model_checkpoint": "own.safetensors"}
+
+
+def test_a_group_reads_each_owners_checkpoint_once(job_store, monkeypatch):
+    """Jobs written in one group commit (one transaction) share each owner's model choice, read once
+    per owner: the choice cannot change inside the transaction."""
+    import dataclasses
+
+    from chalicelib.store import jobs as jobs_module
+
+    job_store.set_model_choice("alice", "sdxl.safetensors", now=NOW)
+    job_store.set_model_choice("bob", "flux.safetensors", now=NOW)
+    reads = []
+    read = jobs_module.JobStore._owner_checkpoint
+    monkeypatch.setattr(jobs_module.JobStore, "_owner_checkpoint",
+                        lambda self, session, owner: (reads.append(owner), read(self, session, owner))[1])
+    group = [dataclasses.replace(new_job(), owner=owner, owner_checkpoint=takes)
+             for owner, takes in (("alice", True), ("bob", True), ("alice", True), ("alice", False), ("bob", True))]
+    written = job_store._insert_jobs([jobs_module._JobInsert(job, NOW, None) for job in group])
+    assert sorted(reads) == ["alice", "bob"]
+    assert [job.request.get("override_settings") for job in written] == [
+        {"sd_model_checkpoint": "sdxl.safetensors"}, {"sd_model_checkpoint": "flux.safetensors"},
+        {"sd_model_checkpoint": "sdxl.safetensors"}, None, {"sd_model_checkpoint": "flux.safetensors"}]
