@@ -2,12 +2,14 @@
 instances, on SQLite and on Postgres (goal: wall / ideal ≤ 1.05 on one instance, ≤ 1.10 on four).
 
 Starts the simulators, the API under waitress and one worker as real processes (the e2e harness).
-The ideal is the time A1111 itself needs: the mean of direct calls to a simulator × jobs / instances.
+The ideal is the time A1111 itself needs: the mean of direct calls to a simulator × the rounds the
+jobs need, ⌈jobs / instances⌉ (a job runs on one instance: 50 jobs on 4 take 13 rounds, not 12.5).
 Run: `.venv/bin/python bench/instances.py [--quick] [--no-postgres]`.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pathlib
 import platform
@@ -59,7 +61,7 @@ def bench_busy_ratio(*, instances: int, jobs: int, database_url: str | None) -> 
                 began = time.perf_counter()
                 requests.post(f"{urls[0]}/sdapi/v1/txt2img", json=body, timeout=60).raise_for_status()
                 direct.append(time.perf_counter() - began)
-            ideal = sum(direct) / len(direct) * jobs / instances
+            ideal = sum(direct) / len(direct) * math.ceil(jobs / instances)
             started = time.time()
             ids = [cluster.submit({**body, "prompt": f"job {n}"})["job_id"] for n in range(jobs)]
             details = [cluster.wait_status(job_id, {"completed"}, timeout=jobs * GEN_SECONDS * 3 + 30)
