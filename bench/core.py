@@ -1,7 +1,7 @@
 """Core benchmarks: submit latency and throughput at 1, 16 and 64 concurrent clients against the same
 server's trivial route, idle-worker dispatch latency, and the GPU-busy ratio of sequential jobs.
 Starts the A1111 simulator, the API under waitress and a worker as real processes on 127.0.0.1 (the
-e2e harness), measures, prints tables. Run: `make bench` (about 75 s on 2 cores; `--quick`: about 40 s).
+e2e harness), measures, prints tables. Run: `make bench` (about 2 minutes on 2 cores; `--quick`: about 75 s).
 
 The load generator is threads in this process, one keep-alive http.client connection each (requests
 costs more CPU per call than the server's trivial route); it shares the machine's cores with the
