@@ -15,6 +15,7 @@ own `wal_autocheckpoint` (BACKSTOP_PAGES) still bounds the WAL.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -46,6 +47,16 @@ def committed(path: str, write_lock: threading.RLock) -> None:
         if _thread is None:
             _thread = threading.Thread(target=_run, name="sqlite-checkpoints", daemon=True)
             _thread.start()
+
+
+def _forget_in_child() -> None:
+    """A forked child has no checkpoint thread (and may have been forked while one held the guard)."""
+    global _guard, _thread
+    _guard, _thread = threading.Lock(), None
+    _pending.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _run() -> None:

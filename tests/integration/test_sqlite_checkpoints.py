@@ -65,3 +65,15 @@ def test_a_few_commits_are_checkpointed_when_idle_and_the_thread_then_ends(datab
 def test_a_file_that_is_gone_is_left_gone(tmp_path):
     sqlite_checkpoints.checkpoint(str(tmp_path / "gone.db"), threading.RLock())
     assert not (tmp_path / "gone.db").exists()
+
+
+def test_a_forked_child_starts_with_no_thread_and_nothing_pending(database):
+    database.execute("INSERT INTO notes (text) VALUES ('one')")
+    assert database.path in sqlite_checkpoints._pending
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it inherited, then leave at once
+        os.write(write, b"%d" % (sqlite_checkpoints._thread is None and not sqlite_checkpoints._pending))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
