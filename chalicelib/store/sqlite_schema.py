@@ -13,6 +13,12 @@ _ENTER_QUEUE = """BEGIN
         WHERE head_priority IS NULL OR head_priority < excluded.head_priority;
     END"""
 
+# The change log keeps its last 10,000 changes. Pruned one row at every change, each write of a job
+# wrote one more page (the log's oldest leaf) once the log was full; pruned at every 100th change,
+# 100 rows go at once (migration 12). Any other change deletes nothing: its range is seq <= 0.
+_PRUNE_CHANGES = """DELETE FROM job_changes WHERE seq <= (
+            SELECT CASE WHEN MAX(seq) % 100 = 0 THEN MAX(seq) - 10000 ELSE 0 END FROM job_changes);"""
+
 MIGRATIONS = [
     # 1: jobs, their runs, image rows, the local doorbell queue, workers and instance slots.
     """
@@ -260,5 +266,21 @@ MIGRATIONS = [
     """
     DROP INDEX jobs_finished;
     CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL
+    """,
+    # 12: the change log pruned 100 rows at every 100th change (_PRUNE_CHANGES), not a row at each.
+    f"""
+    DROP TRIGGER jobs_inserted_change;
+    CREATE TRIGGER jobs_inserted_change AFTER INSERT ON jobs
+    BEGIN
+        INSERT INTO job_changes (job_id, owner, version, left_queue) VALUES (NEW.id, NEW.owner, NEW.version, 0);
+        {_PRUNE_CHANGES}
+    END;
+    DROP TRIGGER jobs_updated_change;
+    CREATE TRIGGER jobs_updated_change AFTER UPDATE OF version ON jobs WHEN NEW.version <> OLD.version
+    BEGIN
+        INSERT INTO job_changes (job_id, owner, version, left_queue)
+        VALUES (NEW.id, NEW.owner, NEW.version, OLD.status = 'queued' AND NEW.status <> 'queued');
+        {_PRUNE_CHANGES}
+    END
     """,
 ]

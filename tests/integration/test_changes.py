@@ -112,3 +112,28 @@ def test_closing_the_registry_wakes_every_waiter(job_store, registry):
     threading.Timer(0.2, registry.close).start()
     woken, waited = wait_for(registry, job.id, above=1)
     assert woken and waited < 2
+
+
+def test_sqlites_change_log_keeps_its_last_10000_changes_pruning_100_at_a_time(tmp_path):
+    """Pruned at every 100th change, by inserts and by updates alike; a change in between deletes
+    nothing (which would write the log's oldest page at every write of a job)."""
+    from chalicelib import store as store_module
+
+    job_store = store_module.make_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    job_store.migrate()
+    db = job_store.database
+    with db.transaction() as session:
+        session.executemany(
+            "INSERT INTO jobs (id, owner, kind, status, priority, request, options, available_at, created_at, "
+            "updated_at) VALUES (:id, 'alice', 'txt2img', 'queued', 0, '{}', '{}', 0, 0, 0)",
+            [{"id": str(uuid.uuid4())} for _ in range(10_150)])
+
+    def log() -> dict:
+        return db.query_one("SELECT COUNT(*) AS n, MIN(seq) AS first, MAX(seq) AS last FROM job_changes")
+
+    assert log() == {"n": 10_050, "first": 101, "last": 10_150}  # pruned at 10,100: seq <= 100 went
+    db.execute("UPDATE jobs SET version = version + 1 WHERE seq <= 49")
+    assert log() == {"n": 10_099, "first": 101, "last": 10_199}
+    db.execute("UPDATE jobs SET version = version + 1 WHERE seq = 50")  # the 10,200th change
+    assert log() == {"n": 10_000, "first": 201, "last": 10_200}
+    db.close()
