@@ -78,3 +78,14 @@ def job_store(database_url):
     job_store.migrate()
     yield job_store
     job_store.database.close()
+
+
+@pytest.fixture
+def notes_database(tmp_path):
+    """A SQLite database of one table, `notes (id, text)`: for tests of the SQLite adapter itself."""
+    from chalicelib.store import sqlite_db
+
+    database = sqlite_db.SqliteDatabase(str(tmp_path / "jobs.db"))
+    database.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    yield database
+    database.close()

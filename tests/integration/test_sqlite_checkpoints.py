@@ -8,15 +8,6 @@ import time
 import pytest
 
 from chalicelib.store import sqlite_checkpoints
-from chalicelib.store import sqlite_db
-
-
-@pytest.fixture
-def database(tmp_path):
-    database = sqlite_db.SqliteDatabase(str(tmp_path / "jobs.db"))
-    database.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
-    yield database
-    database.close()
 
 
 @pytest.fixture
@@ -31,35 +22,35 @@ def quick(monkeypatch):
     return calls
 
 
-def write_pages(database, commits: int) -> int:
+def write_pages(notes_database, commits: int) -> int:
     """`commits` transactions of a few pages each, a little apart; the WAL file's size after them."""
     for _ in range(commits):
-        database.execute("INSERT INTO notes (text) VALUES (?)", ("x" * 12_000,))
+        notes_database.execute("INSERT INTO notes (text) VALUES (?)", ("x" * 12_000,))
         time.sleep(0.003)
     time.sleep(0.1)
-    database.execute("INSERT INTO notes (text) VALUES ('last')")  # restarts a WAL checkpointed to its end
-    return os.path.getsize(database.path + "-wal")
+    notes_database.execute("INSERT INTO notes (text) VALUES ('last')")  # restarts a WAL checkpointed to its end
+    return os.path.getsize(notes_database.path + "-wal")
 
 
-def test_the_thread_keeps_the_wal_short_where_the_writers_would_let_it_grow(database, quick, monkeypatch):
-    assert write_pages(database, 200) < 2_500_000  # about 5 MB of pages written
-    assert database.path in quick
+def test_the_thread_keeps_the_wal_short_where_the_writers_would_let_it_grow(notes_database, quick, monkeypatch):
+    assert write_pages(notes_database, 200) < 2_500_000  # about 5 MB of pages written
+    assert notes_database.path in quick
     monkeypatch.setattr(sqlite_checkpoints, "committed", lambda path, lock: None)  # no thread: the backstop only
-    assert write_pages(database, 200) > 4_000_000
+    assert write_pages(notes_database, 200) > 4_000_000
 
 
-def test_writers_leave_checkpoints_to_the_thread_up_to_the_backstop(database):
-    with database.write() as conn:
+def test_writers_leave_checkpoints_to_the_thread_up_to_the_backstop(notes_database):
+    with notes_database.write() as conn:
         assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == sqlite_checkpoints.BACKSTOP_PAGES
 
 
-def test_a_few_commits_are_checkpointed_when_idle_and_the_thread_then_ends(database, quick, monkeypatch):
+def test_a_few_commits_are_checkpointed_when_idle_and_the_thread_then_ends(notes_database, quick, monkeypatch):
     monkeypatch.setattr(sqlite_checkpoints, "IDLE_SECONDS", 0.05)
-    database.execute("INSERT INTO notes (text) VALUES ('one')")
+    notes_database.execute("INSERT INTO notes (text) VALUES ('one')")
     deadline = time.monotonic() + 5
-    while (sqlite_checkpoints._thread is not None or database.path not in quick) and time.monotonic() < deadline:
+    while (sqlite_checkpoints._thread is not None or notes_database.path not in quick) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert database.path in quick and sqlite_checkpoints._thread is None
+    assert notes_database.path in quick and sqlite_checkpoints._thread is None
 
 
 def test_a_file_that_is_gone_is_left_gone(tmp_path):
@@ -67,9 +58,9 @@ def test_a_file_that_is_gone_is_left_gone(tmp_path):
     assert not (tmp_path / "gone.db").exists()
 
 
-def test_a_forked_child_starts_with_no_thread_and_nothing_pending(database):
-    database.execute("INSERT INTO notes (text) VALUES ('one')")
-    assert database.path in sqlite_checkpoints._pending
+def test_a_forked_child_starts_with_no_thread_and_nothing_pending(notes_database):
+    notes_database.execute("INSERT INTO notes (text) VALUES ('one')")
+    assert notes_database.path in sqlite_checkpoints._pending
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report what it inherited, then leave at once
