@@ -49,7 +49,6 @@ CUT_WAIT_SECONDS = 1.0  # past the grace: how long the exit waits for request th
 OUTBUF_WAIT_SECONDS = 0.005  # how long the event loop waits for a request thread's write (PatientChannel)
 
 
-
 class IndexedRouteMatcher(local.RouteMatcher):
     """Chalice's route matcher with the routes split once: a literal route found by a dict lookup,
     the routes with captures grouped by their number of segments.
@@ -68,8 +67,8 @@ class IndexedRouteMatcher(local.RouteMatcher):
                      for part in route_url.split("/")]
             self._by_length.setdefault(len(parts), []).append((route_url, parts))
         # A literal route is its own path's answer unless a route sorted before it matches that path.
-        self._literal = {route_url: route_url for route_url in self.route_urls
-                         if "{" not in route_url and self._first_match(route_url)[0] == route_url}
+        self._literal = frozenset(route_url for route_url in self.route_urls
+                                  if "{" not in route_url and self._first_match(route_url)[0] == route_url)
 
     def match_route(self, url: str) -> local.MatchResult:
         parsed_url = urllib.parse.urlparse(url)
@@ -77,10 +76,7 @@ class IndexedRouteMatcher(local.RouteMatcher):
         path = parsed_url.path
         if path != "/" and path.endswith("/"):  # API Gateway drops the trailing slash, as Chalice does
             path = path[:-1]
-        route_url = self._literal.get(path)
-        captured: dict[str, str] = {}
-        if route_url is None:
-            route_url, captured = self._first_match(path)
+        route_url, captured = (path, {}) if path in self._literal else self._first_match(path)
         if route_url is None:
             raise ValueError(f"No matching route found for: {url}")
         return local.MatchResult(route_url, captured, query_params)

@@ -78,7 +78,7 @@ class JobStore:
         job = insert.job
         if job.owner_checkpoint and job.owner not in choices:
             choices[job.owner] = self._owner_checkpoint(session, job.owner)
-        request = self._request_to_store(job, choices.get(job.owner) if job.owner_checkpoint else None)
+        request = self._request_to_store(job, choices.get(job.owner))
         row = session.query_one(self.sql.INSERT_JOB, self._insert_params(job, request=request, now=insert.now))
         if row is None:
             return None
