@@ -265,7 +265,8 @@ class SqliteDatabase:
         Only a file created with auto_vacuum = INCREMENTAL (every file this code creates) can; one
         created before stays its size (SQLite reuses its free pages) until `convert_to_incremental`.
         Run as a script: sqlite3's execute steps a pragma that returns no rows once, freeing one page.
-        The file shrinks when the WAL is checkpointed (a passive one on a reader, blocking nobody)."""
+        The file shrinks when the WAL is checkpointed: a passive one on a reader here, blocking nobody,
+        and the background thread's (sqlite_checkpoints) should that one find the checkpoint busy."""
         reclaimed = 0
         while True:
             with self._write_lock, _wrapped():
@@ -274,6 +275,7 @@ class SqliteDatabase:
                     return 0
                 before = conn.execute("PRAGMA freelist_count").fetchone()[0]
                 conn.executescript(f"PRAGMA incremental_vacuum({RECLAIM_PAGES});")
+                sqlite_checkpoints.committed(self.path, self._write_lock)  # counted like any commit
                 freed = before - conn.execute("PRAGMA freelist_count").fetchone()[0]
             reclaimed += freed
             if freed < RECLAIM_PAGES:

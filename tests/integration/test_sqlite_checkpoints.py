@@ -68,3 +68,14 @@ def test_a_forked_child_starts_with_no_thread_and_nothing_pending(notes_database
         os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
+
+
+def test_reclaiming_space_counts_its_commits_like_any_write(notes_database, monkeypatch):
+    """reclaim_space frees pages outside write(); its own passive checkpoint may find the thread's
+    running, so its commits are counted too, and the thread copies them."""
+    notes_database.execute("INSERT INTO notes (text) VALUES (?)", ("x" * 200_000,))
+    notes_database.execute("DELETE FROM notes")
+    counted = []
+    monkeypatch.setattr(sqlite_checkpoints, "committed", lambda path, lock: counted.append(path))
+    assert notes_database.reclaim_space() > 0
+    assert counted == [notes_database.path]
