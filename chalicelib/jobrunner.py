@@ -7,6 +7,7 @@ receiver can slow or fail a job (its delivery waits in the outbox).
 from __future__ import annotations
 
 import binascii
+import functools
 import json
 import logging
 import threading
@@ -38,7 +39,7 @@ TIMED_OUT_FRACTION = 0.98  # a call that fails after this share of its time limi
 
 def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111.Instance,
                  client: a1111.A1111Client, on_claim=None, on_unavailable=None,
-                 time_limit: float | None = None) -> str | None:
+                 time_limit: float | None = None, store_later=None) -> str | None:
     """Claim the most urgent queued job `instance` can run (its labels include the job's
     `instance_labels`) and run it to an outcome. Returns its id, or None if idle.
 
@@ -47,6 +48,9 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
     outcome is always recorded before the invocation ends; a generation cut off by it ends the job
     in `error` at once (it would be cut off again on every attempt). `on_unavailable(message)` hears
     that the instance failed the call, so the caller stops claiming for it until it answers again.
+    `store_later(write)`, if given, takes the writing of a generated job's images and outcome, so
+    the instance may start its next job meanwhile (the worker's finisher); without it they are
+    written before this returns (Lambda: its invocation ends with the return).
     """
     settings = ctx.settings
     timeout = settings.a1111_timeout if time_limit is None else min(settings.a1111_timeout, time_limit)
@@ -104,8 +108,13 @@ def run_next_job(ctx: context_module.Context, *, worker_id: str, instance: a1111
             on_unavailable(problem)
     else:
         tracker.stop()
-        _end_generated(ctx, job, worker_id, response, cancelled=tracker.cancel_sent,
-                       progress=tracker.final_progress(), finished_iterations=tracker.finished_iterations)
+        write = functools.partial(_end_generated, ctx, job, worker_id, response, cancelled=tracker.cancel_sent,
+                                  progress=tracker.final_progress(),
+                                  finished_iterations=tracker.finished_iterations)
+        if store_later is None:
+            write()
+        else:
+            store_later(write)
     return job.id
 
 

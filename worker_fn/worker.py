@@ -2,8 +2,9 @@
 local table, or SQS with QUEUE_BACKEND=sqs: the same calls of the queue port, long polls included).
 
 One runner thread per A1111 instance slot. A runner first leases its slot in the store (so no two
-workers, threads or processes ever run two jobs at once on one instance), then runs jobs; when there
-are none it waits in the process's idle line (idle_line.py), and one doorbell listener thread wakes
+workers, threads or processes ever run two jobs at once on one instance), then runs jobs, each one's
+images and outcome written by the runner's finisher thread while it claims the next; when there are
+none it waits in the process's idle line (idle_line.py), and one doorbell listener thread wakes
 the best placed idle runner for each doorbell. A housekeeping thread writes the heartbeat,
 renews the slot leases and sweeps expired job leases. WEBHOOK_DISPATCHER_THREADS dispatcher threads
 deliver webhooks from the outbox, apart from the runners, so no receiver can hold up a job. With
@@ -29,6 +30,7 @@ from chalicelib import store
 from chalicelib import transitions
 from chalicelib.queue import base as queue_base
 from chalicelib.webhooks import dispatch
+from worker_fn import finisher
 from worker_fn import idle_line
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,11 @@ class Runner(threading.Thread):
         self.health = instance_health.of(instance, self.client)
         self.current_job: str | None = None
         self.slot: int | None = None
+        self.finisher = finisher.Finisher(f"finisher-{instance.name}-{index}")
 
     def run(self) -> None:
         ctx, stopping = self.worker.ctx, self.worker.stopping
+        self.finisher.start()
         while not stopping.is_set():
             slot = _guarded(lambda: ctx.store.acquire_slot(
                 self.instance.name, holder=self.holder,
@@ -70,6 +74,7 @@ class Runner(threading.Thread):
             try:
                 self._drain_until_stopped()
             finally:
+                self.finisher.wait()  # the last job's outcome is written before its slot is given back
                 self.release_slot()
 
     def release_slot(self) -> None:
@@ -92,7 +97,7 @@ class Runner(threading.Thread):
         ctx = self.worker.ctx
         _guarded(lambda: jobrunner.run_next_job(
             ctx, worker_id=self.worker.worker_id, instance=self.instance, client=self.client,
-            on_claim=self._claimed, on_unavailable=self.health.mark_failed))
+            on_claim=self._claimed, on_unavailable=self.health.mark_failed, store_later=self.finisher.hand_over))
         self.current_job = None
 
     def _claimed(self, job_id: str) -> None:
