@@ -170,6 +170,9 @@ def median_round(runs: list[dict]) -> dict:
 
 
 QUEUED = 100_000
+# Submits to each server before the deep-queue part measures: with 20, the empty queue's p50 still
+# paid a new server's first writes (its WAL file growing, say) and came out above the deep queue's.
+DEEP_QUEUE_WARM_UP = 300
 FILL_JOB = """
 INSERT INTO jobs (id, owner, kind, status, priority, request, options, available_at, created_at, updated_at)
 VALUES (:id, 'e2e', 'txt2img', 'queued', 0, :request, :options, :now, :now, :now)
@@ -195,8 +198,14 @@ def fill_queue(database_url: str, count: int) -> float:
                      "now": now} for job_id in ids])
                 session.executemany(db.native(FILL_DOORBELL), [
                     {"body": db.dump_json({"job_id": job_id}), "now": now} for job_id in ids])
-        # Postgres: vacuumed now, so autovacuum does not wake up for the new rows mid-measurement.
-        db.execute("VACUUM ANALYZE" if db.dialect == "postgres" else "ANALYZE")
+        # Postgres: vacuumed now, so autovacuum does not wake up for the new rows mid-measurement, and
+        # checkpointed, so the checkpoint the fill's WAL calls for is not still writing during it (a
+        # queue that grew over hours would have had its checkpoints along the way).
+        if db.dialect == "postgres":
+            db.execute("VACUUM ANALYZE")
+            db.execute("CHECKPOINT")
+        else:
+            db.execute("ANALYZE")
         newest = job_store.list_jobs("e2e", status="queued", limit=1, before=None).jobs
         timings = []
         for _ in range(20):
@@ -208,21 +217,29 @@ def fill_queue(database_url: str, count: int) -> float:
         db.close()
 
 
-def bench_deep_queue(*, database_url: str | None, label: str, samples: int) -> dict:
-    """Submit p50 at one client on an empty queue, then with QUEUED jobs queued, on one server."""
-    with tempfile.TemporaryDirectory() as directory:
-        cluster = harness.Cluster(pathlib.Path(directory), database_url=database_url)
-        cluster.env.update(LOG_LEVEL="WARNING", SWEEP_INTERVAL="3600")
-        cluster.start_simulator(gen_seconds=0.5)
+def bench_deep_queue(*, database_urls: tuple[str | None, str | None], label: str, samples: int) -> dict:
+    """Submit p50 at one client on two servers side by side, one on an empty store and one on a store
+    with QUEUED jobs queued (`database_urls`: the two stores; None: a SQLite file), taking turns
+    ROUNDS times, so that a burst of noise on this shared machine falls on both alike."""
+    with tempfile.TemporaryDirectory() as empty_dir, tempfile.TemporaryDirectory() as deep_dir:
+        clusters = [harness.Cluster(pathlib.Path(directory), database_url=url)
+                    for directory, url in zip((empty_dir, deep_dir), database_urls, strict=True)]
         try:
-            cluster.start_api()
-            timed_calls(cluster.api_url, SUBMIT, 20)
-            empty = timed_calls(cluster.api_url, SUBMIT, samples)
-            position_ms = fill_queue(cluster.env["DATABASE_URL"], QUEUED)
-            timed_calls(cluster.api_url, SUBMIT, 20)
-            deep = timed_calls(cluster.api_url, SUBMIT, samples)
+            for cluster in clusters:
+                cluster.env.update(LOG_LEVEL="WARNING", SWEEP_INTERVAL="3600")
+                cluster.start_simulator(gen_seconds=0.5)
+                cluster.start_api()
+            empty_cluster, deep_cluster = clusters
+            position_ms = fill_queue(deep_cluster.env["DATABASE_URL"], QUEUED)
+            for cluster in clusters:
+                timed_calls(cluster.api_url, SUBMIT, DEEP_QUEUE_WARM_UP)
+            empty, deep = [], []
+            for _ in range(ROUNDS):
+                empty += timed_calls(empty_cluster.api_url, SUBMIT, max(samples // ROUNDS, 1))
+                deep += timed_calls(deep_cluster.api_url, SUBMIT, max(samples // ROUNDS, 1))
         finally:
-            cluster.stop()
+            for cluster in clusters:
+                cluster.stop()
     empty_p50, deep_p50 = percentile(empty, 0.5) * 1000, percentile(deep, 0.5) * 1000
     return {"label": label, "empty_p50": empty_p50, "deep_p50": deep_p50, "ratio": deep_p50 / empty_p50,
             "empty_p99": percentile(empty, 0.99) * 1000, "deep_p99": percentile(deep, 0.99) * 1000,
@@ -255,14 +272,16 @@ def drop_postgres(name: str) -> None:
 
 
 def deep_queue_rows(*, samples: int, postgres: bool) -> list[dict]:
-    rows = [bench_deep_queue(database_url=None, label="SQLite", samples=samples)]
-    created = postgres_url_or_none() if postgres else None
-    if created is not None:
-        url, name = created
-        try:
-            rows.append(bench_deep_queue(database_url=url, label="Postgres", samples=samples))
-        finally:
-            drop_postgres(name)
+    rows = [bench_deep_queue(database_urls=(None, None), label="SQLite", samples=samples)]
+    created = [postgres_url_or_none() for _ in range(2)] if postgres else []
+    try:
+        if created and None not in created:
+            rows.append(bench_deep_queue(database_urls=tuple(url for url, _ in created), label="Postgres",
+                                         samples=samples))
+    finally:
+        for made in created:
+            if made is not None:
+                drop_postgres(made[1])
     return rows
 
 
