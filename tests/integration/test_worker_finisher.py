@@ -1,5 +1,6 @@
 """A runner's finisher: a job's images and outcome are written while its instance already runs the
-next job, one job at a time per runner, and a stopping worker waits for the last write."""
+next job, one job at a time per runner, and a stopping worker waits for the last write (on SQLite
+and on Postgres: the images land in each one's own table)."""
 from __future__ import annotations
 
 import json
@@ -54,8 +55,8 @@ def test_a_failed_write_is_logged_and_the_next_one_still_runs(caplog):
 
 
 @pytest.fixture
-def api(monkeypatch, tmp_path, sim):
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
+def api(monkeypatch, database_url, sim):
+    monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("API_TOKENS", "alice:tok-alice")
     monkeypatch.setenv("A1111_BASE_URL", sim.url)
     monkeypatch.setenv("PROGRESS_INTERVAL", "0.1")
