@@ -25,7 +25,7 @@ class Finisher(threading.Thread):
 
     def __init__(self, name: str) -> None:
         super().__init__(name=name, daemon=True)
-        self._writes: queue.SimpleQueue[typing.Callable[[], None]] = queue.SimpleQueue()
+        self._writes: queue.SimpleQueue[typing.Callable[[], None] | None] = queue.SimpleQueue()
         self._idle = threading.Event()
         self._idle.set()
 
@@ -39,9 +39,12 @@ class Finisher(threading.Thread):
         """Whether the last write handed over has ended (waiting up to `timeout` s for it)."""
         return self._idle.wait(timeout)
 
+    def close(self) -> None:
+        """End the thread once the writes handed over before are done."""
+        self._writes.put(None)
+
     def run(self) -> None:
-        while True:
-            write = self._writes.get()
+        while (write := self._writes.get()) is not None:
             try:
                 write()
             except Exception:  # noqa: BLE001 - the thread must outlive any failed write, and say so

@@ -76,6 +76,7 @@ class Runner(threading.Thread):
             finally:
                 self.finisher.wait()  # the last job's outcome is written before its slot is given back
                 self.release_slot()
+        self.finisher.close()
 
     def release_slot(self) -> None:
         """Give the slot back (idempotent): at the end of the loop, or by `Worker.stop` for a

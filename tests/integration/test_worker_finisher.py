@@ -40,6 +40,9 @@ def test_writes_run_in_order_one_at_a_time_off_the_caller():
     gate.set()
     second.join(5)
     assert writer.wait(5) and done == [0, 1] and threads == {"finisher-test"}
+    writer.close()
+    writer.join(5)
+    assert not writer.is_alive()  # a closed finisher's thread ends
 
 
 def test_a_failed_write_is_logged_and_the_next_one_still_runs(caplog):
@@ -49,7 +52,8 @@ def test_a_failed_write_is_logged_and_the_next_one_still_runs(caplog):
     with caplog.at_level(logging.ERROR, logger="worker_fn.finisher"):
         writer.hand_over(lambda: 1 / 0)
         writer.hand_over(lambda: done.append("second"))
-        assert writer.wait(5)
+        writer.close()
+        writer.join(5)
     assert done == ["second"]
     assert any("storing a finished job failed" in r.getMessage() and r.exc_info for r in caplog.records)
 
@@ -63,6 +67,9 @@ def api(monkeypatch, database_url, sim):
     context_module.reset_context()
     with chalice_test.Client(app_module.app) as client:
         yield client
+    queue = context_module.get_context().queue
+    if hasattr(queue, "close"):  # Postgres's: its LISTEN thread would outlive the test's database
+        queue.close()
     context_module.reset_context()
 
 
@@ -111,3 +118,5 @@ def test_the_instance_runs_the_next_job_while_the_last_ones_outcome_is_written_a
     assert sim.stats()["max_concurrent_generations"] == 1
     assert ctx.store.acquire_slot(ctx.instances[0].name, holder="next", lease_seconds=5,
                                   now=time.time()) is not None  # the slot was given back
+    support.wait_until(lambda: not any(runner.finisher.is_alive() for runner in worker.runners),
+                       what="the finishers' threads to end with their runners")
