@@ -50,8 +50,11 @@ def get_context() -> Context:
 
 
 def reset_context() -> None:
-    """Forget the context and the settings (tests change the environment between apps)."""
+    """Forget the context (its queue's background thread stopped) and the settings (tests change the
+    environment between apps)."""
     global _context
     with _lock:
+        if _context is not None:
+            _context.queue.close()
         _context = None
     config.get_settings.cache_clear()

@@ -37,6 +37,9 @@ class LocalQueue:
         self.max_receives = max_receives
         self.visibility_timeout = visibility_timeout
 
+    def close(self) -> None:
+        """Nothing runs in the background: receivers watch the file's data version."""
+
     def send(self, queue: str, body: dict, *, delay: float = 0) -> None:
         with self.database.transaction() as session:
             self.send_on_commit(queue, body, delay=delay).write(session)

@@ -45,6 +45,9 @@ class SqsQueue:
         self.client = client or make_client(next(iter(self.urls.values()), ""))
         self._dead_letter_urls: dict[str, str | None] = {}
 
+    def close(self) -> None:
+        """Nothing runs in the background: a receive is one long poll."""
+
     @classmethod
     def from_settings(cls, settings: config.Settings) -> "SqsQueue":
         missing = [name for name, url in (("JOBS_QUEUE_URL", settings.jobs_queue_url),

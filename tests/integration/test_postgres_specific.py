@@ -428,6 +428,22 @@ def test_listener_reconnects_after_its_connection_is_cut(pg_queue, postgres_url,
     assert time.time() - message.body["sent_at"] < 0.1
 
 
+def test_a_forgotten_context_stops_its_queues_listener(postgres_url, monkeypatch):
+    """reset_context (tests, between apps) would otherwise leave the LISTEN thread running, which
+    outlives the test's database and logs at the end of the run."""
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    monkeypatch.setattr(postgres_queue, "LISTEN_SLICE", 0.1)
+    context_module.reset_context()
+    assert context_module.get_context().queue.receive("jobs", wait_seconds=0.2) == []
+
+    def listeners() -> list[threading.Thread]:
+        return [thread for thread in threading.enumerate() if thread.name == "queue-listener"]
+
+    assert listeners()
+    context_module.reset_context()
+    support.wait_until(lambda: not listeners(), timeout=5, what="the listener thread to end")
+
+
 def test_receivers_on_many_threads_never_get_the_same_message(pg_queue):
     for i in range(200):
         pg_queue.send("jobs", {"n": i})

@@ -67,9 +67,6 @@ def api(monkeypatch, database_url, sim):
     context_module.reset_context()
     with chalice_test.Client(app_module.app) as client:
         yield client
-    queue = context_module.get_context().queue
-    if hasattr(queue, "close"):  # Postgres's: its LISTEN thread would outlive the test's database
-        queue.close()
     context_module.reset_context()
 
 
