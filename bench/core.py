@@ -233,10 +233,10 @@ def bench_deep_queue(*, database_urls: tuple[str | None, str | None], label: str
             position_ms = fill_queue(deep_cluster.env["DATABASE_URL"], QUEUED)
             for cluster in clusters:
                 timed_calls(cluster.api_url, SUBMIT, DEEP_QUEUE_WARM_UP)
-            empty, deep = [], []
+            empty, deep, per_round = [], [], max(samples // ROUNDS, 1)
             for _ in range(ROUNDS):
-                empty += timed_calls(empty_cluster.api_url, SUBMIT, max(samples // ROUNDS, 1))
-                deep += timed_calls(deep_cluster.api_url, SUBMIT, max(samples // ROUNDS, 1))
+                empty += timed_calls(empty_cluster.api_url, SUBMIT, per_round)
+                deep += timed_calls(deep_cluster.api_url, SUBMIT, per_round)
         finally:
             for cluster in clusters:
                 cluster.stop()
@@ -330,8 +330,7 @@ def bench_sequential(*, jobs: int, gen_seconds: float) -> dict:
 
 def print_submit_table(rows: list[dict]) -> None:
     print(f"| clients | route | requests | req/s (median of {ROUNDS} rounds) | p50 | p99 | API CPU per request | "
-          "load generator CPU | "
-          "submit req/s ÷ this route's |")
+          "load generator CPU | submit req/s ÷ this route's |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['clients']} | {r['route']} | {r['requests']} | {r['throughput']:.0f} | {r['p50_ms']:.1f} ms | "

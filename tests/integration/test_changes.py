@@ -10,6 +10,7 @@ import pytest
 
 from chalicelib import changes
 from chalicelib import errors
+from chalicelib import store as store_module
 from chalicelib.store import base
 
 NOW = 1_000_000.0
@@ -117,8 +118,6 @@ def test_closing_the_registry_wakes_every_waiter(job_store, registry):
 def test_sqlites_change_log_keeps_its_last_10000_changes_pruning_100_at_a_time(tmp_path):
     """Pruned at every 100th change, by inserts and by updates alike; a change in between deletes
     nothing (which would write the log's oldest page at every write of a job)."""
-    from chalicelib import store as store_module
-
     job_store = store_module.make_store(f"sqlite:///{tmp_path / 'jobs.db'}")
     job_store.migrate()
     db = job_store.database

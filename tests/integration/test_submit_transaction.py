@@ -5,6 +5,7 @@ SQS, which cannot join the transaction, sends after the commit.
 """
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -14,6 +15,7 @@ from chalicelib import queue as queue_module
 from chalicelib.queue import base as queue_base
 from chalicelib.queue import sqs
 from chalicelib.store import base
+from chalicelib.store import jobs as jobs_module
 
 NOW = 1_700_000_000.0
 
@@ -170,10 +172,6 @@ def test_a_batchs_jobs_take_their_owners_checkpoint(job_store):
 def test_a_group_reads_each_owners_checkpoint_once(job_store, monkeypatch):
     """Jobs written in one group commit (one transaction) share each owner's model choice, read once
     per owner: the choice cannot change inside the transaction."""
-    import dataclasses
-
-    from chalicelib.store import jobs as jobs_module
-
     job_store.set_model_choice("alice", "sdxl.safetensors", now=NOW)
     job_store.set_model_choice("bob", "flux.safetensors", now=NOW)
     reads = []
