@@ -155,8 +155,15 @@ def bench_submit_vs_ceiling(*, clients: int, total_requests: int, rounds: int) -
     medians = {label: median_round(runs) for label, runs in results.items()}
     submit = medians[SUBMIT.label]
     return [dict(medians[route.label], clients=clients, route=route.label,
-                 submit_ratio=None if route is SUBMIT else submit["throughput"] / medians[route.label]["throughput"])
+                 submit_ratio=None if route is SUBMIT else submit["throughput"] / medians[route.label]["throughput"],
+                 round_ratios=None if route is SUBMIT else round_ratios(results[SUBMIT.label], results[route.label]))
             for route in routes]
+
+
+def round_ratios(submit_runs: list[dict], route_runs: list[dict]) -> list[float]:
+    """Submit's throughput ÷ the route's, round by round (each with the same round's turn of the
+    route), sorted: their spread is this machine's noise on the ratio from one moment to the next."""
+    return sorted(s["throughput"] / r["throughput"] for s, r in zip(submit_runs, route_runs, strict=True))
 
 
 def median_round(runs: list[dict]) -> dict:
@@ -330,12 +337,13 @@ def bench_sequential(*, jobs: int, gen_seconds: float) -> dict:
 
 def print_submit_table(rows: list[dict]) -> None:
     print(f"| clients | route | requests | req/s (median of {ROUNDS} rounds) | p50 | p99 | API CPU per request | "
-          "load generator CPU | submit req/s ÷ this route's |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "load generator CPU | submit req/s ÷ this route's | the same, round by round |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        by_round = "—" if r["round_ratios"] is None else " ".join(f"{x:.2f}" for x in r["round_ratios"])
         print(f"| {r['clients']} | {r['route']} | {r['requests']} | {r['throughput']:.0f} | {r['p50_ms']:.1f} ms | "
               f"{r['p99_ms']:.1f} ms | {r['api_cpu_ms']:.2f} ms | {r['client_cores']:.2f} cores | "
-              f"{'—' if r['submit_ratio'] is None else format(r['submit_ratio'], '.2f')} |")
+              f"{'—' if r['submit_ratio'] is None else format(r['submit_ratio'], '.2f')} | {by_round} |")
 
 
 def submit_rows(scale: float) -> list[dict]:
