@@ -9,7 +9,27 @@ through `dump_json`/`load_json`, list parameters through `array` (read in SQL by
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import time
 import typing
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteFailure:
+    at: float  # Unix time
+    error: str
+
+
+class WriteFailures:
+    """The last write of this process that the database refused (`StoreUnavailable`: a full disk, a
+    read-only server, a lock never granted). Such a store still answers every read and ping, so
+    /health asks this to tell it."""
+
+    def __init__(self) -> None:
+        self.last: WriteFailure | None = None
+
+    def record(self, error: Exception) -> None:
+        self.last = WriteFailure(at=time.time(), error=str(error))
 
 
 class Session(typing.Protocol):
@@ -28,6 +48,7 @@ class Database(typing.Protocol):
 
     dialect: str  # "sqlite" | "postgres": the key of a statement's per-dialect override
     IntegrityError: type[Exception]
+    write_failures: WriteFailures  # recorded by every write: transaction(), execute(), execute_one()
 
     def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]: ...
     def query_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None: ...

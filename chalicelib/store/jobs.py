@@ -9,10 +9,12 @@ doorbells.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
 import uuid
 
+from chalicelib import errors
 from chalicelib import vocabulary
 from chalicelib.store import base
 from chalicelib.store import database as database_module
@@ -51,6 +53,9 @@ class JobStore:
 
     def ping(self) -> None:
         self.database.query_one("SELECT 1")
+
+    def last_write_failure(self) -> database_module.WriteFailure | None:
+        return self.database.write_failures.last
 
     # -- API side ---------------------------------------------------------------------------
 
@@ -391,7 +396,10 @@ class JobStore:
         self.database.execute(self.sql.REMOVE_WORKER, {"id": worker_id})
 
     def list_workers(self, *, now: float, keep_seconds: float) -> list[base.Worker]:
-        self.database.execute(self.sql.PRUNE_WORKERS, {"cutoff": now - keep_seconds})
+        """Those older than `keep_seconds` are pruned first, if the store takes writes: one that
+        only reads (a full disk) still lists them."""
+        with contextlib.suppress(errors.StoreUnavailable):
+            self.database.execute(self.sql.PRUNE_WORKERS, {"cutoff": now - keep_seconds})
         return [base.Worker(**{**row, "info": self.database.load_json(row["info"])})
                 for row in self.database.query(self.sql.SELECT_WORKERS)]
 

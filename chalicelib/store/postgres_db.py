@@ -39,6 +39,7 @@ from psycopg import rows as psycopg_rows
 from psycopg.types import json as psycopg_json
 
 from chalicelib import errors
+from chalicelib.store import database as database_module
 from chalicelib.store import postgres_schema
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class PostgresDatabase:
         self._idle: list[tuple[psycopg.Connection, float]] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(options.pool_size)
+        self.write_failures = database_module.WriteFailures()
         # Idle connections close with the database object, even if nobody calls close().
         self._finalizer = weakref.finalize(self, _close_all, self._idle)
 
@@ -164,12 +166,22 @@ class PostgresDatabase:
     @contextlib.contextmanager
     def transaction(self) -> typing.Iterator[PostgresSession]:
         """A transaction, committed on success and rolled back on any error."""
-        with self.connection() as conn, conn.transaction():
+        with self._writing(), self.connection() as conn, conn.transaction():
             yield PostgresSession(conn)
 
     def execute_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None:
         """Run one statement that may write, on its own (autocommit); its first row."""
-        return self.query_one(sql, params)
+        with self._writing():
+            return self.query_one(sql, params)
+
+    @contextlib.contextmanager
+    def _writing(self) -> typing.Iterator[None]:
+        """Around a write: its `StoreUnavailable`, if any, goes to `write_failures`."""
+        try:
+            yield
+        except errors.StoreUnavailable as exc:
+            self.write_failures.record(exc)
+            raise
 
     native = staticmethod(pyformat)
 
@@ -190,7 +202,7 @@ class PostgresDatabase:
 
     def execute(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> int:
         """Run one statement; the number of rows it changed."""
-        with self.connection() as conn:
+        with self._writing(), self.connection() as conn:
             return conn.execute(sql, params).rowcount
 
     def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]:

@@ -33,6 +33,7 @@ import threading
 import typing
 
 from chalicelib import errors
+from chalicelib.store import database as database_module
 from chalicelib.store import sqlite_checkpoints
 from chalicelib.store import sqlite_schema
 
@@ -97,6 +98,7 @@ class SqliteDatabase:
         self._readers_guard = threading.Lock()
         self._closes = 0  # close() calls so far: a reader borrowed before one is closed on return
         self._watchers = threading.local()
+        self.write_failures = database_module.WriteFailures()
         directory = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -152,18 +154,22 @@ class SqliteDatabase:
     def write(self) -> typing.Iterator[sqlite3.Connection]:
         """A short write transaction on the writer connection, committed on success and rolled back
         on any error (also when COMMIT itself fails, so the writer is never left in a transaction)."""
-        with self._write_lock, _wrapped():
-            conn = self._writer_connection()
-            conn.execute("BEGIN IMMEDIATE")
-            self._writing_thread = threading.get_ident()
-            try:
-                yield conn
-                conn.execute("COMMIT")
-                sqlite_checkpoints.committed(self.path, self._write_lock)
-            finally:
-                self._writing_thread = None
-                if conn.in_transaction:
-                    self._roll_back(conn)
+        try:
+            with self._write_lock, _wrapped():
+                conn = self._writer_connection()
+                conn.execute("BEGIN IMMEDIATE")
+                self._writing_thread = threading.get_ident()
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                    sqlite_checkpoints.committed(self.path, self._write_lock)
+                finally:
+                    self._writing_thread = None
+                    if conn.in_transaction:
+                        self._roll_back(conn)
+        except errors.StoreUnavailable as exc:
+            self.write_failures.record(exc)
+            raise
 
     def _writer_connection(self) -> sqlite3.Connection:
         """The process's one connection for writes (of this object's file); call with _write_lock."""
