@@ -446,6 +446,7 @@ class Campaign:
             "fault": "SQLite's filesystem full", "submits_until_full": dict(answers),
             "seconds_to_fill": round(filled_seconds, 1), "first_refusal": first_refusal,
             "health_while_full": f"{health.status_code} {health.json().get('status')}",
+            "store_while_full": health.json().get("store"),
             "integrity_while_full": integrity_full, "accepting_after_space_s": round(accepting, 2),
             "integrity_after": integrity(path)})
 

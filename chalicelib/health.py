@@ -12,6 +12,7 @@ from chalicelib import context as context_module
 from chalicelib import errors
 from chalicelib import instance_health
 from chalicelib import store
+from chalicelib import views
 from chalicelib import vocabulary
 from chalicelib.queue import base as queue_base
 
@@ -23,6 +24,8 @@ WORKER_ROW_KEEP_SECONDS = 24 * 3600
 # the time between two runs of the Lambda deployment's sweeper (every minute), which heartbeats too.
 WORKER_FRESH_MIN_SECONDS = 150.0
 UP, DEGRADED, DOWN = "up", "degraded", "down"
+# A write refused this recently makes the store "degraded" (it reads, but jobs may not be taken or run).
+WRITE_FAILURES_SECONDS = 60.0
 
 _summary_lock = threading.Lock()
 _summary_cache: tuple[context_module.Context, float, dict, bool] | None = None
@@ -53,7 +56,7 @@ def summarize(report: dict, *, settings) -> dict:
     fresh = max(3 * settings.heartbeat_interval, WORKER_FRESH_MIN_SECONDS)
     healthy_instances = sum(1 for instance in report["instances"] if instance["healthy"])
     components = {
-        "store": UP,
+        "store": DEGRADED if report["store"]["writes_failing"] else UP,  # it reads, but writes fail
         "queue": UP,  # its depth was read; dead letters are in the detail (the sweep re-rings their jobs)
         "workers": UP if any(w["heartbeat_age_seconds"] <= fresh for w in report["workers"]) else DOWN,
         "instances": (UP if healthy_instances == len(report["instances"]) and healthy_instances
@@ -64,7 +67,8 @@ def summarize(report: dict, *, settings) -> dict:
 
 def overall(components: dict) -> str:
     """ok when every component is up; down when no job can run (no instance answers, or no worker
-    is alive to run one): jobs are still accepted and wait; else degraded."""
+    is alive to run one): jobs are still accepted and wait; else degraded (a store whose writes
+    fail among them: some or all jobs are refused)."""
     if components["instances"] == DOWN or components["workers"] == DOWN:
         return "down"
     return "ok" if set(components.values()) == {UP} else "degraded"
@@ -87,7 +91,7 @@ def check(ctx: context_module.Context) -> tuple[dict, bool]:
         return {"status": "unavailable", "store": {"backend": ctx.store.backend, "ok": False}}, False
     report = {
         "status": "ok",
-        "store": {"backend": ctx.store.backend, "ok": True},
+        "store": store_writes(ctx, now=now),
         "queue": {"jobs": {status.value: counts.get(status, 0) for status in vocabulary.JobStatus},
                   "doorbells": doorbells},
         "webhooks": {"due": due_webhooks},
@@ -97,6 +101,19 @@ def check(ctx: context_module.Context) -> tuple[dict, bool]:
     }
     report["status"] = summarize(report, settings=ctx.settings)["status"]
     return report, True
+
+
+def store_writes(ctx: context_module.Context, *, now: float) -> dict:
+    """The store's part of the report: it answered reads (the caller saw that), and whether a write of
+    this process was refused within the last WRITE_FAILURES_SECONDS. A store that reads but cannot
+    write (a full disk, a read-only server) answers every ping; a small write may even pass while a
+    submit's does not (SQLite on a full disk did so): only the refusals tell."""
+    report = {"backend": ctx.store.backend, "ok": True, "writes_failing": False}
+    failure = ctx.store.last_write_failure()
+    if failure is not None and now - failure.at < WRITE_FAILURES_SECONDS:
+        report.update(writes_failing=True, last_write_error=failure.error,
+                      last_write_failed_at=views.iso(failure.at))
+    return report
 
 
 def instances(ctx: context_module.Context) -> list[dict]:

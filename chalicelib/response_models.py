@@ -291,7 +291,12 @@ class HTTPValidationError(pydantic.BaseModel):
 
 class HealthStore(pydantic.BaseModel):
     backend: str | None = None
-    ok: bool
+    ok: bool = pydantic.Field(description="the store answered")
+    writes_failing: bool | None = pydantic.Field(
+        None, description="the store refused a write of this API process within the last minute (a full "
+                          "disk, a read-only server): it reads, but jobs may be refused (503) or not run")
+    last_write_error: str | None = pydantic.Field(None, description="why the last refused write was refused")
+    last_write_failed_at: str | None = pydantic.Field(None, description="when (ISO 8601, UTC)")
     error: str | None = None
 
 

@@ -58,6 +58,10 @@ def test_sqlite_on_a_full_disk_answers_503_keeps_its_file_sound_and_recovers(tmp
                                          "cannot open the SQLite database: database or disk is full")
     assert outage["integrity_while_full"] == "ok" and outage["integrity_after"] == "ok"
     assert outage["accepting_after_space_s"] < 10
+    # /health tells: the store answers reads, but refuses writes
+    assert outage["health_while_full"] == "200 degraded"
+    assert outage["store_while_full"]["writes_failing"] is True
+    assert outage["store_while_full"]["last_write_error"] == refusal["body"]["detail"]
 
 
 def test_a_hung_a1111_under_load_is_abandoned_and_its_job_completes_elsewhere(tmp_path):

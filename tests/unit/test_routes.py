@@ -159,10 +159,27 @@ def test_health_with_a_token_reports_store_and_instances(client):
     response = client.http.get("/health", headers=ALICE)
     assert response.status_code == 200
     body = response.json_body
-    assert body["store"] == {"backend": "sqlite", "ok": True}
+    assert body["store"] == {"backend": "sqlite", "ok": True, "writes_failing": False}
     assert body["queue"]["jobs"]["queued"] == 1
     assert body["instances"][0]["reachable"] is False  # nothing listens on port 9
     assert body["webhooks"] == {"due": 0}
+
+
+def test_health_says_the_store_refuses_writes_while_it_does(client):
+    submit(client)
+    with context_module.get_context().store.database.write() as writer:  # the API's one writer connection
+        pass
+    writer.execute("PRAGMA query_only = 1")  # SQLite refuses its writes, as on a full disk; reads go on
+    try:
+        refused = post(client, "/sdapi/v1/txt2img", {"prompt": "x"})
+        assert refused.status_code == 503 and refused.json_body["error"] == "StoreUnavailable"
+        anonymous = client.http.get("/health")
+        assert anonymous.status_code == 200 and anonymous.json_body["components"]["store"] == "degraded"
+        store = client.http.get("/health", headers=ALICE).json_body["store"]
+        assert store["writes_failing"] is True and store["last_write_error"] == refused.json_body["detail"]
+        assert client.http.get("/sdapi/v1/jobs?limit=5", headers=ALICE).status_code == 200  # reads go on
+    finally:
+        writer.execute("PRAGMA query_only = 0")
 
 
 def test_health_shows_the_webhook_backlog(client):
