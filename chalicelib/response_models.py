@@ -62,7 +62,7 @@ class JobSummary(pydantic.BaseModel):
 
     model_config = _example({
         "job_id": examples.JOB_ID, "uuid": examples.JOB_ID, "id": examples.JOB_ID, "job_status": "queued",
-        "type": "txt2img", "status": "queued", "priority": 0, "queue_position": 1,
+        "type": "txt2img", "owner": "alice", "status": "queued", "priority": 0, "queue_position": 1,
         "progress": None, "attempts": 0, "cancel_requested": False, "created_at": EXAMPLE_CREATED_AT,
         "started_at": None, "finished_at": None, "error": None, "metadata": {"order": 42}, "version": 1,
         "batch_id": None,
@@ -73,6 +73,8 @@ class JobSummary(pydantic.BaseModel):
     id: str = pydantic.Field(description="= job_id, for the original proxy's clients")
     job_status: vocabulary.JobStatus = pydantic.Field(description="= status, for the original proxy's clients")
     type: request_models.JobKind
+    owner: str = pydantic.Field(description="the name of the token that submitted it (API_TOKENS): in an "
+                                            "admin's listing of every owner's jobs (`?owner=*`), whose it is")
     status: vocabulary.JobStatus
     priority: int = pydantic.Field(ge=-100, le=100, description="higher runs first")
     queue_position: int | None = pydantic.Field(ge=1, description="while queued: 1 = next to run")

@@ -34,6 +34,7 @@ def job_summary(job: base.Job, *, queue_position: int | None) -> dict:
         "id": job.id,
         "job_status": job.status,
         "type": job.kind,
+        "owner": job.owner,  # an admin's listing of every owner's jobs tells them apart
         "status": job.status,
         "priority": job.priority,
         "queue_position": queue_position,

@@ -71,7 +71,7 @@ def roles(monkeypatch):
 def test_an_admin_lists_one_or_every_owner_and_cancels_any_job(client, roles):
     alices, bobs = submit(client).json_body, submit(client, BOB).json_body
     listed = client.http.get("/sdapi/v1/jobs?owner=*", headers=ROOT).json_body["jobs"]
-    assert [job["job_id"] for job in listed] == [bobs["job_id"], alices["job_id"]]
+    assert [(job["job_id"], job["owner"]) for job in listed] == [(bobs["job_id"], "bob"), (alices["job_id"], "alice")]
     only_bob = client.http.get("/sdapi/v1/jobs?owner=bob", headers=ROOT).json_body["jobs"]
     assert [job["job_id"] for job in only_bob] == [bobs["job_id"]]
     assert client.http.get("/sdapi/v1/jobs", headers=ROOT).json_body["jobs"] == []  # its own jobs
