@@ -22,6 +22,9 @@ from chalicelib import config
 STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 REDACTED = "[redacted]"
 MIN_SECRET_LENGTH = 6  # shorter values would mask ordinary words; such tokens are unsafe anyway
+# waitress warns "Task queue depth is N" at every request that finds no idle thread: a saturated
+# server wrote (and formatted) one line per request. Such loggers keep one line per interval.
+THROTTLED_LOGGERS = {"waitress.queue": 60.0}
 
 
 class JsonFormatter(logging.Formatter):
@@ -51,12 +54,40 @@ class JsonFormatter(logging.Formatter):
         return line
 
 
+class Throttle(logging.Filter):
+    """Lets one record through per `interval` seconds; the next one through says how many were
+    dropped meanwhile (`suppressed`). For loggers that repeat one line at every request."""
+
+    def __init__(self, interval: float, *, clock: typing.Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self._next_at = float("-inf")
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self.clock()
+        with self._lock:
+            if now < self._next_at:
+                self._suppressed += 1
+                return False
+            self._next_at = now + self.interval
+            if self._suppressed:
+                record.suppressed = self._suppressed
+                self._suppressed = 0
+        return True
+
+
 def configure(level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter(secrets=secrets_in(config.get_settings())))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name, interval in THROTTLED_LOGGERS.items():
+        throttled = logging.getLogger(name)
+        throttled.filters[:] = [Throttle(interval)]
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -78,3 +79,34 @@ def test_uncaught_exceptions_and_warnings_are_json_lines_too(code, expected_mess
     lines = [line for line in (run.stdout + run.stderr).splitlines() if line]
     entries = [json.loads(line) for line in lines]  # every line is JSON
     assert any(expected_message in entry["message"] for entry in entries), lines
+
+
+def test_a_throttled_logger_keeps_one_line_per_interval_and_counts_the_rest():
+    now = [100.0]
+    logger = logging.getLogger("tests.throttled")
+    logger.filters[:] = [logs.Throttle(60.0, clock=lambda: now[0])]
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logger.addHandler(handler)
+    try:
+        for depth in range(1, 6):  # a saturated server: one warning per request
+            logger.warning("Task queue depth is %d", depth)
+        now[0] += 59.9
+        logger.warning("Task queue depth is %d", 6)
+        now[0] += 0.1
+        logger.warning("Task queue depth is %d", 7)
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in seen] == ["Task queue depth is 1", "Task queue depth is 7"]
+    assert not hasattr(seen[0], "suppressed") and seen[1].suppressed == 5
+
+
+def test_waitress_queue_depth_warnings_are_throttled_once_configured():
+    script = ("from chalicelib import logs\nlogs.configure('INFO')\nlogs.configure('INFO')\n"
+              "from waitress import task\nqueue_logger = task.ThreadedTaskDispatcher.queue_logger\n"
+              "for depth in range(1, 51):\n    queue_logger.warning('Task queue depth is %d', depth)\n")
+    run = subprocess.run([sys.executable, "-c", script], cwd=harness.ROOT, capture_output=True, text=True,
+                         timeout=30, check=True, env={**os.environ, "API_TOKENS": "alice:tok-alice-123"})
+    entries = [json.loads(line) for line in run.stderr.splitlines() if line]
+    assert [(e["logger"], e["message"]) for e in entries] == [("waitress.queue", "Task queue depth is 1")]
