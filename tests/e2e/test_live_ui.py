@@ -68,6 +68,9 @@ def test_the_page_shows_a_job_progressing_and_completing_with_its_image(cluster_
 
 
 def test_the_cancel_button_cancels_a_running_job(cluster_ui, page):
+    # A generation long enough that the click always lands while it runs: with 3 s, a loaded CI
+    # machine once saw the job complete before the cancel reached the worker.
+    requests.post(f"{cluster_ui.sim_url}/_sim/faults", json={"gen_seconds": 60}, timeout=10).raise_for_status()
     open_with_token(page, cluster_ui.api_url)
     job = cluster_ui.submit({"prompt": "to be cancelled", "steps": 20})
     job_card = card(page, job["job_id"])
