@@ -13,6 +13,8 @@ import dataclasses
 import time
 import typing
 
+from chalicelib import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class WriteFailure:
@@ -28,8 +30,15 @@ class WriteFailures:
     def __init__(self) -> None:
         self.last: WriteFailure | None = None
 
-    def record(self, error: Exception) -> None:
-        self.last = WriteFailure(at=time.time(), error=str(error))
+    @contextlib.contextmanager
+    def recorded(self) -> typing.Iterator[None]:
+        """Around one write: its `StoreUnavailable`, if any, becomes `last` (a constraint's refusal
+        or the caller's own error is not the store's)."""
+        try:
+            yield
+        except errors.StoreUnavailable as exc:
+            self.last = WriteFailure(at=time.time(), error=str(exc))
+            raise
 
 
 class Session(typing.Protocol):

@@ -166,22 +166,13 @@ class PostgresDatabase:
     @contextlib.contextmanager
     def transaction(self) -> typing.Iterator[PostgresSession]:
         """A transaction, committed on success and rolled back on any error."""
-        with self._writing(), self.connection() as conn, conn.transaction():
+        with self.write_failures.recorded(), self.connection() as conn, conn.transaction():
             yield PostgresSession(conn)
 
     def execute_one(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> dict | None:
         """Run one statement that may write, on its own (autocommit); its first row."""
-        with self._writing():
+        with self.write_failures.recorded():
             return self.query_one(sql, params)
-
-    @contextlib.contextmanager
-    def _writing(self) -> typing.Iterator[None]:
-        """Around a write: its `StoreUnavailable`, if any, goes to `write_failures`."""
-        try:
-            yield
-        except errors.StoreUnavailable as exc:
-            self.write_failures.record(exc)
-            raise
 
     native = staticmethod(pyformat)
 
@@ -202,7 +193,7 @@ class PostgresDatabase:
 
     def execute(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> int:
         """Run one statement; the number of rows it changed."""
-        with self._writing(), self.connection() as conn:
+        with self.write_failures.recorded(), self.connection() as conn:
             return conn.execute(sql, params).rowcount
 
     def query(self, sql: str, params: typing.Mapping | typing.Sequence = ()) -> list[dict]:

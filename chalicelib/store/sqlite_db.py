@@ -154,22 +154,18 @@ class SqliteDatabase:
     def write(self) -> typing.Iterator[sqlite3.Connection]:
         """A short write transaction on the writer connection, committed on success and rolled back
         on any error (also when COMMIT itself fails, so the writer is never left in a transaction)."""
-        try:
-            with self._write_lock, _wrapped():
-                conn = self._writer_connection()
-                conn.execute("BEGIN IMMEDIATE")
-                self._writing_thread = threading.get_ident()
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                    sqlite_checkpoints.committed(self.path, self._write_lock)
-                finally:
-                    self._writing_thread = None
-                    if conn.in_transaction:
-                        self._roll_back(conn)
-        except errors.StoreUnavailable as exc:
-            self.write_failures.record(exc)
-            raise
+        with self.write_failures.recorded(), self._write_lock, _wrapped():
+            conn = self._writer_connection()
+            conn.execute("BEGIN IMMEDIATE")
+            self._writing_thread = threading.get_ident()
+            try:
+                yield conn
+                conn.execute("COMMIT")
+                sqlite_checkpoints.committed(self.path, self._write_lock)
+            finally:
+                self._writing_thread = None
+                if conn.in_transaction:
+                    self._roll_back(conn)
 
     def _writer_connection(self) -> sqlite3.Connection:
         """The process's one connection for writes (of this object's file); call with _write_lock."""
