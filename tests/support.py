@@ -1,5 +1,5 @@
 """Small helpers every kind of test uses: free ports, waiting for a condition or a server, background
-calls."""
+calls, a database that refuses writes."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+import psycopg
 import requests
 
 
@@ -79,3 +80,30 @@ def simulator_fixtures(*, gen_seconds: float, scope: str):
         shared_sim.reset()
 
     return shared_sim, sim
+
+
+@contextlib.contextmanager
+def writes_refused(database):
+    """`database` (a store's) refuses writes meanwhile, as on a full disk; reads go on. SQLite: the
+    process's writer connection is query_only. Postgres: new transactions are read-only (the pool's
+    idle connections are closed so that new ones open)."""
+    if database.dialect == "sqlite":
+        with database.write() as writer:  # the one connection this process writes with
+            pass
+        writer.execute("PRAGMA query_only = 1")
+        try:
+            yield
+        finally:
+            writer.execute("PRAGMA query_only = 0")
+        return
+    url = database.options.conninfo
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(url, dbname="postgres", autocommit=True) as admin:  # not one that turns read-only
+        admin.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    database.close()
+    try:
+        yield
+    finally:
+        with psycopg.connect(url, dbname="postgres", autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE {name} RESET default_transaction_read_only")
+        database.close()

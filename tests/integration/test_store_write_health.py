@@ -2,45 +2,17 @@
 a read-only server) is reported as refusing them, with the last refusal's error, for a minute after it."""
 from __future__ import annotations
 
-import contextlib
 import types
 import uuid
 
-import psycopg
 import pytest
 
 from chalicelib import errors
 from chalicelib import health
 from chalicelib.store import base
+from tests import support
 
 NOW = 1_700_000_000.0
-
-
-@contextlib.contextmanager
-def writes_refused(job_store):
-    """The database itself refuses writes meanwhile: SQLite's writer is query_only, Postgres's new
-    transactions are read-only (the pool's idle connections are closed so that new ones open)."""
-    database = job_store.database
-    if database.dialect == "sqlite":
-        with database.write() as writer:  # the one connection this process writes with
-            pass
-        writer.execute("PRAGMA query_only = 1")
-        try:
-            yield
-        finally:
-            writer.execute("PRAGMA query_only = 0")
-        return
-    url = database.options.conninfo
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(url, dbname="postgres", autocommit=True) as admin:  # not one that turns read-only
-        admin.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
-    database.close()
-    try:
-        yield
-    finally:
-        with psycopg.connect(url, dbname="postgres", autocommit=True) as admin:
-            admin.execute(f"ALTER DATABASE {name} RESET default_transaction_read_only")
-        database.close()
 
 
 def submit(job_store) -> None:
@@ -55,7 +27,7 @@ def test_a_store_that_refuses_writes_is_reported_so_for_a_minute_after_its_last_
     submit(job_store)
     assert health.store_writes(ctx, now=NOW) == {"backend": job_store.backend, "ok": True, "writes_failing": False}
 
-    with writes_refused(job_store):
+    with support.writes_refused(job_store.database):
         with pytest.raises(errors.StoreUnavailable) as refused:
             submit(job_store)
         job_store.ping()  # it answers: a ping alone would call it up

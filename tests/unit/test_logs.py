@@ -103,7 +103,7 @@ def test_a_throttled_logger_keeps_one_line_per_interval_and_counts_the_rest():
 
 
 def test_waitress_queue_depth_warnings_are_throttled_once_configured():
-    script = ("from chalicelib import logs\nlogs.configure('INFO')\nlogs.configure('INFO')\n"
+    script = ("from chalicelib import logs\nlogs.configure('INFO')\n"
               "from waitress import task\nqueue_logger = task.ThreadedTaskDispatcher.queue_logger\n"
               "for depth in range(1, 51):\n    queue_logger.warning('Task queue depth is %d', depth)\n")
     run = subprocess.run([sys.executable, "-c", script], cwd=harness.ROOT, capture_output=True, text=True,

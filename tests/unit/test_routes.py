@@ -8,6 +8,7 @@ import time
 import pytest
 
 from chalicelib import context as context_module
+from tests import support
 
 ALICE = {"Authorization": "Bearer tok-alice", "Content-Type": "application/json"}
 BOB = {"Authorization": "Bearer tok-bob", "Content-Type": "application/json"}
@@ -167,10 +168,7 @@ def test_health_with_a_token_reports_store_and_instances(client):
 
 def test_health_says_the_store_refuses_writes_while_it_does(client):
     submit(client)
-    with context_module.get_context().store.database.write() as writer:  # the API's one writer connection
-        pass
-    writer.execute("PRAGMA query_only = 1")  # SQLite refuses its writes, as on a full disk; reads go on
-    try:
+    with support.writes_refused(context_module.get_context().store.database):
         refused = post(client, "/sdapi/v1/txt2img", {"prompt": "x"})
         assert refused.status_code == 503 and refused.json_body["error"] == "StoreUnavailable"
         anonymous = client.http.get("/health")
@@ -178,8 +176,6 @@ def test_health_says_the_store_refuses_writes_while_it_does(client):
         store = client.http.get("/health", headers=ALICE).json_body["store"]
         assert store["writes_failing"] is True and store["last_write_error"] == refused.json_body["detail"]
         assert client.http.get("/sdapi/v1/jobs?limit=5", headers=ALICE).status_code == 200  # reads go on
-    finally:
-        writer.execute("PRAGMA query_only = 0")
 
 
 def test_health_shows_the_webhook_backlog(client):
