@@ -29,7 +29,6 @@ import http.client
 import json
 import os
 import pathlib
-import secrets
 import shutil
 import signal
 import socket
@@ -611,18 +610,6 @@ def hung_a1111(plan: Plan, workdir: pathlib.Path, database_url: str, *, stall_se
     return campaign.run(campaign.hang_simulator, extras=False)
 
 
-def postgres_database() -> tuple[str, callable]:
-    server = harness.postgres_server_url()
-    name = f"campaign_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-
-    def drop() -> None:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    return harness.with_database(server, name), drop
-
-
 FAULTS = ("kills", "postgres-restart", "full-disk", "hang")
 
 
@@ -633,18 +620,14 @@ def run(plan: Plan, workdir: pathlib.Path, *, fault: str = "kills") -> Figures:
         return postgres_restart(plan, workdir)
     if fault == "full-disk":
         return full_disk(plan, workdir)
-    drop = None
-    if plan.database == "postgres":
-        url, drop = postgres_database()
-    else:
-        url = f"sqlite:///{workdir / 'jobs.db'}"
-    try:
+    postgres = plan.database == "postgres"
+    with harness.scratch_postgres("campaign") if postgres else contextlib.nullcontext() as url:
+        if postgres and url is None:
+            raise SystemExit(f"no Postgres server answers at {harness.postgres_server_url()}")
+        url = url or f"sqlite:///{workdir / 'jobs.db'}"
         if fault == "hang":
             return hung_a1111(plan, workdir, url)
         return Campaign(plan, workdir, url).run()
-    finally:
-        if drop is not None:
-            drop()
 
 
 def report(figures: Figures) -> str:

@@ -22,9 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-import uuid
 
-import psycopg
 import requests
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -262,33 +260,12 @@ def print_deep_queue_table(rows: list[dict]) -> None:
               f"({r['deep_p99']:.2f}) | {r['ratio']:.2f} | {r['position_ms']:.1f} ms |")
 
 
-def postgres_url_or_none() -> tuple[str, str] | None:
-    """A new, empty Postgres database (url, name), or None when no server answers."""
-    name = f"bench_core_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(harness.postgres_server_url(), autocommit=True, connect_timeout=3) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError:
-        return None
-    return harness.with_database(harness.postgres_server_url(), name), name
-
-
-def drop_postgres(name: str) -> None:
-    with psycopg.connect(harness.postgres_server_url(), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def deep_queue_rows(*, samples: int, postgres: bool) -> list[dict]:
     rows = [bench_deep_queue(database_urls=(None, None), label="SQLite", samples=samples)]
-    created = [postgres_url_or_none() for _ in range(2)] if postgres else []
-    try:
-        if created and None not in created:
-            rows.append(bench_deep_queue(database_urls=tuple(url for url, _ in created), label="Postgres",
-                                         samples=samples))
-    finally:
-        for made in created:
-            if made is not None:
-                drop_postgres(made[1])
+    if postgres:
+        with harness.scratch_postgres("bench_core") as empty, harness.scratch_postgres("bench_core") as deep:
+            if empty and deep:
+                rows.append(bench_deep_queue(database_urls=(empty, deep), label="Postgres", samples=samples))
     return rows
 
 

@@ -25,6 +25,7 @@ from bench import core
 from chalicelib import job_ids
 from chalicelib import store as store_module
 from chalicelib.store import queries
+from tests import harness
 
 SCHEMES = {"UUIDv4 (random)": lambda: str(uuid.uuid4()), "UUIDv7 (time-ordered)": job_ids.new_job_id}
 
@@ -63,22 +64,20 @@ def fill(db, new_id, count: int) -> None:
 
 
 def one_scheme(label: str, new_id, *, queued: int, count: int) -> dict:
-    created = core.postgres_url_or_none()
-    if created is None:
-        raise SystemExit("no Postgres server answers")
-    url, name = created
-    job_store = store_module.make_store(url)
-    job_store.migrate()
-    db = job_store.database
-    try:
-        db.execute("CHECKPOINT")
-        empty = inserts(db, new_id, count)
-        fill(db, new_id, queued)
-        db.execute("CHECKPOINT")
-        deep = inserts(db, new_id, count)
-    finally:
-        db.close()
-        core.drop_postgres(name)
+    with harness.scratch_postgres("bench_ids") as url:
+        if url is None:
+            raise SystemExit("no Postgres server answers")
+        job_store = store_module.make_store(url)
+        job_store.migrate()
+        db = job_store.database
+        try:
+            db.execute("CHECKPOINT")
+            empty = inserts(db, new_id, count)
+            fill(db, new_id, queued)
+            db.execute("CHECKPOINT")
+            deep = inserts(db, new_id, count)
+        finally:
+            db.close()
     return {"label": label, "empty": empty, "deep": deep}
 
 

@@ -10,6 +10,7 @@ Run: `.venv/bin/python bench/instances.py [--quick] [--no-postgres]`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import pathlib
@@ -17,9 +18,7 @@ import platform
 import sys
 import tempfile
 import time
-import uuid
 
-import psycopg
 import requests
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -28,23 +27,6 @@ from bench import core
 from tests import harness
 
 GEN_SECONDS = 0.3
-
-
-def postgres_database() -> tuple[str, str] | None:
-    """(url of a new, empty database, its name); None when no Postgres server answers."""
-    server_url = harness.postgres_server_url()
-    name = f"bench_instances_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(server_url, autocommit=True, connect_timeout=3) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError:
-        return None
-    return server_url.rsplit("/", 1)[0] + f"/{name}", name
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(harness.postgres_server_url(), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def bench_busy_ratio(*, instances: int, jobs: int, database_url: str | None) -> dict:
@@ -89,21 +71,12 @@ def main() -> int:
     rows = []
     backends = [("SQLite", None)] + ([] if args.no_postgres else [("Postgres", "postgres")])
     for label, backend in backends:
-        created = postgres_database() if backend else None
-        if backend and created is None:
-            print("Postgres not reachable: its rows are skipped", file=sys.stderr)
-            continue
-        try:
-            for instances in (1, 4):
-                result = bench_busy_ratio(instances=instances, jobs=jobs,
-                                          database_url=created[0] if created else None)
-                rows.append((label, result))
-                if created:  # a fresh schema for the next run
-                    drop_database(created[1])
-                    created = postgres_database()
-        finally:
-            if created:
-                drop_database(created[1])
+        for instances in (1, 4):  # each run on a new, empty store
+            with harness.scratch_postgres("bench_instances") if backend else contextlib.nullcontext() as url:
+                if backend and url is None:
+                    print("Postgres not reachable: its rows are skipped", file=sys.stderr)
+                    break
+                rows.append((label, bench_busy_ratio(instances=instances, jobs=jobs, database_url=url)))
 
     extra = []
     if args.submit:

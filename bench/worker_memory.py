@@ -26,7 +26,6 @@ import requests
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from bench import instances as instances_bench
 from tests import harness
 
 BATCH = {"prompt": "a lighthouse at dusk", "steps": 4, "width": 1024, "height": 1024, "batch_size": 8}
@@ -111,14 +110,11 @@ def main() -> int:
 
     rows = bench_store("SQLite", runs=args.runs, database_url=None)
     if not args.no_postgres:
-        created = instances_bench.postgres_database()
-        if created is None:
-            print("Postgres not reachable: its row is skipped", file=sys.stderr)
-        else:
-            try:
-                rows += bench_store("Postgres", runs=args.runs, database_url=created[0])
-            finally:
-                instances_bench.drop_database(created[1])
+        with harness.scratch_postgres("bench_worker_memory") as url:
+            if url is None:
+                print("Postgres not reachable: its row is skipped", file=sys.stderr)
+            else:
+                rows += bench_store("Postgres", runs=args.runs, database_url=url)
     print_table(rows)
     return 0
 

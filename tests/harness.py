@@ -5,6 +5,7 @@ Also where a Postgres server for tests and benches is found (TEST_POSTGRES_URL, 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pathlib
@@ -12,8 +13,11 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 import urllib.parse
+import uuid
 
+import psycopg
 import requests
 
 from tests import support
@@ -36,6 +40,25 @@ def postgres_server_url() -> str:
 def with_database(url: str, name: str) -> str:
     """The same server URL pointing at another database."""
     return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path=f"/{name}"))
+
+
+@contextlib.contextmanager
+def scratch_postgres(prefix: str) -> typing.Iterator[str | None]:
+    """The URL of a new, empty database on the Postgres server at TEST_POSTGRES_URL, dropped after;
+    None when no server answers (a bench then leaves out its Postgres rows)."""
+    server = postgres_server_url()
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(server, autocommit=True, connect_timeout=3) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError:
+        yield None
+        return
+    try:
+        yield with_database(server, name)
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Process:
